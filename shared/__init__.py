@@ -1,0 +1,1 @@
+"""The shared contract: rewards, tags, run-directory paths, schemas, config, metrics."""

@@ -1,0 +1,1 @@
+"""proactive-rl pipeline stages (the `stages/` folder, imported as proactive_rl)."""
