@@ -1,0 +1,106 @@
+"""Config loading: one pydantic model per stage, a TOML file, and `key=value` overrides.
+
+Every stage uses the same override syntax (`--set key=value`, dotted keys for nested fields),
+validated by the stage's model; unknown keys fail with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from proactive_rl.shared.errors import UserError
+
+C = TypeVar("C", bound=BaseModel)
+
+
+class StageConfig(BaseModel):
+    """Base settings shared by every stage's config: unknown keys are errors, values are checked
+    on assignment too. (A pydantic setting, not a framework: stages subclass it for its config.)"""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def parse_value(raw: str) -> Any:
+    """Parse an override value: JSON when it parses (numbers, booleans, lists), else a string.
+
+    >>> parse_value("0.5"), parse_value("true"), parse_value("[1, 2]"), parse_value("abc")
+    (0.5, True, [1, 2], 'abc')
+    """
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one `a.b.c=value` override to a nested dict in place."""
+    key, sep, raw = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UserError(f"override {assignment!r} is not of the form key=value")
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"override {assignment!r}: {part!r} is not a section")
+        node = child
+    node[leaf] = parse_value(raw)
+
+
+def _field_names(model: type[BaseModel], prefix: str = "") -> list[str]:
+    names = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names.extend(_field_names(annotation, f"{prefix}{name}."))
+        else:
+            names.append(f"{prefix}{name}")
+    return names
+
+
+def load_config(
+    model: type[C], config_file: Path | None = None, overrides: tuple[str, ...] | list[str] = ()
+) -> C:
+    """Build `model` from an optional TOML file plus overrides (overrides win)."""
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        if not config_file.is_file():
+            raise UserError(f"config file {config_file} does not exist")
+        try:
+            data = tomllib.loads(config_file.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise UserError(f"{config_file}: not valid TOML: {err}") from err
+    for assignment in overrides:
+        apply_override(data, assignment)
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            loc = ".".join(str(p) for p in e["loc"])
+            if e["type"] == "extra_forbidden":
+                lines.append(f"  unknown key {loc!r}")
+            else:
+                lines.append(f"  {loc}: {e['msg']} (got {e.get('input')!r})")
+        valid = ", ".join(_field_names(model))
+        source = f" in {config_file}" if config_file else ""
+        raise UserError(
+            f"invalid {model.__name__}{source}:\n" + "\n".join(lines) + f"\nvalid keys: {valid}"
+        ) from err
+
+
+def describe(model: type[BaseModel]) -> str:
+    """One line per field (`name = default  # description`) for `--help` epilogs."""
+    out = []
+    for name, field in model.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            default = default.model_dump()
+        out.append(f"{name} = {default!r}\n    {field.description or ''}")
+    return "\n".join(out)

@@ -1,0 +1,144 @@
+"""Every path on the mounted volumes, in one place. Stages never join volume paths by hand.
+
+Layout (docs/contract.md has the full contract):
+
+    data/                          DataPaths
+      sample/sft.jsonl, rl.jsonl   bundled sample inputs (users' formats)
+      processed/                   prep output (an artifact folder with STABLE.json)
+    checkpoints/<run>/             RunPaths
+      configs/<stage>.json         resolved config of each stage's last start
+      status/<stage>.json          worker state (running / done / failed) + heartbeat
+      base_models/                 materialised builtin models
+      sft/epoch_000001/            HF model folder per epoch
+      policies/plan.json           the RL schedule (written by grpo)
+      policies/step_000000/        policy version N (HF folder); version 0 = starting model
+      rollouts/step_000000/        rollouts.parquet for RL step N
+      eval/<name>/                 report.json
+      logs/<stage>/                metrics.jsonl + tensorboard events
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+STEP_RE = re.compile(r"^step_(\d+)$")
+EPOCH_RE = re.compile(r"^epoch_(\d+)$")
+
+
+def step_name(step: int) -> str:
+    """Zero-padded so listings sort; always parsed back as a number.
+
+    >>> step_name(12)
+    'step_000012'
+    """
+    return f"step_{step:06d}"
+
+
+def epoch_name(epoch: int) -> str:
+    return f"epoch_{epoch:06d}"
+
+
+def numbered_children(parent: Path, pattern: re.Pattern[str] = STEP_RE) -> list[tuple[int, Path]]:
+    """(number, path) of the children matching `pattern`, sorted by number (not by name)."""
+    if not parent.is_dir():
+        return []
+    found = []
+    for child in parent.iterdir():
+        match = pattern.match(child.name)
+        if match:
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    root: Path
+
+    @property
+    def sample_sft(self) -> Path:
+        return self.root / "sample" / "sft.jsonl"
+
+    @property
+    def sample_rl(self) -> Path:
+        return self.root / "sample" / "rl.jsonl"
+
+    @property
+    def processed(self) -> Path:
+        return self.root / "processed"
+
+    @property
+    def sft_train(self) -> Path:
+        return self.processed / "sft_train.jsonl"
+
+    @property
+    def rl_train(self) -> Path:
+        return self.processed / "rl_train.parquet"
+
+    @property
+    def rl_test(self) -> Path:
+        return self.processed / "rl_test.parquet"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    def config(self, stage: str) -> Path:
+        return self.root / "configs" / f"{stage}.json"
+
+    def status(self, stage: str) -> Path:
+        return self.root / "status" / f"{stage}.json"
+
+    def logs(self, stage: str) -> Path:
+        return self.root / "logs" / stage
+
+    @property
+    def base_models(self) -> Path:
+        return self.root / "base_models"
+
+    @property
+    def sft(self) -> Path:
+        return self.root / "sft"
+
+    def sft_epoch(self, epoch: int) -> Path:
+        return self.sft / epoch_name(epoch)
+
+    @property
+    def sft_trainer_state(self) -> Path:
+        """HF Trainer checkpoints (optimizer, RNG) kept for `--resume`."""
+        return self.root / "state" / "sft"
+
+    @property
+    def policies(self) -> Path:
+        return self.root / "policies"
+
+    @property
+    def plan(self) -> Path:
+        return self.policies / "plan.json"
+
+    def policy(self, version: int) -> Path:
+        return self.policies / step_name(version)
+
+    @property
+    def grpo_state(self) -> Path:
+        """Optimizer state and RNG of the GRPO worker, for `--resume`."""
+        return self.root / "state" / "grpo"
+
+    @property
+    def rollouts(self) -> Path:
+        return self.root / "rollouts"
+
+    def rollout(self, step: int) -> Path:
+        return self.rollouts / step_name(step)
+
+    def rollout_file(self, step: int) -> Path:
+        return self.rollout(step) / "rollouts.parquet"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    def eval_report(self, name: str) -> Path:
+        return self.eval / name / "report.json"

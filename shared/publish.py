@@ -1,0 +1,230 @@
+"""Atomic publishing and waiting: the rules every producer and consumer on the volume follows.
+
+- A producer writes an artifact folder under a temporary name, fsyncs it, renames it into place
+  with `os.replace`, and writes `STABLE.json` (file sizes + sha256, row counts, metadata) last.
+- A consumer acts on `STABLE.json` only, waits with a timeout and a heartbeat log line, and fails
+  fast, naming the peer, when that peer's status file says it failed.
+- A stage refuses to start over outputs of an earlier run unless told `--resume` or `--clean`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from proactive_rl.shared.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+MARKER = "STABLE.json"
+T = TypeVar("T")
+
+
+class WaitTimeout(UserError):
+    """A peer did not publish what we waited for in time."""
+
+
+class PeerFailed(UserError):
+    """The peer we wait on wrote a `failed` status."""
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to `path` so readers see either the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True, default=str)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def staging_dir(final: Path) -> Path:
+    """A fresh, empty temporary folder beside `final` (same filesystem, so rename is atomic)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
+
+
+def publish_dir(staging: Path, final: Path, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Move a finished `staging` folder to `final` and write its marker last.
+
+    A leftover `final` without a marker (a crash between rename and marker) is replaced; a
+    published one is replaced too, because callers decide about reuse before they produce.
+    """
+    files: dict[str, dict[str, Any]] = {}
+    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+        _fsync_file(path)
+        files[str(path.relative_to(staging))] = {
+            "bytes": path.stat().st_size,
+            "sha256": sha256_file(path),
+        }
+    _fsync_dir(staging)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    _fsync_dir(final.parent)
+    marker = {"files": files, "published_at": time.time(), **(meta or {})}
+    write_json_atomic(final / MARKER, marker)
+    return marker
+
+
+def is_stable(folder: Path) -> bool:
+    return (folder / MARKER).is_file()
+
+
+def read_marker(folder: Path) -> dict[str, Any]:
+    return read_json(folder / MARKER)
+
+
+def verify(folder: Path) -> None:
+    """Check every file the marker lists against its size and sha256."""
+    marker = read_marker(folder)
+    for name, info in marker["files"].items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != info["bytes"]:
+            raise UserError(f"{path}: missing or wrong size; the artifact {folder} is damaged")
+        if sha256_file(path) != info["sha256"]:
+            raise UserError(f"{path}: checksum mismatch; the artifact {folder} is damaged")
+
+
+def remove_unpublished(parent: Path) -> None:
+    """Delete temporary folders and folders without a marker (leftovers of a crash)."""
+    if not parent.is_dir():
+        return
+    for child in parent.iterdir():
+        if child.name.startswith(".") and ".tmp-" in child.name:
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        elif child.is_dir() and not is_stable(child) and child.name.startswith(("step_", "epoch_")):
+            shutil.rmtree(child)
+
+
+def claim_outputs(outputs: list[Path], stage: str, resume: bool, clean: bool) -> None:
+    """Refuse to reuse a stage's outputs from an earlier run unless `--resume` or `--clean`."""
+    if resume and clean:
+        raise UserError("--resume and --clean exclude each other")
+    used = [p for p in outputs if p.exists() and (p.is_file() or any(p.iterdir()))]
+    if not used:
+        return
+    if clean:
+        for path in used:
+            logger.info("--clean: removing %s", path)
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        return
+    if not resume:
+        listing = ", ".join(str(p) for p in used)
+        raise UserError(
+            f"{stage}: the run directory already holds outputs ({listing}). "
+            "Pass --resume to continue that run or --clean to delete them and start over "
+            "(in compose: RUN_MODE=--resume or RUN_MODE=--clean)."
+        )
+    for path in used:
+        if path.is_dir():
+            remove_unpublished(path)
+
+
+def write_status(path: Path, state: str, **fields: Any) -> None:
+    """The worker's state for its peers: running (with heartbeat), done, or failed."""
+    write_json_atomic(
+        path,
+        {"state": state, "host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
+         **fields},
+    )
+
+
+@contextmanager
+def worker_status(path: Path, **fields: Any) -> Iterator[None]:
+    """Mark the worker running while the block runs, then done or failed (and re-raise)."""
+    write_status(path, "running", **fields)
+    try:
+        yield
+    except BaseException as err:
+        detail = "".join(traceback.format_exception_only(type(err), err)).strip()
+        write_status(path, "failed", error=detail, **fields)
+        raise
+    write_status(path, "done", **fields)
+
+
+def wait_for(
+    check: Callable[[], T | None],
+    what: str,
+    *,
+    timeout: float,
+    peer: str | None = None,
+    peer_status: Path | None = None,
+    started_after: float | None = None,
+    heartbeat: float = 10.0,
+    poll: float = 0.2,
+) -> T:
+    """Poll `check` until it returns a value; log every `heartbeat` seconds what we wait for.
+
+    If `peer_status` is given and that peer wrote `failed` (after `started_after`, so a stale
+    file from an earlier run does not count), fail at once naming the peer.
+    """
+    start = time.monotonic()
+    last_log = start
+    while True:
+        value = check()
+        if value is not None:
+            return value
+        now = time.monotonic()
+        if peer_status is not None and peer_status.is_file():
+            try:
+                status = read_json(peer_status)
+            except (json.JSONDecodeError, OSError):
+                status = {}
+            fresh = started_after is None or status.get("time", 0) >= started_after
+            if fresh and status.get("state") == "failed":
+                raise PeerFailed(
+                    f"the {peer} worker failed while we waited for {what}: "
+                    f"{status.get('error', 'no detail')} (see its logs)"
+                )
+        if now - start > timeout:
+            raise WaitTimeout(
+                f"timed out after {timeout:.0f}s waiting for {what}"
+                + (f" from the {peer} worker; is it running? check its logs" if peer else "")
+            )
+        if now - last_log >= heartbeat:
+            logger.info("waiting for %s (%.0fs so far)", what, now - start)
+            last_log = now
+        time.sleep(poll)

@@ -1,0 +1,69 @@
+"""The RL schedule: which prompts each step uses. Written once by the GRPO worker as
+`policies/plan.json`; the rollout worker and evaluation read it, so both sides agree by
+construction instead of by matching config values.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from proactive_rl.shared.publish import read_json, write_json_atomic
+
+
+@dataclass(frozen=True)
+class Plan:
+    plan_id: str  # fresh per training run: markers from an earlier run never match it
+    train_rows: int
+    train_sha256: str
+    prompts_per_step: int
+    n: int  # responses per prompt (the group size)
+    epochs: int
+    seed: int
+    max_staleness: int  # rollout step k may use policy version >= k - max_staleness
+
+    @property
+    def batch(self) -> int:
+        return min(self.prompts_per_step, self.train_rows)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        # drop_last: every step has a full batch, as in veRL's dataloader
+        return self.train_rows // self.batch
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+    def min_policy_version(self, step: int) -> int:
+        return max(0, step - self.max_staleness)
+
+    def step_prompts(self, step: int) -> list[int]:
+        """Row indices of rl_train.parquet used at `step`: a seeded shuffle per epoch.
+
+        >>> p = Plan("x", 10, "", 4, 2, 2, 0, 0)
+        >>> a, b = p.step_prompts(0), p.step_prompts(1)
+        >>> p.total_steps, len(a), len(set(a) | set(b))  # no prompt twice within an epoch
+        (4, 4, 8)
+        """
+        if not 0 <= step < self.total_steps:
+            raise ValueError(f"step {step} is outside the plan (0..{self.total_steps - 1})")
+        epoch, within = divmod(step, self.steps_per_epoch)
+        order = list(range(self.train_rows))
+        random.Random(f"{self.seed}:{epoch}").shuffle(order)
+        return order[within * self.batch : (within + 1) * self.batch]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "total_steps": self.total_steps}
+
+
+def write_plan(path: Path, plan: Plan) -> None:
+    write_json_atomic(path, plan.to_json())
+
+
+def read_plan(path: Path) -> Plan:
+    data = read_json(path)
+    data.pop("total_steps", None)
+    return Plan(**data)
