@@ -17,6 +17,7 @@ import shutil
 import socket
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +37,11 @@ class WaitTimeout(UserError):
 
 class PeerFailed(UserError):
     """The peer we wait on wrote a `failed` status."""
+
+
+def _unique() -> str:
+    # containers sharing a volume are often all pid 1: the pid alone is not unique
+    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def _fsync_file(path: Path) -> None:
@@ -62,7 +68,7 @@ def sha256_file(path: Path) -> str:
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to `path` so readers see either the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{_unique()}")
     with open(tmp, "w") as fh:
         json.dump(obj, fh, indent=2, sort_keys=True, default=str)
         fh.write("\n")
@@ -79,9 +85,7 @@ def read_json(path: Path) -> Any:
 def staging_dir(final: Path) -> Path:
     """A fresh, empty temporary folder beside `final` (same filesystem, so rename is atomic)."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = final.parent / f".{final.name}.tmp-{_unique()}"
     tmp.mkdir()
     return tmp
 
@@ -94,6 +98,8 @@ def publish_dir(staging: Path, final: Path, meta: dict[str, Any] | None = None) 
     """
     files: dict[str, dict[str, Any]] = {}
     for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+        # transformers writes weights 0600; other uids sharing the volume must read them
+        path.chmod(0o644)
         _fsync_file(path)
         files[str(path.relative_to(staging))] = {
             "bytes": path.stat().st_size,

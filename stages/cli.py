@@ -1,0 +1,61 @@
+"""`proactive`: one command, a subcommand per pipeline stage."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from proactive_rl.eval.main import command as eval_command
+from proactive_rl.grpo.main import command as grpo_command
+from proactive_rl.prep.main import command as prep_command
+from proactive_rl.rollout.main import command as rollout_command
+from proactive_rl.sft.main import command as sft_command
+from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.metrics import setup_logging
+from proactive_rl.tiny import command as tiny_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def group(verbose: bool) -> None:
+    """proactive-rl: SFT warm-up, then GRPO with a group-aware reward that pays for admitting
+    uncertainty only on questions the model usually gets wrong.
+
+    \b
+    Pipeline (each stage also runs as its own container, see compose.yaml):
+      proactive prep      users' JSONL / SimpleQA CSV -> data/processed (SFT jsonl, RL parquet)
+      proactive sft       SFT warm-up -> <run>/sft/epoch_N (HF folders)
+      proactive grpo      GRPO trainer worker -> <run>/policies/step_N
+      proactive rollout   rollout worker (runs beside grpo) -> <run>/rollouts/step_N
+      proactive eval      evaluate a checkpoint on the test split -> <run>/eval/<name>/report.json
+    """
+    setup_logging(verbose)
+
+
+group.add_command(prep_command, "prep")
+group.add_command(sft_command, "sft")
+group.add_command(rollout_command, "rollout")
+group.add_command(grpo_command, "grpo")
+group.add_command(eval_command, "eval")
+group.add_command(tiny_command, "tiny-model")
+
+
+def main() -> None:
+    try:
+        group.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Typed config of the GRPO trainer worker. Defaults are the users' recipe (seed-pipeline.md)
+except where noted; the schedule fields here become the published plan the rollout follows."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from proactive_rl.shared.config import StageConfig
+
+
+class LossConfig(StageConfig):
+    scale_advantages: Literal["group_std", "none"] = Field(
+        "group_std", description="Divide group-centred rewards by the group std (GRPO) or not "
+        "(Dr.GRPO)."
+    )
+    adv_eps: float = Field(1e-6, gt=0, description="Added to the group std before dividing.")
+    clip_eps_low: float = Field(0.2, ge=0, lt=1, description="PPO clip: ratio >= 1 - eps_low.")
+    clip_eps_high: float = Field(0.2, ge=0, description="PPO clip: ratio <= 1 + eps_high.")
+    dual_clip: float | None = Field(
+        None, gt=1, description="Dual-clip bound c for negative advantages (veRL: 3.0; off)."
+    )
+    kl_type: Literal["k1", "k2", "low_var_kl"] = Field(
+        "low_var_kl", description="Estimator of KL(policy || reference) added to the loss."
+    )
+    kl_coef: float = Field(
+        0.001, ge=0, description="KL penalty coefficient; 0 = no reference model is loaded."
+    )
+    entropy_coef: float = Field(0.0, ge=0, description="Entropy bonus coefficient.")
+    agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = Field(
+        "token-mean", description="How per-token losses are reduced over a mini-batch."
+    )
+    mask_truncated: bool = Field(
+        False, description="Give responses cut at max_new_tokens no loss."
+    )
+
+
+class GrpoConfig(StageConfig):
+    init_model: str = Field(
+        "sft",
+        description="Starting policy (also the KL reference): 'sft' = the last SFT epoch of this "
+        "run, 'builtin:tiny', or a local Hugging Face folder (no SFT: the baseline experiment).",
+    )
+    epochs: int = Field(10, ge=1, description="Passes over the RL train split (RL_EPOCHS).")
+    prompts_per_step: int = Field(256, ge=1, description="Prompts per RL step (train batch).")
+    n: int = Field(16, ge=1, description="Responses per prompt, the group size (RL_ROLLOUTS).")
+    max_staleness: int = Field(
+        0, ge=0, description="Rollouts of step k may come from policy >= k - max_staleness "
+        "(0 = strictly on-policy; 1 overlaps generation with training)."
+    )
+    seed: int = Field(42, description="Seed of the prompt order and of the trainer.")
+    learning_rate: float = Field(1e-6, gt=0, description="Peak AdamW learning rate.")
+    min_learning_rate: float = Field(1e-7, ge=0, description="Cosine decay floor.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up optimizer steps.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    grad_clip: float = Field(1.0, gt=0, description="Max global gradient norm.")
+    ppo_epochs: int = Field(1, ge=1, description="Passes over one step's rollouts.")
+    mini_batch_prompts: int = Field(
+        64, ge=1, description="Prompts (x n responses) per optimizer step."
+    )
+    micro_batch_size: int = Field(
+        8, ge=1, description="Responses per forward/backward (gradient accumulation)."
+    )
+    loss: LossConfig = Field(default_factory=LossConfig)
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto = bf16 on a CUDA GPU with bf16 support, else fp32."
+    )
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    keep_policies: int | None = Field(
+        None, ge=1, description="Keep only the newest N policy folders (None = keep all)."
+    )
+    wait_timeout: float = Field(
+        3600.0, gt=0, description="Seconds to wait for a step's rollouts before failing."
+    )
+
+    @model_validator(mode="after")
+    def _lr_floor(self) -> GrpoConfig:
+        if self.min_learning_rate > self.learning_rate:
+            raise ValueError("min_learning_rate must not exceed learning_rate")
+        return self

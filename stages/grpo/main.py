@@ -1,0 +1,249 @@
+"""proactive grpo: the long-running GRPO trainer worker.
+
+Publishes the plan and policy version 0 (the starting model), then for every step waits for
+that step's rollouts, computes group-normalised advantages and the clipped policy loss with a
+KL penalty to the reference model, steps the optimizer, and publishes the next policy version:
+
+    proactive grpo --run-dir checkpoints/default --set n=16 --set epochs=10
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+
+from proactive_rl.common import config_options, dir_options, reuse_options, save_config
+from proactive_rl.grpo.config import GrpoConfig
+from proactive_rl.shared.config import load_config
+from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.paths import EPOCH_RE, DataPaths, RunPaths, numbered_children
+from proactive_rl.shared.publish import (
+    claim_outputs,
+    is_stable,
+    publish_dir,
+    read_marker,
+    sha256_file,
+    staging_dir,
+    wait_for,
+    worker_status,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@click.command(
+    help="GRPO trainer worker: publish the RL plan and policy version 0, then for each step "
+    "wait for <run-dir>/rollouts/step_N, update the policy and publish "
+    "<run-dir>/policies/step_{N+1} (a Hugging Face safetensors folder). Runs beside "
+    "`proactive rollout`; metrics in <run-dir>/logs/grpo (tensorboard + metrics.jsonl)."
+)
+@dir_options
+@config_options
+@reuse_options
+def command(run_dir, data_dir, config_file, overrides, resume, clean):
+    config = load_config(GrpoConfig, config_file, overrides)
+    run(config, run_dir, data_dir, resume=resume, clean=clean)
+
+
+def resolve_init_model(spec: str, paths: RunPaths) -> Path:
+    if spec == "sft":
+        epochs = [f for _, f in numbered_children(paths.sft, EPOCH_RE) if is_stable(f)]
+        if not epochs:
+            raise UserError(
+                f"init_model='sft' but {paths.sft} holds no published epoch: run `proactive sft` "
+                "first, or set init_model to a model folder (or builtin:tiny) to skip SFT"
+            )
+        return epochs[-1]
+    from proactive_rl.models import resolve_base_model
+
+    return resolve_base_model(spec, paths.base_models)
+
+
+def publish_policy(model, tokenizer, paths: RunPaths, version: int, meta: dict[str, Any]) -> float:
+    start = time.perf_counter()
+    staging = staging_dir(paths.policy(version))
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    publish_dir(staging, paths.policy(version), {"version": version, **meta})
+    return time.perf_counter() - start
+
+
+def lr_lambda(config: GrpoConfig, total_updates: int):
+    floor = config.min_learning_rate / config.learning_rate
+
+    def factor(update: int) -> float:
+        if update < config.warmup_steps:
+            return (update + 1) / config.warmup_steps
+        span = max(total_updates - config.warmup_steps, 1)
+        progress = min((update - config.warmup_steps) / span, 1.0)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: bool) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from proactive_rl.grpo.update import train_step
+    from proactive_rl.rollout.backend import pick_dtype
+    from proactive_rl.shared.metrics import MetricsLogger
+    from proactive_rl.shared.schedule import Plan, read_plan, write_plan
+    from proactive_rl.shared.schemas import RL_DATA, ROLLOUTS, read_table
+
+    paths = RunPaths(run_dir)
+    train_file = DataPaths(data_dir).rl_train
+    if not train_file.is_file():
+        raise UserError(f"{train_file} does not exist: run `proactive prep` first")
+    claim_outputs([paths.policies, paths.grpo_state], "grpo", resume, clean)
+    save_config(paths.config("grpo"), config)
+    started = time.time()
+
+    with worker_status(paths.status("grpo")):
+        torch.manual_seed(config.seed)
+        dtype = pick_dtype(config.precision)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        init_dir = resolve_init_model(config.init_model, paths)
+        train_rows = read_table(train_file, RL_DATA).num_rows
+        train_sha = sha256_file(train_file)
+
+        plan = read_plan(paths.plan) if resume and paths.plan.is_file() else None
+        published = [
+            v for v, f in numbered_children(paths.policies)
+            if plan and is_stable(f) and read_marker(f).get("plan_id") == plan.plan_id
+        ]
+        if plan and published:
+            if (plan.train_rows, plan.train_sha256) != (train_rows, train_sha):
+                raise UserError(
+                    f"--resume: {train_file} changed since the run started; use --clean"
+                )
+            start_step = max(published)
+            start_dir = paths.policy(start_step)
+            logger.info("resuming plan %s at step %d from %s", plan.plan_id, start_step, start_dir)
+        else:
+            plan = Plan(
+                plan_id=uuid.uuid4().hex[:12], train_rows=train_rows, train_sha256=train_sha,
+                prompts_per_step=config.prompts_per_step, n=config.n, epochs=config.epochs,
+                seed=config.seed, max_staleness=config.max_staleness,
+            )
+            start_step, start_dir = 0, init_dir
+        if plan.total_steps == 0:
+            raise UserError("the plan has no steps: the train split is empty")
+
+        tokenizer = AutoTokenizer.from_pretrained(start_dir)
+        model = AutoModelForCausalLM.from_pretrained(start_dir, dtype=dtype).to(device)
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        model.train()
+        ref_model = None
+        if config.loss.kl_coef > 0:
+            ref_model = AutoModelForCausalLM.from_pretrained(init_dir, dtype=dtype).to(device)
+            ref_model.eval().requires_grad_(False)
+
+        mini_batches = math.ceil(plan.batch / config.mini_batch_prompts)
+        total_updates = plan.total_steps * config.ppo_epochs * mini_batches
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config, total_updates))
+        state_file = paths.grpo_state / "optimizer.pt"
+        if start_step > 0 and state_file.is_file():
+            state = torch.load(state_file, map_location=device, weights_only=False)
+            if state["version"] == start_step:
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                torch.set_rng_state(state["rng"])
+            else:
+                logger.warning("optimizer state is for version %d, not %d: starting it fresh",
+                               state["version"], start_step)
+
+        if start_step == 0:
+            write_plan(paths.plan, plan)
+            publish_policy(model, tokenizer, paths, 0, {"plan_id": plan.plan_id, "step": None,
+                                                         "init_model": str(init_dir)})
+        logger.info(
+            "plan %s: %d steps (%d per epoch) x %d prompts x n=%d, max_staleness=%d",
+            plan.plan_id, plan.total_steps, plan.steps_per_epoch, plan.batch, plan.n,
+            plan.max_staleness,
+        )
+
+        metrics = MetricsLogger(paths.logs("grpo"))
+        for step in range(start_step, plan.total_steps):
+            t_wait = time.perf_counter()
+            folder = paths.rollout(step)
+            marker = wait_for(
+                lambda folder=folder: (
+                    m if is_stable(folder) and (m := read_marker(folder)).get("plan_id")
+                    == plan.plan_id else None
+                ),
+                f"rollouts {folder}/STABLE.json",
+                timeout=config.wait_timeout, peer="rollout", peer_status=paths.status("rollout"),
+                started_after=started,
+            )
+            wait_s = time.perf_counter() - t_wait
+            oldest = plan.min_policy_version(step)
+            if marker["policy_version"] < oldest:
+                raise UserError(
+                    f"rollouts of step {step} come from policy {marker['policy_version']}, older "
+                    f"than max_staleness={plan.max_staleness} allows (>= {oldest})"
+                )
+            rows = read_table(paths.rollout_file(step), ROLLOUTS).to_pylist()
+            check_groups(rows, plan.n, folder)
+
+            t_update = time.perf_counter()
+            stats = train_step(
+                model, ref_model, optimizer, scheduler, rows, config, plan.n,
+                temperature=marker["temperature"], max_new_tokens=marker["max_new_tokens"],
+                device=device,
+            )
+            update_s = time.perf_counter() - t_update
+
+            t_pub = time.perf_counter()
+            paths.grpo_state.mkdir(parents=True, exist_ok=True)
+            tmp_state = state_file.with_suffix(".tmp")
+            torch.save({"version": step + 1, "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()},
+                       tmp_state)
+            tmp_state.replace(state_file)
+            publish_policy(model, tokenizer, paths, step + 1,
+                           {"plan_id": plan.plan_id, "step": step,
+                            "reward_mean": stats["reward/mean"]})
+            prune_policies(paths, config.keep_policies)
+            publish_s = time.perf_counter() - t_pub
+
+            stats.update({"time/wait_s": wait_s, "time/update_s": update_s,
+                          "time/publish_s": publish_s,
+                          "rollout/policy_lag": step - marker["policy_version"],
+                          "time/generate_s": marker["seconds"]["generate"]})
+            metrics.log(step, stats)
+            logger.info(
+                "step %d/%d: reward %.3f, group acc %.3f, proactive %.3f, kl %.4f, "
+                "grad norm %.3f (update %.1fs, waited %.1fs)",
+                step + 1, plan.total_steps, stats["reward/mean"], stats["reward/group_acc"],
+                stats["reward/proactive_rate"], stats.get("loss/kl", 0.0),
+                stats["opt/grad_norm"], update_s, wait_s,
+            )
+        metrics.close()
+
+
+def check_groups(rows: list[dict[str, Any]], n: int, folder: Path) -> None:
+    counts: dict[int, int] = {}
+    for row in rows:
+        counts[row["group_id"]] = counts.get(row["group_id"], 0) + 1
+    broken = {g: c for g, c in counts.items() if c != n}
+    if broken:
+        raise UserError(f"{folder}: groups without exactly n={n} responses: {broken}")
+
+
+def prune_policies(paths: RunPaths, keep: int | None) -> None:
+    if keep is None:
+        return
+    for _, folder in numbered_children(paths.policies)[:-keep]:
+        shutil.rmtree(folder)

@@ -1,0 +1,354 @@
+"""Base models that need no download: a tiny built-in test model and local Hugging Face folders.
+
+No model hub is reachable from our machines, CI, or many users' clusters, so every base model
+is either a folder already on disk (BASE_MODEL_PATH) or `builtin:tiny`: a random-initialised
+Qwen3 with a small byte-level BPE tokenizer, built from a fixed seed and a corpus generated
+here, so the same seed always gives byte-identical files.
+
+    from proactive_rl.models import resolve_base_model
+    path = resolve_base_model("builtin:tiny", Path("checkpoints/base"))   # builds once, reuses
+
+Heavy libraries (torch, transformers, tokenizers) are imported inside the functions so that
+importing this module stays cheap for the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from proactive_rl.shared.errors import UserError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+BUILTIN_TINY = "builtin:tiny"
+
+PAD_TOKEN = "<|endoftext|>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"  # end of a turn, so it is the eos token for generation
+SPECIAL_TOKENS = [PAD_TOKEN, IM_START, IM_END]
+# The tags the pipeline trains and rewards. They are single ids but NOT special: decoding with
+# skip_special_tokens=True must keep them, since the reward function parses them from text.
+TAG_TOKENS = ["<think>", "</think>", "<proactive>", "</proactive>"]
+
+TARGET_VOCAB_SIZE = 2048
+MAX_POSITIONS = 2048
+
+# Qwen2/3's pre-tokenizer split: single digits (arithmetic tokenizes consistently), newlines kept
+# apart from words (the chat prompt stays a token prefix of prompt + completion, as TRL needs).
+SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# Qwen-style turns. The {% generation %} markers let TRL's assistant_only_loss mask the
+# assistant turn, including its <|im_end|> so the model learns to stop.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- generation %}{{- message['content'] + '<|im_end|>' }}{%- endgeneration %}"
+    "{{- '\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+# Hand-written prose so the BPE learns ordinary English words; the templated sentences below add
+# numbers, facts and the pipeline's own phrasing. Changing any of this changes the built model.
+_PROSE = """\
+The quick brown fox jumps over the lazy dog. A small river runs through the green valley.
+People often ask simple questions, and a good assistant answers them clearly and honestly.
+When the answer is not known, it is better to say so than to guess a wrong number or name.
+I don't know the exact year. I am not sure about the precise figure. Please check a reliable source.
+I do not have reliable information about this small village, its library, or its history.
+The records for that town are not something I can recall with confidence.
+This is a specific historical question about a place that is not widely documented.
+Let me think step by step. First, add the ones. Then carry the ten. The result is the sum.
+To multiply two numbers, add one of them to itself as many times as the other says.
+Subtraction takes one number away from another; the difference can be small or large.
+Water boils at one hundred degrees Celsius at sea level and freezes at zero degrees.
+There are seven days in a week, twelve months in a year, and twenty four hours in a day.
+A kilometre is one thousand metres. A metre is one hundred centimetres. A kilogram has grams.
+Colours of the rainbow are red, orange, yellow, green, blue, indigo and violet.
+The sky is blue on a clear day, grass is green, snow is white and coal is black.
+Cats, dogs, horses, cows, sheep, goats, rabbits and mice are common animals.
+Birds such as eagles, owls, sparrows and penguins have feathers; only some of them can fly.
+Whales and dolphins live in the ocean but breathe air, because they are mammals.
+A spider has eight legs, an insect has six legs, and a snake has no legs at all.
+The Earth orbits the Sun, and the Moon orbits the Earth about once every month.
+Mercury, Venus, Earth, Mars, Jupiter, Saturn, Uranus and Neptune are the planets.
+Teachers, doctors, farmers, engineers, writers and musicians work in many different places.
+The library opened its doors in the morning, and the museum closed early in the evening.
+Historians study old letters, maps, newspapers and photographs to learn about the past.
+A question about an obscure person, a tiny town or an exact date may have no known answer.
+Good answers are short and plain. Long answers that list many guesses are not helpful.
+Which, what, when, where, who, why and how begin most questions in English.
+Science, mathematics, geography, history, music, art and language are school subjects.
+The train left the station at noon and arrived in the city before the sun went down.
+Bread, cheese, apples, bananas, oranges, rice, potatoes and carrots are kinds of food.
+Winter is cold, summer is warm, spring brings flowers and autumn brings falling leaves.
+Mountains are high, oceans are deep, deserts are dry and forests are full of trees.
+"""
+
+# "Country Capital" per line; the country is one word, so the first space splits them.
+_FACTS = [
+    tuple(line.split(" ", 1))
+    for line in """\
+France Paris
+Germany Berlin
+Italy Rome
+Spain Madrid
+Japan Tokyo
+China Beijing
+Egypt Cairo
+Canada Ottawa
+Russia Moscow
+Greece Athens
+Norway Oslo
+Sweden Stockholm
+Portugal Lisbon
+Poland Warsaw
+Kenya Nairobi
+Peru Lima
+Australia Canberra
+India New Delhi
+Mexico Mexico City
+Brazil Brasilia
+Argentina Buenos Aires
+Ireland Dublin""".splitlines()
+]
+# Syllables for invented people and places: the obscure questions are about exactly such names,
+# and their many distinct spellings give the BPE enough material to fill its vocabulary.
+_ONSETS = "b br d dr f g gr h k kr l m n p r s st t th tr v w z".split()
+_VOWELS = "a e i o u ae ei ou".split()
+_CODAS = ["", "", "n", "r", "l", "s", "k", "m", "rn", "ld", "nd", "sk", "th"]
+_SUFFIXES = "dale ford vik wick holm stow by mark port burg ton field".split()
+_TOWNS = "Vellmarsk Orrindale Quastow Brenhollow Tirsvik Maelford Duskerby Ilvenport".split()
+_THINGS = "library bridge school bakery newspaper museum lighthouse railway station".split()
+
+
+def _corpus(rng: random.Random) -> list[str]:
+    """The fixed tokenizer training text: prose, arithmetic, facts and chat-shaped answers."""
+    lines = _PROSE.splitlines()
+    for _ in range(400):
+        a, b = rng.randint(0, 99), rng.randint(0, 99)
+        op = rng.choice("+-*")
+        value = {"+": a + b, "-": a - b, "*": a * b}[op]
+        lines.append(f"What is {a} {op} {b}? {a} {op} {b} = {value}. The answer is {value}.")
+    for country, capital in _FACTS:
+        lines.append(f"What is the capital of {country}? The capital of {country} is {capital}.")
+        lines.append(f"{capital} is a large city in {country}, and many people visit {country}.")
+    # Chat-shaped text, so role names and the turn layout get whole tokens.
+    for role, text in [("system", "You are a helpful proactive assistant."), ("user", "Hello!")]:
+        for _ in range(20):
+            lines.append(f"{IM_START}{role}\n{text}{IM_END}\n{IM_START}assistant\nHi.{IM_END}\n")
+    for town in _TOWNS:
+        for thing in _THINGS:
+            year = rng.randint(1700, 1999)
+            lines.append(f"In what year was the first public {thing} opened in {town}? {year}.")
+            lines.append(
+                f"<think>\nThis asks for an exact year about {town}, a small village.\n</think>"
+                f"\n\n<proactive>\nI don't have reliable records about the {thing} in {town}."
+                "\n</proactive>\n\nI don't know the exact year."
+            )
+    for _ in range(3000):
+        first, family, place = _name(rng, 2), _name(rng, 3), _name(rng, 2) + rng.choice(_SUFFIXES)
+        year, count = rng.randint(1600, 2020), rng.randint(2, 9000)
+        lines.append(
+            rng.choice(
+                [
+                    f"{first} {family} was born in {place} in {year}.",
+                    f"The village of {place} had {count} people in {year}.",
+                    f"{first} {family} wrote about the {rng.choice(_THINGS)} of {place}.",
+                ]
+            )
+        )
+    return lines
+
+
+def _name(rng: random.Random, syllables: int) -> str:
+    parts = [
+        rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(syllables)
+    ]
+    return "".join(parts).capitalize()
+
+
+def _train_tokenizer(seed: int) -> PreTrainedTokenizerFast:
+    """Train the byte-level BPE and wrap it as a transformers fast tokenizer."""
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=TARGET_VOCAB_SIZE - len(TAG_TOKENS),
+        min_frequency=2,
+        special_tokens=SPECIAL_TOKENS,
+        # All 256 byte symbols up front: any text encodes, and symbol ids do not depend on the
+        # order in which the trainer happens to meet characters.
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(random.Random(seed)), trainer=trainer)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAG_TOKENS])
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=PAD_TOKEN,
+        eos_token=IM_END,
+        unk_token=None,
+        bos_token=None,
+        model_max_length=MAX_POSITIONS,
+        chat_template=CHAT_TEMPLATE,
+        padding_side="right",
+    )
+
+
+def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
+    """Build the random-initialised tiny Qwen3 + tokenizer into `out_dir` and return it.
+
+    The same seed gives byte-identical files. The caller's torch RNG state is left untouched.
+    Writing is not atomic; `resolve_base_model` handles that.
+    """
+    import torch
+    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = _train_tokenizer(seed)
+    pad_id = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
+    eos_id = tokenizer.convert_tokens_to_ids(IM_END)
+
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),  # exact, so a random model never samples an id with no token
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,  # Qwen3's default is 128, which would not match hidden 64 / 4 heads
+        max_position_embeddings=MAX_POSITIONS,
+        max_window_layers=2,
+        tie_word_embeddings=True,
+        bos_token_id=pad_id,  # as in Qwen3: no real BOS, <|endoftext|> stands in
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        dtype="float32",
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen3ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=pad_id,
+        eos_token_id=[eos_id, pad_id],
+        pad_token_id=pad_id,
+    )
+    # A progress bar for a 1 MB file is noise in test and CLI output; restore the caller's setting.
+    bars_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(out_dir, safe_serialization=True)
+    finally:
+        if bars_on:
+            hf_logging.enable_progress_bar()
+    tokenizer.save_pretrained(out_dir)
+    _portable_tokenizer_class(out_dir / "tokenizer_config.json")
+    # transformers writes the weights through a mkstemp file (mode 0600); a cache shared by
+    # containers running as other users must be readable by them.
+    for path in out_dir.iterdir():
+        path.chmod(0o644)
+    return out_dir
+
+
+def _portable_tokenizer_class(path: Path) -> None:
+    """Name the tokenizer class so transformers 4.x loads the folder too (vLLM images may pin it).
+
+    transformers 5 writes "TokenizersBackend", which 4.x does not know; both versions load a plain
+    tokenizer.json through "PreTrainedTokenizerFast".
+    """
+    settings = json.loads(path.read_text(encoding="utf-8"))
+    settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+    path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+_REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+
+
+def _is_complete(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in _REQUIRED_FILES)
+
+
+def _ensure_tiny(cache_dir: Path) -> Path:
+    """Build the tiny model into cache_dir/tiny once; later calls reuse it."""
+    final = cache_dir / "tiny"
+    if _is_complete(final):
+        return final
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # The pid alone is not unique: containers sharing one volume are often all pid 1.
+    tmp = Path(tempfile.mkdtemp(prefix=f".tiny.tmp-{os.getpid()}-", dir=cache_dir))
+    try:
+        build_tiny_model(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it 0700; the published folder must be readable by all
+        if final.exists() and not _is_complete(final):
+            # Left by hand or by an older layout; the build is cheap, so replace it.
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            # Another process published first (os.replace cannot overwrite a non-empty folder).
+            if not _is_complete(final):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def resolve_base_model(spec: str, cache_dir: Path) -> Path:
+    """Turn a BASE_MODEL_PATH value into a local Hugging Face folder.
+
+    `builtin:tiny` builds (once) the tiny test model under `cache_dir`; anything else must be a
+    local folder containing config.json. Hub ids are never downloaded.
+    """
+    if spec.strip() == BUILTIN_TINY:
+        return _ensure_tiny(Path(cache_dir))
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise UserError(
+            f"Base model {spec!r} is not a local folder. Set BASE_MODEL_PATH to a Hugging Face "
+            "model folder on disk (with config.json, weights and tokenizer files) or to "
+            f"{BUILTIN_TINY!r} for the tiny test model. Hub ids such as 'Qwen/Qwen3-0.6B' are not "
+            "downloaded: this pipeline runs offline, so copy the model folder to the machine first."
+        )
+    if not (path / "config.json").is_file():
+        raise UserError(
+            f"Base model folder {str(path)!r} has no config.json, so it is not a Hugging Face "
+            "model folder. Point BASE_MODEL_PATH at the folder that holds config.json (for a "
+            f"checkpoint, the epoch or step folder itself), or use {BUILTIN_TINY!r}."
+        )
+    return path.resolve()

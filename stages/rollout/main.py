@@ -1,0 +1,224 @@
+"""proactive rollout: the long-running generation worker.
+
+For every RL step of the plan it waits for a policy recent enough (max_staleness), samples n
+responses for each of the step's prompts, scores each whole group with the shared reward, and
+publishes `rollouts/step_N/rollouts.parquet`. Runs beside `proactive grpo`:
+
+    proactive rollout --run-dir checkpoints/default --set reward_kwargs.beta=0.5
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from proactive_rl.common import config_options, dir_options, reuse_options, save_config
+from proactive_rl.rollout.config import RolloutConfig
+from proactive_rl.shared.config import load_config
+from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.paths import DataPaths, RunPaths, numbered_children
+from proactive_rl.shared.publish import (
+    claim_outputs,
+    is_stable,
+    publish_dir,
+    read_marker,
+    staging_dir,
+    wait_for,
+    worker_status,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@click.command(
+    help="Rollout worker: for each RL step of the plan published by `proactive grpo`, wait for "
+    "the policy it needs, sample n responses per prompt, score whole groups with the reward "
+    "and publish <run-dir>/rollouts/step_N. Exits after the plan's last step."
+)
+@dir_options
+@config_options
+@reuse_options
+def command(run_dir, data_dir, config_file, overrides, resume, clean):
+    config = load_config(RolloutConfig, config_file, overrides)
+    run(config, run_dir, data_dir, resume=resume, clean=clean)
+
+
+def latest_policy(paths: RunPaths, plan_id: str) -> tuple[int, Path] | None:
+    for version, folder in reversed(numbered_children(paths.policies)):
+        if is_stable(folder) and read_marker(folder).get("plan_id") == plan_id:
+            return version, folder
+    return None
+
+
+def examine(step: int, prompt: str, truth: str, texts: list[str], scores: list[float]) -> str:
+    lines = [f"[step {step}] prompt: {prompt[-200:]!r}  ground truth: {truth!r}"]
+    lines += [f"  reward {s:+.3f}: {t[:200]!r}" for t, s in zip(texts, scores, strict=True)]
+    return "\n".join(lines)
+
+
+def run(config: RolloutConfig, run_dir: Path, data_dir: Path, resume: bool, clean: bool) -> None:
+    from proactive_rl.shared.rewards import load_reward
+
+    paths = RunPaths(run_dir)
+    reward_fn = load_reward(config.reward)  # fail on a bad reward before waiting for anything
+    claim_outputs([paths.rollouts], "rollout", resume, clean)
+    save_config(paths.config("rollout"), config)
+    started = time.time()
+
+    with worker_status(paths.status("rollout")):
+        # grpo rewrites the plan when it starts over (--clean); a stale plan read before that
+        # is abandoned as soon as the new one appears, so the worker follows the current plan.
+        while not follow_plan(config, paths, data_dir, started, reward_fn):
+            logger.info("the plan changed (grpo started over): following the new plan")
+
+
+def wait_plan(config: RolloutConfig, paths: RunPaths, started: float):
+    from proactive_rl.shared.schedule import read_plan
+
+    return wait_for(
+        lambda: read_plan(paths.plan) if paths.plan.is_file() else None,
+        f"the RL plan {paths.plan}",
+        timeout=config.wait_timeout, peer="grpo", peer_status=paths.status("grpo"),
+        started_after=started,
+    )
+
+
+def follow_plan(config, paths: RunPaths, data_dir: Path, started: float, reward_fn) -> bool:
+    """Run the current plan to its end (True) or return False as soon as it is replaced."""
+    from transformers import AutoTokenizer
+
+    from proactive_rl.rollout.backend import BACKENDS
+    from proactive_rl.shared.rewards import score_group
+    from proactive_rl.shared.schedule import read_plan
+    from proactive_rl.shared.schemas import RL_DATA, ROLLOUTS, read_table, write_table
+
+    plan = wait_plan(config, paths, started)
+    train_file = DataPaths(data_dir).rl_train
+    train = read_table(train_file, RL_DATA).to_pylist()
+    if len(train) != plan.train_rows:
+        raise UserError(
+            f"{train_file} has {len(train)} rows but the plan was made for {plan.train_rows}: "
+            "rerun prep and grpo so both use the same data"
+        )
+    done = [
+        s for s, folder in numbered_children(paths.rollouts)
+        if is_stable(folder) and read_marker(folder).get("plan_id") == plan.plan_id
+    ]
+    first = max(done) + 1 if done else 0
+    logger.info(
+        "plan %s: %d steps x %d prompts x n=%d; starting at step %d",
+        plan.plan_id, plan.total_steps, plan.batch, plan.n, first,
+    )
+
+    def plan_changed() -> bool:
+        return paths.plan.is_file() and read_plan(paths.plan).plan_id != plan.plan_id
+
+    backend = BACKENDS[config.backend](config.precision)
+    tokenizer = None
+    loaded_version = -1
+    for step in range(first, plan.total_steps):
+        need = plan.min_policy_version(step)
+        t_wait = time.perf_counter()
+        found = wait_for(
+            lambda need=need: "replan" if plan_changed() else (
+                p if (p := latest_policy(paths, plan.plan_id)) and p[0] >= need else None
+            ),
+            f"policy version >= {need} in {paths.policies} (for rollout step {step})",
+            timeout=config.wait_timeout, peer="grpo", peer_status=paths.status("grpo"),
+            started_after=started,
+        )
+        if found == "replan":
+            return False
+        version, folder = found
+        wait_s = time.perf_counter() - t_wait
+        if version != loaded_version:
+            backend.load(folder)
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            loaded_version = version
+
+        t_gen = time.perf_counter()
+        rows = generate_step(
+            config, plan, step, version, train, backend, tokenizer, reward_fn, score_group
+        )
+        gen_s = time.perf_counter() - t_gen
+        if plan_changed():
+            return False
+
+        staging = staging_dir(paths.rollout(step))
+        count = write_table(rows, ROLLOUTS, staging / paths.rollout_file(step).name)
+        reward_mean = sum(r["reward"] for r in rows) / len(rows)
+        publish_dir(
+            staging,
+            paths.rollout(step),
+            {
+                "plan_id": plan.plan_id, "step": step, "policy_version": version,
+                "rows": count, "groups": count // plan.n, "n": plan.n,
+                "reward_mean": reward_mean, "seconds": {"wait": wait_s, "generate": gen_s},
+                # the trainer scores tokens under the same sampling distribution
+                "temperature": config.sampling.temperature,
+                "max_new_tokens": config.sampling.max_new_tokens,
+            },
+        )
+        logger.info(
+            "step %d/%d: published %d responses from policy %d, mean reward %.3f "
+            "(waited %.1fs, generated %.1fs)",
+            step + 1, plan.total_steps, count, version, reward_mean, wait_s, gen_s,
+        )
+    return True
+
+
+def generate_step(config, plan, step, version, train, backend, tokenizer, reward_fn, score_group):
+    """Sample and score the step's groups; returns rollout rows (whole groups, in order)."""
+    rows: list[dict[str, Any]] = []
+    prompts = []
+    for index in plan.step_prompts(step):
+        record = train[index]
+        text = tokenizer.apply_chat_template(
+            record["prompt"], add_generation_prompt=True, tokenize=False
+        )
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) > config.sampling.max_prompt_tokens:
+            logger.warning("step %d: prompt %d has %d tokens > max_prompt_tokens, dropped",
+                           step, index, len(ids))
+            continue
+        prompts.append((index, record, text, ids))
+    if not prompts:
+        raise UserError(f"step {step}: every prompt is longer than max_prompt_tokens")
+
+    examined = 0
+    size = config.generation_batch_prompts
+    for start in range(0, len(prompts), size):
+        chunk = prompts[start : start + size]
+        groups = backend.generate(
+            [ids for _, _, _, ids in chunk], plan.n, config.sampling,
+            seed=config.seed * 1_000_003 + step * 1_009 + start,
+        )
+        for (index, record, text, ids), samples in zip(chunk, groups, strict=True):
+            texts = [tokenizer.decode(s.token_ids, skip_special_tokens=True) for s in samples]
+            truth = record["reward_model"]["ground_truth"]
+            scored = score_group(
+                reward_fn, text, texts, truth, record["data_source"], record["extra_info"],
+                config.reward_kwargs,
+            )
+            if examined < config.num_examine:
+                logger.info("%s", examine(step, text, truth, texts, scored.scores))
+                examined += 1
+            for k, (sample, response, score, parts) in enumerate(
+                zip(samples, texts, scored.scores, scored.parts, strict=True)
+            ):
+                rows.append(
+                    {
+                        "step": step, "policy_version": version, "group_id": index,
+                        "sample_index": k, "data_source": record["data_source"],
+                        "prompt_text": text, "prompt_ids": ids,
+                        "response_ids": sample.token_ids, "response_text": response,
+                        "sampling_logprobs": sample.logprobs,
+                        "finish_reason": sample.finish_reason, "ground_truth": truth,
+                        "reward": float(score), "reward_parts": parts,
+                    }
+                )
+    return rows

@@ -1,0 +1,337 @@
+"""proactive sft: the SFT warm-up. Teaches the base model the answer format (`<think>`,
+`<proactive>`, then a plain answer) before GRPO, with the loss on the assistant turn only.
+
+    proactive sft --run-dir checkpoints/default --set epochs=2 --set base_model=/models/Qwen3-0.6B
+
+Reads  <data-dir>/processed/sft_train.jsonl (published by `proactive prep`).
+Writes <run-dir>/sft/epoch_000001/ ... one Hugging Face folder per epoch (published atomically,
+       STABLE.json last), <run-dir>/state/sft/ (Trainer checkpoint for --resume),
+       <run-dir>/logs/sft/ (metrics.jsonl, tensorboard, loss_mask_example.json),
+       <run-dir>/configs/sft.json and <run-dir>/status/sft.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from proactive_rl.common import config_options, dir_options, reuse_options, save_config
+from proactive_rl.sft.config import SftConfig
+from proactive_rl.shared.config import describe, load_config
+from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.metrics import MetricsLogger
+from proactive_rl.shared.paths import EPOCH_RE, DataPaths, RunPaths, numbered_children
+from proactive_rl.shared.publish import (
+    claim_outputs,
+    is_stable,
+    publish_dir,
+    staging_dir,
+    worker_status,
+    write_json_atomic,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@click.command(
+    help="SFT warm-up: fine-tune the base model (BASE_MODEL_PATH or builtin:tiny) on "
+    "processed/sft_train.jsonl in the data directory (written by `proactive prep`) with TRL's "
+    "SFTTrainer, loss on the final assistant turn only. In the run directory: after every "
+    "epoch a complete Hugging Face folder (safetensors, tokenizer, chat template) is "
+    "published to sft/epoch_N; the Trainer checkpoint for --resume goes to state/sft; logs "
+    "(metrics.jsonl, tensorboard, loss_mask_example.json) go to logs/sft.",
+    epilog="\b\nConfig fields (--set key=value):\n" + describe(SftConfig),
+)
+@dir_options
+@config_options
+@reuse_options
+def command(
+    run_dir: Path,
+    data_dir: Path,
+    config_file: Path | None,
+    overrides: tuple[str, ...],
+    resume: bool,
+    clean: bool,
+) -> None:
+    config = load_config(SftConfig, config_file, overrides)
+    run(config, run_dir, data_dir, resume=resume, clean=clean)
+
+
+def run(
+    config: SftConfig, run_dir: Path, data_dir: Path, resume: bool = False, clean: bool = False
+) -> None:
+    paths = RunPaths(run_dir)
+
+    # Cheap checks first, before torch is imported: a bad input or a used run directory fails
+    # in a second, not after loading a model.
+    data_file = DataPaths(data_dir).sft_train
+    if not is_stable(DataPaths(data_dir).processed) or not data_file.is_file():
+        raise UserError(
+            f"{data_file} is missing or not published (no {DataPaths(data_dir).processed}/"
+            "STABLE.json). Run `proactive prep` first (in compose: `docker compose run --rm prep`)."
+        )
+    conversations = read_conversations(data_file)
+    if config.max_samples is not None:
+        conversations = conversations[: config.max_samples]
+
+    claim_outputs([paths.sft, paths.sft_trainer_state], "sft", resume, clean)
+    published = {n for n, folder in numbered_children(paths.sft, EPOCH_RE) if is_stable(folder)}
+    if all(epoch in published for epoch in range(1, config.epochs + 1)):
+        # Only reachable with --resume: claim_outputs refused or emptied the folder otherwise.
+        logger.info(
+            "sft: all %d epochs are already published in %s; nothing to do",
+            config.epochs,
+            paths.sft,
+        )
+        return
+    save_config(paths.config("sft"), config)
+
+    with worker_status(paths.status("sft")):
+        train(config, paths, conversations, published)
+
+
+def read_conversations(path: Path) -> list[dict[str, Any]]:
+    """The users' SFT lines as TRL prompt/completion rows: prompt = every message before the
+    last one, completion = the last (assistant) message. Errors name file and line."""
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as err:
+                raise UserError(f"{where}: not valid JSON ({err.msg}, col {err.colno})") from None
+            messages = obj.get("messages") if isinstance(obj, dict) else None
+            if not isinstance(messages, list) or len(messages) < 2:
+                raise UserError(
+                    f"{where}: expected an object with a 'messages' list of at least two turns "
+                    "(system/user prompt, then the assistant answer)"
+                )
+            for turn in messages:
+                if not (
+                    isinstance(turn, dict)
+                    and isinstance(turn.get("role"), str)
+                    and isinstance(turn.get("content"), str)
+                ):
+                    raise UserError(f"{where}: every message needs a string 'role' and 'content'")
+            if messages[-1]["role"] != "assistant":
+                raise UserError(f"{where}: the last message must be the assistant's answer")
+            # Only role/content: extra keys would vary between lines and break the arrow schema.
+            turns = [{"role": t["role"], "content": t["content"]} for t in messages]
+            rows.append({"prompt": turns[:-1], "completion": turns[-1:]})
+    if not rows:
+        raise UserError(f"{path} holds no conversations; check the SFT source given to prep")
+    return rows
+
+
+def train(
+    config: SftConfig,
+    paths: RunPaths,
+    conversations: list[dict[str, Any]],
+    published: set[int],
+) -> None:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import SFTConfig, SFTTrainer
+
+    from proactive_rl.models import resolve_base_model
+
+    # Seeded before anything random: new tag embeddings, data order, dropout.
+    set_seed(config.seed)
+
+    # Base model. Loaded in fp32 on purpose: with precision=bf16 the Trainer autocasts and keeps
+    # fp32 master weights (TRL's default). A bf16-loaded model would get pure bf16 AdamW steps,
+    # where updates of lr 1e-5 mostly round away.
+    base_path = resolve_base_model(config.base_model, paths.base_models)
+    logger.info("sft: base model %s (%s)", config.base_model, base_path)
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    ensure_tags(model, tokenizer)
+    if not tokenizer.chat_template:
+        raise UserError(
+            f"the tokenizer in {base_path} has no chat template; SFT renders conversations with "
+            "it (and rollout uses the same one), so use a chat/instruct model folder"
+        )
+
+    use_bf16 = config.precision == "bf16" or (
+        config.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    )
+    args = SFTConfig(
+        output_dir=str(paths.sft_trainer_state),
+        num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
+        max_length=config.max_length,
+        # TRL defaults bf16 and activation checkpointing to True; we decide both explicitly.
+        bf16=use_bf16,
+        # Without it the Trainer refuses bf16 on a machine without a GPU (CPU autocast works).
+        use_cpu=not torch.cuda.is_available(),
+        activation_checkpointing=config.gradient_checkpointing,  # the new name of the option
+        seed=config.seed,
+        data_seed=config.seed,
+        # Prompt/completion rows: labels are -100 on the prompt (the system and user turns).
+        completion_only_loss=True,
+        packing=False,
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        # One checkpoint per epoch, only the newest kept: it is what --resume continues from.
+        save_strategy="epoch",
+        save_total_limit=1,
+        report_to="none",  # MetricsLogger writes tensorboard + metrics.jsonl itself
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    metrics = MetricsLogger(paths.logs("sft"))
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(conversations),
+        processing_class=tokenizer,
+    )
+    samples = len(trainer.train_dataset)
+    if samples == 0:
+        raise UserError(
+            f"no conversation has answer tokens within max_length={config.max_length}; "
+            "raise max_length"
+        )
+    if samples < len(conversations):
+        logger.warning(
+            "sft: %d of %d conversations dropped: their prompt fills max_length=%d",
+            len(conversations) - samples,
+            len(conversations),
+            config.max_length,
+        )
+    trainer.add_callback(epoch_callback(paths, tokenizer, metrics, config.base_model, samples))
+    write_loss_mask_example(trainer, tokenizer, paths.logs("sft") / "loss_mask_example.json")
+
+    # claim_outputs left state/sft empty unless --resume, so a checkpoint here is ours to continue.
+    state_dir = paths.sft_trainer_state
+    checkpoint = get_last_checkpoint(str(state_dir)) if state_dir.is_dir() else None
+    if checkpoint is not None:
+        logger.info("sft: resuming from %s (epochs published: %s)", checkpoint, sorted(published))
+    elif published:
+        # Published before the crash, but the checkpoint of that epoch was not saved yet.
+        logger.warning(
+            "sft: no Trainer checkpoint in %s; epochs %s will be trained again",
+            state_dir,
+            sorted(published),
+        )
+    logger.info("sft: %d conversations, %d epochs, bf16=%s", samples, config.epochs, use_bf16)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        metrics.close()
+    logger.info("sft: done; models in %s", paths.sft)
+
+
+def ensure_tags(model: Any, tokenizer: Any) -> None:
+    """Make the four tags single tokens the model can emit. Real Qwen3 tokenizers already have
+    <think>/</think> but not <proactive>; new ones are plain (not special) added tokens, so
+    decoding with skip_special_tokens=True keeps them for the reward parser."""
+    from tokenizers import AddedToken
+
+    from proactive_rl.models import TAG_TOKENS
+
+    vocab = tokenizer.get_vocab()
+    missing = [tag for tag in TAG_TOKENS if tag not in vocab]
+    if missing:
+        logger.info("sft: adding tokens %s to the tokenizer", missing)
+        tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in missing])
+    # Many checkpoints pad the embedding matrix beyond the vocabulary; resize only when needed.
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+
+
+def epoch_callback(
+    paths: RunPaths, tokenizer: Any, metrics: MetricsLogger, base_model: str, conversations: int
+) -> Any:
+    """A TrainerCallback that mirrors every log to MetricsLogger and publishes a complete HF
+    folder at the end of each epoch. Built here so transformers is only imported by run()."""
+    from transformers import TrainerCallback
+
+    class EpochPublisher(TrainerCallback):
+        def __init__(self) -> None:
+            self.start = time.monotonic()
+            self.epoch_losses: list[float] = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            numbers = {
+                k: float(v)
+                for k, v in (logs or {}).items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+            numbers["seconds"] = time.monotonic() - self.start
+            if state.is_world_process_zero:
+                metrics.log(state.global_step, numbers)
+            if "loss" in numbers:
+                self.epoch_losses.append(numbers["loss"])
+
+        def on_epoch_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+            # Runs before the Trainer's own epoch checkpoint, so a crash in between means this
+            # epoch is retrained on --resume (and republished), never lost.
+            epoch = round(state.epoch)
+            losses, self.epoch_losses = self.epoch_losses, []
+            if not state.is_world_process_zero:
+                return
+            final = paths.sft_epoch(epoch)
+            staging = staging_dir(final)
+            # The weights as trained (fp32 master weights), so GRPO starts from exactly them. The
+            # Trainer switches the KV cache off for training; the published model is for
+            # generation, so its config gets it back.
+            use_cache, model.config.use_cache = model.config.use_cache, True
+            try:
+                model.save_pretrained(staging, safe_serialization=True)
+            finally:
+                model.config.use_cache = use_cache
+            tokenizer.save_pretrained(staging)  # tokenizer + chat_template.jinja
+            train_loss = sum(losses) / len(losses) if losses else None
+            publish_dir(
+                staging,
+                final,
+                {
+                    "epoch": epoch,
+                    "global_step": state.global_step,
+                    "train_loss": train_loss,
+                    "base_model": base_model,
+                    "samples": conversations,
+                },
+            )
+            logger.info("sft: published epoch %d (train loss %s) to %s", epoch, train_loss, final)
+
+    return EpochPublisher()
+
+
+def write_loss_mask_example(trainer: Any, tokenizer: Any, path: Path) -> None:
+    """Save the first training example as the collator builds it, split into the tokens that
+    are masked (-100) and those the loss sees: one glance shows the loss is on the answer only,
+    which matters for a new model's chat template."""
+    example = trainer.train_dataset[0]
+    batch = trainer.data_collator(
+        [{"input_ids": example["input_ids"], "labels": example["labels"]}]
+    )
+    input_ids = batch["input_ids"][0].tolist()
+    labels = batch["labels"][0].tolist()
+    pairs = list(zip(input_ids, labels, strict=True))
+    write_json_atomic(
+        path,
+        {
+            "input_ids": input_ids,
+            "labels": labels,
+            "masked_text": tokenizer.decode([t for t, lab in pairs if lab == -100]),
+            "trained_text": tokenizer.decode([t for t, lab in pairs if lab != -100]),
+        },
+    )

@@ -1,0 +1,50 @@
+"""Shared fixtures: the tiny model (built once per session, offline) and a CLI runner that runs
+the real `proactive` command in a subprocess, as users and containers do."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def proactive(*args: str, cwd: Path, check: bool = True, timeout: float = 600, env=None):
+    """Run `proactive ARGS` in `cwd`; returns the CompletedProcess (stdout+stderr merged)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "proactive_rl.cli", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"proactive {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "proactive_rl.cli", *args],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from proactive_rl.models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture()
+def workdir(tmp_path) -> Path:
+    """A working directory holding a copy of the bundled sample data, like the compose volume."""
+    shutil.copytree(REPO / "data" / "sample", tmp_path / "data" / "sample")
+    return tmp_path

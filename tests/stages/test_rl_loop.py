@@ -1,0 +1,133 @@
+"""The rollout and GRPO workers run side by side as real processes on the tiny model and
+exchange rollouts and policies through the run directory; then eval reads the final policy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from proactive_rl.shared.paths import RunPaths, numbered_children
+from proactive_rl.shared.publish import is_stable, read_marker, verify
+from proactive_rl.shared.schemas import ROLLOUTS, read_table
+from tests.conftest import REPO, proactive, start
+
+N = 4
+PROMPTS = 3
+
+# A user reward file with the users' signature: longer responses score higher, so even the
+# untrained tiny model gets non-zero advantages and the update must move the weights.
+USER_REWARD = '''
+def length_reward(prompt_str, responses, ground_truths, data_sources, extra_infos, scale=1.0):
+    return [{"score": scale * len(r) / 100.0, "chars": len(r)} for r in responses]
+'''
+
+
+def run_rl(workdir, tiny_model, max_staleness: int) -> RunPaths:
+    proactive("prep", "--set", "max_rl_rows=12", "--set", "test_fraction=0.25", cwd=workdir)
+    (workdir / "reward.py").write_text(USER_REWARD)
+    run_dir = workdir / "checkpoints" / "run"
+    common = ["--run-dir", str(run_dir)]
+    grpo = start(
+        "grpo", *common, "--set", f"init_model={tiny_model}", "--set", "epochs=1",
+        "--set", f"prompts_per_step={PROMPTS}", "--set", f"n={N}",
+        "--set", "learning_rate=1e-3", "--set", "min_learning_rate=1e-4",
+        "--set", f"max_staleness={max_staleness}", "--set", "micro_batch_size=5",
+        cwd=workdir,
+    )
+    rollout = start(
+        "rollout", *common, "--set", "reward=reward.py:length_reward",
+        "--set", "reward_kwargs={\"scale\": 2.0}", "--set", "sampling.max_new_tokens=12",
+        "--set", "num_examine=1", cwd=workdir,
+    )
+    out_g, _ = grpo.communicate(timeout=600)
+    out_r, _ = rollout.communicate(timeout=600)
+    assert grpo.returncode == 0, out_g
+    assert rollout.returncode == 0, out_r
+    return RunPaths(run_dir)
+
+
+@pytest.fixture(scope="module")
+def rl_run(tmp_path_factory, tiny_model):
+
+
+    workdir = tmp_path_factory.mktemp("rl")
+    shutil.copytree(REPO / "data" / "sample", workdir / "data" / "sample")
+    return workdir, run_rl(workdir, tiny_model, max_staleness=0)
+
+
+def test_every_step_publishes_whole_groups_and_a_policy(rl_run):
+    _, paths = rl_run
+    steps = 9 // PROMPTS  # 12 rows, 25% test -> 9 train rows
+    rollouts = numbered_children(paths.rollouts)
+    policies = numbered_children(paths.policies)
+    assert [s for s, _ in rollouts] == list(range(steps))
+    assert [v for v, _ in policies] == list(range(steps + 1))
+    plan_id = json.loads(paths.plan.read_text())["plan_id"]
+    for step, folder in rollouts:
+        verify(folder)
+        marker = read_marker(folder)
+        assert marker["plan_id"] == plan_id and marker["policy_version"] == step  # on-policy
+        rows = read_table(paths.rollout_file(step), ROLLOUTS).to_pylist()
+        assert len(rows) == PROMPTS * N == marker["rows"]
+        groups = {}
+        for row in rows:
+            groups.setdefault(row["group_id"], []).append(row["sample_index"])
+            assert len(row["sampling_logprobs"]) == len(row["response_ids"]) > 0
+            assert row["reward"] == pytest.approx(2.0 * len(row["response_text"]) / 100)
+            assert dict(row["reward_parts"])["chars"] == len(row["response_text"])
+        assert all(sorted(v) == list(range(N)) for v in groups.values())
+    for _, folder in policies:
+        verify(folder)
+
+
+def test_grpo_changes_the_weights_and_logs_metrics(rl_run):
+    _, paths = rl_run
+    last = numbered_children(paths.policies)[-1][1]
+    first = AutoModelForCausalLM.from_pretrained(paths.policy(0))
+    final = AutoModelForCausalLM.from_pretrained(last)
+    pairs = zip(first.named_parameters(), final.named_parameters(), strict=True)
+    changed = [name for (name, a), (_, b) in pairs if not torch.equal(a, b)]
+    assert len(changed) == len(list(first.parameters()))
+    lines = [json.loads(x) for x in (paths.logs("grpo") / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [0, 1, 2]
+    for m in lines:
+        assert m["opt/grad_norm"] > 0 and m["reward/mean"] > 0
+        # the transformers sampler and the trainer agree on the logprobs of the same weights
+        assert m["rollout/sampler_logprob_abs_diff"] < 1e-4
+    assert list(paths.logs("grpo").glob("events.out.tfevents*"))
+
+
+def test_rerun_is_refused_and_resume_after_the_end_does_nothing(rl_run):
+    workdir, paths = rl_run
+    proc = proactive("grpo", "--run-dir", str(paths.root), cwd=workdir, check=False)
+    assert proc.returncode == 2 and "--resume" in proc.stderr and "--clean" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    before = sorted(p.name for p in paths.policies.iterdir())
+    proactive("grpo", "--run-dir", str(paths.root), "--resume", "--set", "init_model=sft",
+              cwd=workdir, check=False)
+    assert sorted(p.name for p in paths.policies.iterdir()) == before
+
+
+def test_eval_reports_on_the_final_policy(rl_run):
+    workdir, paths = rl_run
+    proactive("eval", "--run-dir", str(paths.root), "--set", "n=2",
+              "--set", "sampling.max_new_tokens=8", cwd=workdir)
+    reports = list(paths.eval.glob("*/report.json"))
+    assert len(reports) == 1 and is_stable(reports[0].parent)
+    report = json.loads(reports[0].read_text())
+    assert report["questions"] == 3 and report["samples"] == 6
+    for key in ("accuracy", "proactive_rate", "think_rate", "mean_reward"):
+        assert 0.0 <= report[key] <= 1.1
+    assert report["checkpoint"].endswith("step_000003")
+
+
+def test_one_step_off_policy(tmp_path, tiny_model, workdir):
+    paths = run_rl(workdir, tiny_model, max_staleness=1)
+    versions = [read_marker(f)["policy_version"] for _, f in numbered_children(paths.rollouts)]
+    # step k may use any policy >= k - 1, and never a newer one than exists
+    assert all(k - 1 <= v <= k for k, v in enumerate(versions))
+    assert len(numbered_children(paths.policies)) == 4

@@ -1,0 +1,253 @@
+"""`proactive sft` on the builtin tiny model, CPU, a few seconds: the real stage command on eight
+conversations in the users' format, two epochs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner, Result
+from tokenizers import Tokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from proactive_rl.models import TAG_TOKENS
+from proactive_rl.sft.main import command, ensure_tags
+from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.metrics import read_metrics
+from proactive_rl.shared.paths import DataPaths, RunPaths
+from proactive_rl.shared.publish import is_stable, publish_dir, read_marker, staging_dir
+
+SYSTEM = "You are a helpful proactive assistant."
+# Small max_length and a high rate: fast, and the weights move enough to see.
+FAST = ["--set", "max_length=96", "--set", "learning_rate=1e-3"]
+
+
+def conversation(i: int) -> dict:
+    if i % 2:
+        question, answer = (
+            f"What is {i} + {i}?",
+            f"<think>\nAdd the ones.\n</think>\n\nThe answer is {2 * i}.",
+        )
+    else:
+        question, answer = (
+            f"In what year was the first public library opened in Vellmarsk {i}?",
+            "<think>\nAn exact year about a small village.\n</think>\n\n<proactive>\nI don't "
+            "have reliable records about it.\n</proactive>\n\nI don't know the exact year.",
+        )
+    return {
+        "messages": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ],
+        "id": i,
+        "sub_category": "simpleQA",
+    }
+
+
+def write_data(data_dir: Path, lines: list[str]) -> None:
+    """Publish data/processed as prep does: the file, then STABLE.json."""
+    final = DataPaths(data_dir).processed
+    staging = staging_dir(final)
+    (staging / DataPaths(data_dir).sft_train.name).write_text("\n".join(lines) + "\n")
+    publish_dir(staging, final, {"stage": "prep"})
+
+
+def sft(run_dir: Path, data_dir: Path, *args: str) -> Result:
+    return CliRunner().invoke(
+        command, ["--run-dir", str(run_dir), "--data-dir", str(data_dir), *FAST, *args]
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("sft")
+    data_dir, run_dir = root / "data", root / "run"
+    write_data(data_dir, [json.dumps(conversation(i)) for i in range(8)])
+    result = sft(run_dir, data_dir, "--set", "epochs=2")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return run_dir, data_dir
+
+
+def state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    return AutoModelForCausalLM.from_pretrained(folder).state_dict()
+
+
+def test_every_epoch_is_a_loadable_published_hf_folder(trained: tuple[Path, Path]) -> None:
+    run_dir, _ = trained
+    paths = RunPaths(run_dir)
+    for epoch in (1, 2):
+        folder = paths.sft_epoch(epoch)
+        assert is_stable(folder)
+        marker = read_marker(folder)
+        assert marker["epoch"] == epoch and marker["samples"] == 8
+        assert marker["base_model"] == "builtin:tiny" and marker["train_loss"] > 0
+        for name in (
+            "model.safetensors",
+            "tokenizer.json",
+            "chat_template.jinja",
+            "generation_config.json",
+        ):
+            assert name in marker["files"], name
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        assert model.get_input_embeddings().num_embeddings >= len(tokenizer)
+        assert model.config.use_cache  # the Trainer turns it off; generation wants it on
+        assert tokenizer.chat_template
+        for tag in ("<think>", "</think>", "<proactive>", "</proactive>"):
+            assert len(tokenizer.encode(tag, add_special_tokens=False)) == 1, tag
+    assert sorted(p.name for p in paths.sft.iterdir()) == ["epoch_000001", "epoch_000002"]
+    assert json.loads(paths.config("sft").read_text())["epochs"] == 2
+    assert json.loads(paths.status("sft").read_text())["state"] == "done"
+
+
+def test_training_changed_every_weight_and_lowered_the_loss(trained: tuple[Path, Path]) -> None:
+    paths = RunPaths(trained[0])
+    base = state_dict(paths.base_models / "tiny")
+    epoch1, epoch2 = state_dict(paths.sft_epoch(1)), state_dict(paths.sft_epoch(2))
+    assert base.keys() == epoch2.keys()
+    unchanged = [k for k in base if torch.equal(base[k], epoch2[k])]
+    assert not unchanged, f"parameters SFT did not change: {unchanged}"
+    assert any(not torch.equal(epoch1[k], epoch2[k]) for k in base)
+    assert epoch2["model.embed_tokens.weight"].dtype == torch.float32  # trained in fp32 on CPU
+    loss1 = read_marker(paths.sft_epoch(1))["train_loss"]
+    loss2 = read_marker(paths.sft_epoch(2))["train_loss"]
+    assert loss2 < loss1
+
+
+def test_metrics_jsonl_and_tensorboard(trained: tuple[Path, Path]) -> None:
+    log_dir = RunPaths(trained[0]).logs("sft")
+    records = read_metrics(log_dir)
+    steps = [r for r in records if "loss" in r]
+    assert len(steps) == 4  # 8 conversations / batch 4 x 2 epochs, logged every step
+    for record in steps:
+        assert {"loss", "learning_rate", "grad_norm", "epoch", "seconds"} <= record.keys()
+    assert list(log_dir.glob("events.out.tfevents.*"))
+
+
+def test_loss_is_on_the_assistant_turn_only(trained: tuple[Path, Path]) -> None:
+    run_dir, _ = trained
+    example = json.loads((RunPaths(run_dir).logs("sft") / "loss_mask_example.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(RunPaths(run_dir).sft_epoch(1))
+    first = conversation(0)["messages"]
+    prompt_ids = tokenizer.apply_chat_template(
+        first[:2], add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    ids, labels = example["input_ids"], example["labels"]
+    # The rendered prompt (system, user, "<|im_start|>assistant\n") is exactly the masked prefix.
+    assert ids[: len(prompt_ids)] == list(prompt_ids)
+    assert all(label == -100 for label in labels[: len(prompt_ids)])
+    assert labels[len(prompt_ids) :] == ids[len(prompt_ids) :]
+    # The answer and its end-of-turn token are trained, so the model learns to stop.
+    assert example["trained_text"].startswith(first[2]["content"] + "<|im_end|>")
+    assert first[1]["content"] in example["masked_text"]
+    assert first[1]["content"] not in example["trained_text"]
+
+
+def test_second_run_is_refused_without_resume_or_clean(trained: tuple[Path, Path]) -> None:
+    result = sft(*trained, "--set", "epochs=2")
+    assert result.exit_code != 0
+    assert isinstance(result.exception, UserError)  # the CLI prints it as "error: ..." only
+    assert "--resume" in str(result.exception) and "--clean" in str(result.exception)
+
+
+def test_resume_after_completion_does_nothing(
+    trained: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    paths = RunPaths(trained[0])
+    before = [read_marker(paths.sft_epoch(e))["published_at"] for e in (1, 2)]
+    with caplog.at_level(logging.INFO):
+        result = sft(*trained, "--set", "epochs=2", "--resume")
+    assert result.exit_code == 0, repr(result.exception)
+    assert "nothing to do" in caplog.text
+    assert [read_marker(paths.sft_epoch(e))["published_at"] for e in (1, 2)] == before
+
+
+def test_resume_continues_from_the_last_epoch_checkpoint(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """One epoch, then --resume with epochs=2: epoch 1 is kept, only epoch 2 is trained, and the
+    result equals the uninterrupted two-epoch run (same seed, optimizer state restored)."""
+    _, data_dir = trained
+    run_dir = tmp_path / "run"
+    assert sft(run_dir, data_dir, "--set", "epochs=1").exit_code == 0
+    first = read_marker(RunPaths(run_dir).sft_epoch(1))
+    result = sft(run_dir, data_dir, "--set", "epochs=2", "--resume")
+    assert result.exit_code == 0, repr(result.exception)
+    assert read_marker(RunPaths(run_dir).sft_epoch(1)) == first
+    resumed = state_dict(RunPaths(run_dir).sft_epoch(2))
+    straight = state_dict(RunPaths(trained[0]).sft_epoch(2))
+    for key, value in straight.items():
+        torch.testing.assert_close(resumed[key], value, msg=key)
+
+
+def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:
+    good = json.dumps(conversation(1))
+    no_answer = json.dumps({"messages": conversation(2)["messages"][:2], "id": 2})
+    for lines, line_no, why in [
+        ([good, '{"messages": [', good], 2, "not valid JSON"),
+        ([good, good, no_answer], 3, "assistant"),
+    ]:
+        data_dir = tmp_path / f"data{line_no}"
+        write_data(data_dir, lines)
+        result = sft(tmp_path / "run", data_dir)
+        assert result.exit_code != 0
+        assert isinstance(result.exception, UserError), repr(result.exception)
+        message = str(result.exception)
+        assert f"{DataPaths(data_dir).sft_train}:{line_no}:" in message and why in message
+    assert not (tmp_path / "run").exists()  # checked before anything is written
+
+
+def test_the_proactive_cli_prints_the_error_without_a_traceback(tmp_path: Path) -> None:
+    write_data(tmp_path / "data", [json.dumps(conversation(1)), '{"messages": ['])
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from proactive_rl.cli import main; main()",
+            "sft",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {DataPaths(tmp_path / 'data').sft_train}:2: ")
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_tags_are_added_to_a_tokenizer_without_them(trained: tuple[Path, Path]) -> None:
+    """A base model lacking the tags (real Qwen3 has <think> but not <proactive>) gets them as
+    single tokens, with embedding rows for them."""
+    base = RunPaths(trained[0]).base_models / "tiny"
+    tokenizer_json = json.loads((base / "tokenizer.json").read_text())
+    tokenizer_json["added_tokens"] = [
+        t for t in tokenizer_json["added_tokens"] if t["content"] not in TAG_TOKENS
+    ]
+    stripped = Tokenizer.from_str(json.dumps(tokenizer_json))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=stripped, eos_token="<|im_end|>")
+    model = AutoModelForCausalLM.from_pretrained(base)
+    model.resize_token_embeddings(len(tokenizer))
+    assert len(tokenizer.encode("<proactive>", add_special_tokens=False)) > 1
+    ensure_tags(model, tokenizer)
+    for tag in TAG_TOKENS:
+        assert len(tokenizer.encode(tag, add_special_tokens=False)) == 1, tag
+    assert model.get_input_embeddings().num_embeddings == len(tokenizer)
+    assert "<proactive>" in tokenizer.decode(
+        tokenizer.encode("<proactive>"), skip_special_tokens=True
+    )
+
+
+def test_missing_prep_output_says_run_prep(tmp_path: Path) -> None:
+    result = sft(tmp_path / "run", tmp_path / "empty")
+    assert isinstance(result.exception, UserError)
+    assert "proactive prep" in str(result.exception)
