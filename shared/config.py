@@ -95,12 +95,15 @@ def load_config(
         ) from err
 
 
-def describe(model: type[BaseModel]) -> str:
-    """One line per field (`name = default  # description`) for `--help` epilogs."""
+def describe(model: type[BaseModel], prefix: str = "") -> str:
+    """One entry per field (`name = default` then its description), nested sections dotted,
+    for `--help` epilogs."""
     out = []
     for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out.append(describe(annotation, f"{prefix}{name}."))
+            continue
         default = field.get_default(call_default_factory=True)
-        if isinstance(default, BaseModel):
-            default = default.model_dump()
-        out.append(f"{name} = {default!r}\n    {field.description or ''}")
+        out.append(f"{prefix}{name} = {default!r}\n    {field.description or ''}")
     return "\n".join(out)

@@ -16,7 +16,7 @@ import click
 
 from proactive_rl.common import config_options, dir_options, reuse_options, save_config
 from proactive_rl.eval.config import EvalConfig
-from proactive_rl.shared.config import load_config
+from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import EPOCH_RE, DataPaths, RunPaths, numbered_children
 from proactive_rl.shared.publish import (
@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 @click.command(
     help="Evaluate a checkpoint on the RL test split: n samples per question, scored on the "
     "formal answer (tags removed). Writes <run-dir>/eval/<name>/report.json with accuracy, "
-    "proactive rate, think/proactive tag rates and mean reward, plus samples.jsonl."
+    "proactive rate, think/proactive tag rates and mean reward, plus samples.jsonl.",
+    epilog="\b\nConfig fields (--set key=value, dotted for nested):\n" + describe(EvalConfig),
 )
 @dir_options
 @config_options

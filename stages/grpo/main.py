@@ -21,7 +21,7 @@ import click
 
 from proactive_rl.common import config_options, dir_options, reuse_options, save_config
 from proactive_rl.grpo.config import GrpoConfig
-from proactive_rl.shared.config import load_config
+from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import EPOCH_RE, DataPaths, RunPaths, numbered_children
 from proactive_rl.shared.publish import (
@@ -42,7 +42,8 @@ logger = logging.getLogger(__name__)
     help="GRPO trainer worker: publish the RL plan and policy version 0, then for each step "
     "wait for <run-dir>/rollouts/step_N, update the policy and publish "
     "<run-dir>/policies/step_{N+1} (a Hugging Face safetensors folder). Runs beside "
-    "`proactive rollout`; metrics in <run-dir>/logs/grpo (tensorboard + metrics.jsonl)."
+    "`proactive rollout`; metrics in <run-dir>/logs/grpo (tensorboard + metrics.jsonl).",
+    epilog="\b\nConfig fields (--set key=value, dotted for nested):\n" + describe(GrpoConfig),
 )
 @dir_options
 @config_options

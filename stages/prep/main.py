@@ -17,7 +17,7 @@ import click
 
 from proactive_rl.common import config_options
 from proactive_rl.prep.config import PrepConfig
-from proactive_rl.shared.config import load_config
+from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import DataPaths
 from proactive_rl.shared.publish import (
@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
     help="Prepare data: sample NUM_SFT_SAMPLES SFT conversations (seeded) from the users' SFT "
     "JSONL and turn the RL questions (users' JSONL or SimpleQA CSV) into veRL-format parquet "
     "with a 95/5 train/test split in file order. Writes <data-dir>/processed/ atomically; "
-    "does nothing when inputs and config are unchanged."
+    "does nothing when inputs and config are unchanged.",
+    epilog="\b\nConfig fields (--set key=value, dotted for nested):\n" + describe(PrepConfig),
 )
 @click.option(
     "--data-dir",

@@ -18,7 +18,7 @@ import click
 
 from proactive_rl.common import config_options, dir_options, reuse_options, save_config
 from proactive_rl.rollout.config import RolloutConfig
-from proactive_rl.shared.config import load_config
+from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import DataPaths, RunPaths, numbered_children
 from proactive_rl.shared.publish import (
@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 @click.command(
     help="Rollout worker: for each RL step of the plan published by `proactive grpo`, wait for "
     "the policy it needs, sample n responses per prompt, score whole groups with the reward "
-    "and publish <run-dir>/rollouts/step_N. Exits after the plan's last step."
+    "and publish <run-dir>/rollouts/step_N. Exits after the plan's last step.",
+    epilog="\b\nConfig fields (--set key=value, dotted for nested):\n" + describe(RolloutConfig),
 )
 @dir_options
 @config_options
