@@ -30,8 +30,9 @@ class Plan:
 
     @property
     def steps_per_epoch(self) -> int:
-        # drop_last: every step has a full batch, as in veRL's dataloader
-        return self.train_rows // self.batch
+        # drop_last: every step has a full batch, as in veRL's dataloader. An empty split has no
+        # steps (not a ZeroDivisionError), so grpo can report it as a UserError.
+        return self.train_rows // self.batch if self.batch else 0
 
     @property
     def total_steps(self) -> int:

@@ -1,0 +1,448 @@
+"""Atomic publishing, markers, run-directory claims, worker status, waiting (shared/publish.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from proactive_rl.shared import publish
+from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.publish import (
+    MARKER,
+    PeerFailed,
+    WaitTimeout,
+    claim_outputs,
+    is_stable,
+    publish_dir,
+    read_json,
+    read_marker,
+    remove_unpublished,
+    staging_dir,
+    verify,
+    wait_for,
+    worker_status,
+    write_json_atomic,
+    write_status,
+)
+
+# Relative path -> content of the artifact the publish tests produce (nested folders on purpose).
+FILES = {
+    "config.json": b'{"hidden_size": 8}\n',
+    "model.safetensors": bytes(range(256)) * 40,
+    "sub/tokenizer.json": "ünïcode ✓".encode(),
+    "sub/deeper/empty.bin": b"",
+}
+
+
+def make_staging(final: Path, files: dict[str, bytes] = FILES) -> Path:
+    staging = staging_dir(final)
+    for name, data in files.items():
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_bytes(data)
+    return staging
+
+
+def published(final: Path, files: dict[str, bytes] = FILES, meta: dict | None = None) -> dict:
+    return publish_dir(make_staging(final, files), final, meta)
+
+
+# ---------------------------------------------------------------- publish_dir and verify
+
+
+def test_publish_dir_moves_staging_and_lists_every_file(tmp_path):
+    final = tmp_path / "rollouts" / "step_000001"
+    staging = make_staging(final)
+
+    marker = publish_dir(staging, final, {"rows": 32, "plan_id": "abc"})
+
+    assert not staging.exists()
+    assert is_stable(final)
+    assert read_marker(final) == marker
+    assert marker["rows"] == 32 and marker["plan_id"] == "abc"
+    assert isinstance(marker["published_at"], float)
+    expected = {
+        name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        for name, data in FILES.items()
+    }
+    assert marker["files"] == expected
+    for name, data in FILES.items():
+        assert (final / name).read_bytes() == data
+    # nothing but the artifact and its marker: no temporary names left beside or inside it
+    assert sorted(p.name for p in final.parent.iterdir()) == ["step_000001"]
+    assert {str(p.relative_to(final)) for p in final.rglob("*") if p.is_file()} == {
+        *FILES,
+        MARKER,
+    }
+
+
+def test_publish_dir_writes_marker_last(tmp_path, monkeypatch):
+    final = tmp_path / "step_000000"
+    staging = make_staging(final)
+    real_replace = os.replace
+    seen = []
+
+    def spying_replace(src, dst):
+        # what a reader polling for the marker could observe at the moment it appears
+        if Path(dst) == final / MARKER:
+            seen.append(
+                {
+                    "staging_gone": not staging.exists(),
+                    "files_in_place": all((final / n).is_file() for n in FILES),
+                }
+            )
+        real_replace(src, dst)
+
+    monkeypatch.setattr(publish.os, "replace", spying_replace)
+    publish_dir(staging, final)
+
+    assert seen == [{"staging_gone": True, "files_in_place": True}]
+
+
+def test_published_files_are_world_readable(tmp_path):
+    final = tmp_path / "policy"
+    staging = make_staging(final)
+    (staging / "model.safetensors").chmod(0o600)  # as transformers writes weights
+    publish_dir(staging, final)
+    assert (final / "model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize(
+    "fail_call, final_exists",
+    [
+        (1, False),  # rename staging -> final fails: nothing appears
+        (2, True),  # marker write fails after the rename: a folder appears, never marked stable
+    ],
+)
+def test_failure_while_publishing_leaves_no_marker(tmp_path, monkeypatch, fail_call, final_exists):
+    final = tmp_path / "step_000004"
+    staging = make_staging(final)
+    real_replace = os.replace
+    calls = []
+
+    def failing_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == fail_call:
+            raise OSError("disk went away")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(publish.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk went away"):
+        publish_dir(staging, final, {"rows": 1})
+
+    assert final.exists() is final_exists
+    assert not is_stable(final)
+    assert not (final / MARKER).exists()
+    if not final_exists:
+        assert (staging / "config.json").is_file()  # the produced data is still there
+
+
+def test_leftover_final_without_marker_is_replaced(tmp_path):
+    final = tmp_path / "step_000002"
+    final.mkdir()
+    (final / "stale.bin").write_bytes(b"from a crashed run")
+    assert not is_stable(final)
+
+    marker = published(final)
+
+    assert not (final / "stale.bin").exists()
+    assert set(marker["files"]) == set(FILES)
+    verify(final)
+
+
+def test_verify_passes_on_a_fresh_artifact(tmp_path):
+    final = tmp_path / "a"
+    published(final)
+    verify(final)  # raises on any problem
+
+
+def _flip_first_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    path.write_bytes(bytes(data))  # same size, different content
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-1])
+
+
+def _append(path: Path) -> None:
+    path.write_bytes(path.read_bytes() + b"x")
+
+
+@pytest.mark.parametrize(
+    "damage, name, message",
+    [
+        (_flip_first_byte, "model.safetensors", "checksum mismatch"),
+        (_flip_first_byte, "sub/tokenizer.json", "checksum mismatch"),
+        (_truncate, "model.safetensors", "wrong size"),
+        (_append, "sub/deeper/empty.bin", "wrong size"),
+        (Path.unlink, "config.json", "missing"),
+    ],
+)
+def test_verify_detects_damage(tmp_path, damage, name, message):
+    final = tmp_path / "a"
+    published(final)
+    damage(final / name)
+    with pytest.raises(UserError, match=message) as err:
+        verify(final)
+    assert name.split("/")[-1] in str(err.value)
+
+
+# ---------------------------------------------------------------- staging and atomic JSON
+
+
+def test_staging_dir_is_fresh_empty_and_beside_final(tmp_path):
+    final = tmp_path / "not_yet" / "step_000000"
+    a, b = staging_dir(final), staging_dir(final)
+    assert a != b
+    for tmp in (a, b):
+        assert tmp.is_dir()
+        assert list(tmp.iterdir()) == []
+        assert tmp.parent == final.parent  # same filesystem: the rename is atomic
+        assert tmp.name.startswith(".step_000000.tmp-")
+    assert not final.exists()
+
+
+def test_write_json_atomic_replaces_content_and_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "sub" / "status.json"
+    write_json_atomic(path, {"state": "running", "n": 1})
+    assert read_json(path) == {"state": "running", "n": 1}
+    write_json_atomic(path, {"state": "done", "items": ["é", 2]})
+    assert read_json(path) == {"state": "done", "items": ["é", 2]}
+    assert [p.name for p in path.parent.iterdir()] == ["status.json"]
+
+
+def test_readers_never_see_partial_json(tmp_path):
+    path = tmp_path / "status.json"
+    versions = [{"version": i, "payload": "x" * 200_000} for i in range(2)]
+    write_json_atomic(path, versions[0])
+    stop = threading.Event()
+    seen, bad = set(), []
+
+    def reader():
+        while not stop.is_set():
+            text = path.read_text()
+            try:
+                seen.add(json.loads(text)["version"])
+            except json.JSONDecodeError:
+                bad.append(len(text))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for i in range(40):
+            write_json_atomic(path, versions[i % 2])
+    finally:
+        stop.set()
+        thread.join()
+
+    assert bad == []
+    assert seen <= {0, 1} and seen
+    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
+
+
+# ---------------------------------------------------------------- remove_unpublished
+
+
+def test_remove_unpublished_deletes_crash_leftovers_only(tmp_path):
+    parent = tmp_path / "policies"
+    published(parent / "step_000001")
+    published(parent / "epoch_000002")
+    for name in ("step_000003", "epoch_000004", "other_folder", ".step_000005.tmp-1-abcdef12"):
+        (parent / name).mkdir(parents=True)
+        (parent / name / "weights.bin").write_bytes(b"half written")
+    (parent / ".plan.json.tmp-1-abcdef12").write_text("{")
+    (parent / "plan.json").write_text("{}")
+
+    remove_unpublished(parent)
+
+    assert sorted(p.name for p in parent.iterdir()) == [
+        "epoch_000002",
+        "other_folder",  # not an artifact name: not ours to delete
+        "plan.json",
+        "step_000001",
+    ]
+    verify(parent / "step_000001")
+
+
+def test_remove_unpublished_ignores_a_missing_folder(tmp_path):
+    remove_unpublished(tmp_path / "nope")
+    assert not (tmp_path / "nope").exists()
+
+
+# ---------------------------------------------------------------- claim_outputs
+
+
+def test_claim_outputs_accepts_missing_and_empty_outputs(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for resume, clean in [(False, False), (True, False), (False, True)]:
+        claim_outputs([tmp_path / "missing", empty], "sft", resume=resume, clean=clean)
+    assert empty.is_dir() and not (tmp_path / "missing").exists()
+
+
+def _used_outputs(root: Path) -> tuple[Path, Path]:
+    policies = root / "policies"
+    published(policies / "step_000000")
+    (policies / "step_000001").mkdir()  # crashed before its marker
+    (policies / "step_000001" / "w.bin").write_bytes(b"partial")
+    (policies / ".step_000002.tmp-9-deadbeef").mkdir()
+    state = root / "state.json"
+    state.write_text("{}")
+    return policies, state
+
+
+def test_claim_outputs_refuses_used_outputs(tmp_path):
+    policies, state = _used_outputs(tmp_path)
+    with pytest.raises(UserError) as err:
+        claim_outputs([policies, state], "grpo", resume=False, clean=False)
+    message = str(err.value)
+    for part in ("grpo", "--resume", "--clean", str(policies), str(state)):
+        assert part in message
+    # refusing touches nothing
+    assert (policies / "step_000001").is_dir() and state.is_file()
+
+
+def test_claim_outputs_clean_deletes_outputs(tmp_path):
+    policies, state = _used_outputs(tmp_path)
+    claim_outputs([policies, state], "grpo", resume=False, clean=True)
+    assert not policies.exists() and not state.exists()
+
+
+def test_claim_outputs_resume_keeps_published_and_drops_leftovers(tmp_path):
+    policies, state = _used_outputs(tmp_path)
+    claim_outputs([policies, state], "grpo", resume=True, clean=False)
+    assert sorted(p.name for p in policies.iterdir()) == ["step_000000"]
+    verify(policies / "step_000000")
+    assert state.is_file()
+
+
+@pytest.mark.parametrize("used", [True, False])
+def test_claim_outputs_resume_and_clean_together_is_an_error(tmp_path, used):
+    outputs = list(_used_outputs(tmp_path)) if used else [tmp_path / "missing"]
+    with pytest.raises(UserError, match="--resume and --clean"):
+        claim_outputs(outputs, "sft", resume=True, clean=True)
+    if used:
+        assert (outputs[0] / "step_000001").is_dir()  # nothing was deleted
+
+
+# ---------------------------------------------------------------- worker status
+
+
+def test_worker_status_running_then_done(tmp_path):
+    path = tmp_path / "status" / "rollout.json"
+    before = time.time()
+    with worker_status(path, plan_id="p1"):
+        during = read_json(path)
+    after = read_json(path)
+
+    assert during["state"] == "running" and during["plan_id"] == "p1"
+    assert after["state"] == "done" and after["plan_id"] == "p1"
+    assert after["pid"] == os.getpid()
+    assert before <= during["time"] <= after["time"] <= time.time()
+
+
+def test_worker_status_failed_records_error_and_reraises(tmp_path):
+    path = tmp_path / "grpo.json"
+    with pytest.raises(ValueError, match="boom 42"):
+        with worker_status(path, plan_id="p1"):
+            assert read_json(path)["state"] == "running"
+            raise ValueError("boom 42")
+    status = read_json(path)
+    assert status["state"] == "failed"
+    assert status["error"] == "ValueError: boom 42"
+    assert status["plan_id"] == "p1"
+
+
+# ---------------------------------------------------------------- wait_for
+
+
+def test_wait_for_returns_once_check_succeeds():
+    calls = []
+
+    def check():
+        calls.append(1)
+        return "ready" if len(calls) >= 3 else None
+
+    assert wait_for(check, "the thing", timeout=5, poll=0.01) == "ready"
+    assert len(calls) == 3
+
+
+def test_wait_for_sees_an_artifact_published_by_another_thread(tmp_path):
+    final = tmp_path / "rollouts" / "step_000000"
+
+    def producer():
+        time.sleep(0.1)
+        published(final, meta={"rows": 7})
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    try:
+        marker = wait_for(
+            lambda: read_marker(final) if is_stable(final) else None,
+            "rollouts of step 0",
+            timeout=5,
+            poll=0.02,
+        )
+    finally:
+        thread.join()
+    assert marker["rows"] == 7
+
+
+def test_wait_for_times_out_naming_what_and_peer():
+    start = time.monotonic()
+    with pytest.raises(WaitTimeout) as err:
+        wait_for(lambda: None, "policy step_000003", timeout=0.3, peer="grpo", poll=0.05)
+    elapsed = time.monotonic() - start
+    assert 0.3 <= elapsed < 2.0
+    assert "policy step_000003" in str(err.value)
+    assert "grpo" in str(err.value)
+
+
+# (state the peer wrote, its time relative to our start, expected outcome)
+PEER_CASES = [
+    ("failed", +1.0, PeerFailed),  # failed during this run: fail at once
+    ("failed", -60.0, WaitTimeout),  # stale failure of an earlier run: ignored
+    ("running", +1.0, WaitTimeout),
+    ("done", +1.0, WaitTimeout),
+]
+
+
+@pytest.mark.parametrize("state, offset, expected", PEER_CASES)
+def test_wait_for_checks_the_peer_status(tmp_path, state, offset, expected):
+    peer_status = tmp_path / "status" / "rollout.json"
+    write_status(peer_status, state, error="CUDA out of memory")
+    started_after = read_json(peer_status)["time"] - offset
+
+    start = time.monotonic()
+    with pytest.raises(expected) as err:
+        wait_for(
+            lambda: None,
+            "rollouts of step 5",
+            timeout=0.2,
+            peer="rollout",
+            peer_status=peer_status,
+            started_after=started_after,
+            poll=0.02,
+        )
+    elapsed = time.monotonic() - start
+    message = str(err.value)
+    assert "rollouts of step 5" in message and "rollout" in message
+    if expected is PeerFailed:
+        assert elapsed < 0.15  # at once, not after the timeout
+        assert "CUDA out of memory" in message
+    else:
+        assert elapsed >= 0.2
+
+
+def test_wait_for_tolerates_an_unreadable_peer_status(tmp_path):
+    peer_status = tmp_path / "rollout.json"
+    peer_status.write_text('{"state": "fail')  # torn write by a foreign tool
+    with pytest.raises(WaitTimeout):
+        wait_for(lambda: None, "x", timeout=0.1, peer="rollout", peer_status=peer_status, poll=0.02)
