@@ -173,8 +173,13 @@ def write_status(path: Path, state: str, **fields: Any) -> None:
     """The worker's state for its peers: running (with heartbeat), done, or failed."""
     write_json_atomic(
         path,
-        {"state": state, "host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
-         **fields},
+        {
+            "state": state,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "time": time.time(),
+            **fields,
+        },
     )
 
 

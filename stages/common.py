@@ -31,9 +31,9 @@ def config_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def reuse_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--clean", is_flag=True, help="Delete this stage's earlier outputs first.")(f)
-    f = click.option(
-        "--resume", is_flag=True, help="Continue from this stage's earlier outputs."
-    )(f)
+    f = click.option("--resume", is_flag=True, help="Continue from this stage's earlier outputs.")(
+        f
+    )
     return f
 
 

@@ -18,7 +18,10 @@ def proactive(*args: str, cwd: Path, check: bool = True, timeout: float = 600, e
     """Run `proactive ARGS` in `cwd`; returns the CompletedProcess (stdout+stderr merged)."""
     proc = subprocess.run(
         [sys.executable, "-m", "proactive_rl.cli", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
     )
     if check and proc.returncode != 0:
@@ -31,7 +34,10 @@ def proactive(*args: str, cwd: Path, check: bool = True, timeout: float = 600, e
 def start(*args: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "proactive_rl.cli", *args],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
 

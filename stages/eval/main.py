@@ -112,27 +112,46 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
         for record, text, group in zip(chunk, texts, groups, strict=True):
             responses = [tokenizer.decode(s.token_ids, skip_special_tokens=True) for s in group]
             truth = record["reward_model"]["ground_truth"]
-            scored = score_group(reward_fn, text, responses, truth, record["data_source"],
-                                 record["extra_info"], config.reward_kwargs)
+            scored = score_group(
+                reward_fn,
+                text,
+                responses,
+                truth,
+                record["data_source"],
+                record["extra_info"],
+                config.reward_kwargs,
+            )
             for response, sample, score in zip(responses, group, scored.scores, strict=True):
                 parsed = parse_response(response)
 
-                samples.append({
-                    "question_index": record["extra_info"]["index"],
-                    "question": record["prompt"][-1]["content"], "ground_truth": truth,
-                    "response": response, "formal_answer": parsed.formal,
-                    "correct": is_correct(parsed.formal, truth), "proactive": parsed.proactive,
-                    "think": parsed.think, "truncated": sample.finish_reason == "length",
-                    "reward": score,
-                })
+                samples.append(
+                    {
+                        "question_index": record["extra_info"]["index"],
+                        "question": record["prompt"][-1]["content"],
+                        "ground_truth": truth,
+                        "response": response,
+                        "formal_answer": parsed.formal,
+                        "correct": is_correct(parsed.formal, truth),
+                        "proactive": parsed.proactive,
+                        "think": parsed.think,
+                        "truncated": sample.finish_reason == "length",
+                        "reward": score,
+                    }
+                )
         logger.info("evaluated %d/%d questions", min(start + size, len(records)), len(records))
 
     report = summarize(samples)
-    report.update({
-        "checkpoint": str(model_dir), "checkpoint_spec": config.checkpoint, "split": config.split,
-        "questions": len(records), "n": config.n, "seconds": time.perf_counter() - t0,
-        "config": config.model_dump(mode="json"),
-    })
+    report.update(
+        {
+            "checkpoint": str(model_dir),
+            "checkpoint_spec": config.checkpoint,
+            "split": config.split,
+            "questions": len(records),
+            "n": config.n,
+            "seconds": time.perf_counter() - t0,
+            "config": config.model_dump(mode="json"),
+        }
+    )
     if is_stable(model_dir):
         report["checkpoint_marker"] = {
             k: v for k, v in read_marker(model_dir).items() if k != "files"
@@ -145,8 +164,12 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     publish_dir(staging, out_dir, {"rows": len(samples), "questions": len(records)})
     logger.info(
         "%s: accuracy %.3f, proactive rate %.3f, think rate %.3f, mean reward %.3f -> %s",
-        name, report["accuracy"], report["proactive_rate"], report["think_rate"],
-        report["mean_reward"], paths.eval_report(name),
+        name,
+        report["accuracy"],
+        report["proactive_rate"],
+        report["think_rate"],
+        report["mean_reward"],
+        paths.eval_report(name),
     )
 
 

@@ -12,8 +12,8 @@ from proactive_rl.shared.config import StageConfig
 
 class LossConfig(StageConfig):
     scale_advantages: Literal["group_std", "none"] = Field(
-        "group_std", description="Divide group-centred rewards by the group std (GRPO) or not "
-        "(Dr.GRPO)."
+        "group_std",
+        description="Divide group-centred rewards by the group std (GRPO) or not (Dr.GRPO).",
     )
     adv_eps: float = Field(1e-6, gt=0, description="Added to the group std before dividing.")
     clip_eps_low: float = Field(0.2, ge=0, lt=1, description="PPO clip: ratio >= 1 - eps_low.")
@@ -31,9 +31,7 @@ class LossConfig(StageConfig):
     agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = Field(
         "token-mean", description="How per-token losses are reduced over a mini-batch."
     )
-    mask_truncated: bool = Field(
-        False, description="Give responses cut at max_new_tokens no loss."
-    )
+    mask_truncated: bool = Field(False, description="Give responses cut at max_new_tokens no loss.")
 
 
 class GrpoConfig(StageConfig):
@@ -46,8 +44,10 @@ class GrpoConfig(StageConfig):
     prompts_per_step: int = Field(256, ge=1, description="Prompts per RL step (train batch).")
     n: int = Field(16, ge=1, description="Responses per prompt, the group size (RL_ROLLOUTS).")
     max_staleness: int = Field(
-        0, ge=0, description="Rollouts of step k may come from policy >= k - max_staleness "
-        "(0 = strictly on-policy; 1 overlaps generation with training)."
+        0,
+        ge=0,
+        description="Rollouts of step k may come from policy >= k - max_staleness "
+        "(0 = strictly on-policy; 1 overlaps generation with training).",
     )
     seed: int = Field(42, description="Seed of the prompt order and of the trainer.")
     learning_rate: float = Field(1e-6, gt=0, description="Peak AdamW learning rate.")

@@ -117,7 +117,8 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
 
         plan = read_plan(paths.plan) if resume and paths.plan.is_file() else None
         published = [
-            v for v, f in numbered_children(paths.policies)
+            v
+            for v, f in numbered_children(paths.policies)
             if plan and is_stable(f) and read_marker(f).get("plan_id") == plan.plan_id
         ]
         if plan and published:
@@ -130,9 +131,14 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             logger.info("resuming plan %s at step %d from %s", plan.plan_id, start_step, start_dir)
         else:
             plan = Plan(
-                plan_id=uuid.uuid4().hex[:12], train_rows=train_rows, train_sha256=train_sha,
-                prompts_per_step=config.prompts_per_step, n=config.n, epochs=config.epochs,
-                seed=config.seed, max_staleness=config.max_staleness,
+                plan_id=uuid.uuid4().hex[:12],
+                train_rows=train_rows,
+                train_sha256=train_sha,
+                prompts_per_step=config.prompts_per_step,
+                n=config.n,
+                epochs=config.epochs,
+                seed=config.seed,
+                max_staleness=config.max_staleness,
             )
             start_step, start_dir = 0, init_dir
         if plan.total_steps == 0:
@@ -162,16 +168,28 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                 scheduler.load_state_dict(state["scheduler"])
                 torch.set_rng_state(state["rng"])
             else:
-                logger.warning("optimizer state is for version %d, not %d: starting it fresh",
-                               state["version"], start_step)
+                logger.warning(
+                    "optimizer state is for version %d, not %d: starting it fresh",
+                    state["version"],
+                    start_step,
+                )
 
         if start_step == 0:
             write_plan(paths.plan, plan)
-            publish_policy(model, tokenizer, paths, 0, {"plan_id": plan.plan_id, "step": None,
-                                                         "init_model": str(init_dir)})
+            publish_policy(
+                model,
+                tokenizer,
+                paths,
+                0,
+                {"plan_id": plan.plan_id, "step": None, "init_model": str(init_dir)},
+            )
         logger.info(
             "plan %s: %d steps (%d per epoch) x %d prompts x n=%d, max_staleness=%d",
-            plan.plan_id, plan.total_steps, plan.steps_per_epoch, plan.batch, plan.n,
+            plan.plan_id,
+            plan.total_steps,
+            plan.steps_per_epoch,
+            plan.batch,
+            plan.n,
             plan.max_staleness,
         )
 
@@ -181,11 +199,15 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             folder = paths.rollout(step)
             marker = wait_for(
                 lambda folder=folder: (
-                    m if is_stable(folder) and (m := read_marker(folder)).get("plan_id")
-                    == plan.plan_id else None
+                    m
+                    if is_stable(folder)
+                    and (m := read_marker(folder)).get("plan_id") == plan.plan_id
+                    else None
                 ),
                 f"rollouts {folder}/STABLE.json",
-                timeout=config.wait_timeout, peer="rollout", peer_status=paths.status("rollout"),
+                timeout=config.wait_timeout,
+                peer="rollout",
+                peer_status=paths.status("rollout"),
                 started_after=started,
             )
             wait_s = time.perf_counter() - t_wait
@@ -200,8 +222,15 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
 
             t_update = time.perf_counter()
             stats = train_step(
-                model, ref_model, optimizer, scheduler, rows, config, plan.n,
-                temperature=marker["temperature"], max_new_tokens=marker["max_new_tokens"],
+                model,
+                ref_model,
+                optimizer,
+                scheduler,
+                rows,
+                config,
+                plan.n,
+                temperature=marker["temperature"],
+                max_new_tokens=marker["max_new_tokens"],
                 device=device,
             )
             update_s = time.perf_counter() - t_update
@@ -209,27 +238,48 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             t_pub = time.perf_counter()
             paths.grpo_state.mkdir(parents=True, exist_ok=True)
             tmp_state = state_file.with_suffix(".tmp")
-            torch.save({"version": step + 1, "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()},
-                       tmp_state)
+            torch.save(
+                {
+                    "version": step + 1,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": torch.get_rng_state(),
+                },
+                tmp_state,
+            )
             tmp_state.replace(state_file)
-            publish_policy(model, tokenizer, paths, step + 1,
-                           {"plan_id": plan.plan_id, "step": step,
-                            "reward_mean": stats["reward/mean"]})
+            publish_policy(
+                model,
+                tokenizer,
+                paths,
+                step + 1,
+                {"plan_id": plan.plan_id, "step": step, "reward_mean": stats["reward/mean"]},
+            )
             prune_policies(paths, config.keep_policies)
             publish_s = time.perf_counter() - t_pub
 
-            stats.update({"time/wait_s": wait_s, "time/update_s": update_s,
-                          "time/publish_s": publish_s,
-                          "rollout/policy_lag": step - marker["policy_version"],
-                          "time/generate_s": marker["seconds"]["generate"]})
+            stats.update(
+                {
+                    "time/wait_s": wait_s,
+                    "time/update_s": update_s,
+                    "time/publish_s": publish_s,
+                    "rollout/policy_lag": step - marker["policy_version"],
+                    "time/generate_s": marker["seconds"]["generate"],
+                }
+            )
             metrics.log(step, stats)
             logger.info(
                 "step %d/%d: reward %.3f, group acc %.3f, proactive %.3f, kl %.4f, "
                 "grad norm %.3f (update %.1fs, waited %.1fs)",
-                step + 1, plan.total_steps, stats["reward/mean"], stats["reward/group_acc"],
-                stats["reward/proactive_rate"], stats.get("loss/kl", 0.0),
-                stats["opt/grad_norm"], update_s, wait_s,
+                step + 1,
+                plan.total_steps,
+                stats["reward/mean"],
+                stats["reward/group_acc"],
+                stats["reward/proactive_rate"],
+                stats.get("loss/kl", 0.0),
+                stats["opt/grad_norm"],
+                update_s,
+                wait_s,
             )
         metrics.close()
 

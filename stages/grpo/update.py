@@ -28,8 +28,12 @@ def collate(rows: list[dict[str, Any]], pad_id: int, device: torch.device) -> di
         sampling[i, :k] = torch.tensor(row["sampling_logprobs"], dtype=torch.float32)
     start = torch.tensor([len(r["prompt_ids"]) for r in rows])
     return {
-        "ids": ids.to(device), "attn": attn.to(device), "start": start.to(device),
-        "mask": mask.to(device), "sampling": sampling.to(device), "resp_len": resp_len,
+        "ids": ids.to(device),
+        "attn": attn.to(device),
+        "start": start.to(device),
+        "mask": mask.to(device),
+        "sampling": sampling.to(device),
+        "resp_len": resp_len,
     }
 
 
@@ -66,8 +70,9 @@ def train_step(
             for i in range(0, len(rows), config.micro_batch_size):
                 idx = list(range(i, min(i + config.micro_batch_size, len(rows))))
                 b = collate([rows[j] for j in idx], pad_id, device)
-                lp, _ = token_logprobs(model, b["ids"], b["attn"], b["start"], b["resp_len"],
-                                       temperature)
+                lp, _ = token_logprobs(
+                    model, b["ids"], b["attn"], b["start"], b["resp_len"], temperature
+                )
                 for k, j in enumerate(idx):
                     old_logp[j] = lp[k, : len(rows[j]["response_ids"])]
 
@@ -91,7 +96,12 @@ def train_step(
                 b = collate([rows[j] for j in idx], pad_id, device)
                 mask = b["mask"] * keep[idx].unsqueeze(-1).to(device)
                 logp, entropy = token_logprobs(
-                    model, b["ids"], b["attn"], b["start"], b["resp_len"], temperature,
+                    model,
+                    b["ids"],
+                    b["attn"],
+                    b["start"],
+                    b["resp_len"],
+                    temperature,
                     with_entropy=True,
                 )
                 if need_old:
@@ -103,10 +113,17 @@ def train_step(
                 ref = None
                 if ref_model is not None:
                     with torch.no_grad():
-                        ref, _ = token_logprobs(ref_model, b["ids"], b["attn"], b["start"],
-                                                b["resp_len"], temperature)
+                        ref, _ = token_logprobs(
+                            ref_model, b["ids"], b["attn"], b["start"], b["resp_len"], temperature
+                        )
                 loss, stats = policy_loss(
-                    logp, old, advantages[idx].to(device), mask, cfg, norm, ref_logp=ref,
+                    logp,
+                    old,
+                    advantages[idx].to(device),
+                    mask,
+                    cfg,
+                    norm,
+                    ref_logp=ref,
                     entropy=entropy,
                 )
                 loss.backward()

@@ -1,6 +1,6 @@
 """proactive prep: the users' files -> data/processed (SFT sample + veRL-format RL parquet).
 
-    proactive prep --data-dir data --set num_sft_samples=50
+proactive prep --data-dir data --set num_sft_samples=50
 """
 
 from __future__ import annotations
@@ -76,9 +76,11 @@ def check_sft_row(path: Path, lineno: int, obj: dict[str, Any]) -> None:
     if not isinstance(messages, list) or not messages:
         raise UserError(f"{path}:{lineno}: missing a non-empty 'messages' list")
     for msg in messages:
-        if not isinstance(msg, dict) or not isinstance(msg.get("content"), str) or msg.get(
-            "role"
-        ) not in ("system", "user", "assistant"):
+        if (
+            not isinstance(msg, dict)
+            or not isinstance(msg.get("content"), str)
+            or msg.get("role") not in ("system", "user", "assistant")
+        ):
             raise UserError(f"{path}:{lineno}: each message needs a role and a string content")
     if messages[-1]["role"] != "assistant":
         raise UserError(f"{path}:{lineno}: the last message must be the assistant's answer")
@@ -179,9 +181,11 @@ def run(config: PrepConfig, data_dir: Path, force: bool = False) -> None:
             raise UserError(f"input file {source} does not exist")
 
     key = fingerprint(config, [sft_source, rl_source])
-    if not force and is_stable(paths.processed) and read_marker(paths.processed).get(
-        "fingerprint"
-    ) == key:
+    if (
+        not force
+        and is_stable(paths.processed)
+        and read_marker(paths.processed).get("fingerprint") == key
+    ):
         logger.info("inputs and config unchanged: %s is up to date, nothing to do", paths.processed)
         return
 
@@ -192,7 +196,9 @@ def run(config: PrepConfig, data_dir: Path, force: bool = False) -> None:
     if len(sft_rows) < config.num_sft_samples:
         logger.warning(
             "%s has %d conversations, fewer than num_sft_samples=%d: using all of them",
-            sft_source, len(sft_rows), config.num_sft_samples,
+            sft_source,
+            len(sft_rows),
+            config.num_sft_samples,
         )
         sampled = sft_rows
     else:
@@ -240,5 +246,8 @@ def run(config: PrepConfig, data_dir: Path, force: bool = False) -> None:
     )
     logger.info(
         "wrote %s: %d SFT conversations, %d RL train and %d RL test questions",
-        paths.processed, len(sampled), n_train, n_test,
+        paths.processed,
+        len(sampled),
+        n_train,
+        n_test,
     )

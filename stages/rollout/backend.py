@@ -60,8 +60,8 @@ class TransformersBackend:
         if eos is None:
             eos = tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(
-            self.eos_ids
+        self.pad_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
         )
 
     def generate(
@@ -105,9 +105,7 @@ class TransformersBackend:
             end = next((i + 1 for i, t in enumerate(tokens) if t in self.eos_ids), None)
             finish = "stop" if end is not None else "length"
             end = end if end is not None else len(tokens)
-            samples[seq // n].append(
-                Sample(tokens[:end], chosen[seq, :end].tolist(), finish)
-            )
+            samples[seq // n].append(Sample(tokens[:end], chosen[seq, :end].tolist(), finish))
         return samples
 
 

@@ -83,7 +83,9 @@ def wait_plan(config: RolloutConfig, paths: RunPaths, started: float):
     return wait_for(
         lambda: read_plan(paths.plan) if paths.plan.is_file() else None,
         f"the RL plan {paths.plan}",
-        timeout=config.wait_timeout, peer="grpo", peer_status=paths.status("grpo"),
+        timeout=config.wait_timeout,
+        peer="grpo",
+        peer_status=paths.status("grpo"),
         started_after=started,
     )
 
@@ -106,13 +108,18 @@ def follow_plan(config, paths: RunPaths, data_dir: Path, started: float, reward_
             "rerun prep and grpo so both use the same data"
         )
     done = [
-        s for s, folder in numbered_children(paths.rollouts)
+        s
+        for s, folder in numbered_children(paths.rollouts)
         if is_stable(folder) and read_marker(folder).get("plan_id") == plan.plan_id
     ]
     first = max(done) + 1 if done else 0
     logger.info(
         "plan %s: %d steps x %d prompts x n=%d; starting at step %d",
-        plan.plan_id, plan.total_steps, plan.batch, plan.n, first,
+        plan.plan_id,
+        plan.total_steps,
+        plan.batch,
+        plan.n,
+        first,
     )
 
     def plan_changed() -> bool:
@@ -125,11 +132,15 @@ def follow_plan(config, paths: RunPaths, data_dir: Path, started: float, reward_
         need = plan.min_policy_version(step)
         t_wait = time.perf_counter()
         found = wait_for(
-            lambda need=need: "replan" if plan_changed() else (
-                p if (p := latest_policy(paths, plan.plan_id)) and p[0] >= need else None
+            lambda need=need: (
+                "replan"
+                if plan_changed()
+                else (p if (p := latest_policy(paths, plan.plan_id)) and p[0] >= need else None)
             ),
             f"policy version >= {need} in {paths.policies} (for rollout step {step})",
-            timeout=config.wait_timeout, peer="grpo", peer_status=paths.status("grpo"),
+            timeout=config.wait_timeout,
+            peer="grpo",
+            peer_status=paths.status("grpo"),
             started_after=started,
         )
         if found == "replan":
@@ -156,9 +167,14 @@ def follow_plan(config, paths: RunPaths, data_dir: Path, started: float, reward_
             staging,
             paths.rollout(step),
             {
-                "plan_id": plan.plan_id, "step": step, "policy_version": version,
-                "rows": count, "groups": count // plan.n, "n": plan.n,
-                "reward_mean": reward_mean, "seconds": {"wait": wait_s, "generate": gen_s},
+                "plan_id": plan.plan_id,
+                "step": step,
+                "policy_version": version,
+                "rows": count,
+                "groups": count // plan.n,
+                "n": plan.n,
+                "reward_mean": reward_mean,
+                "seconds": {"wait": wait_s, "generate": gen_s},
                 # the trainer scores tokens under the same sampling distribution
                 "temperature": config.sampling.temperature,
                 "max_new_tokens": config.sampling.max_new_tokens,
@@ -167,7 +183,13 @@ def follow_plan(config, paths: RunPaths, data_dir: Path, started: float, reward_
         logger.info(
             "step %d/%d: published %d responses from policy %d, mean reward %.3f "
             "(waited %.1fs, generated %.1fs)",
-            step + 1, plan.total_steps, count, version, reward_mean, wait_s, gen_s,
+            step + 1,
+            plan.total_steps,
+            count,
+            version,
+            reward_mean,
+            wait_s,
+            gen_s,
         )
     return True
 
@@ -183,8 +205,12 @@ def generate_step(config, plan, step, version, train, backend, tokenizer, reward
         )
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) > config.sampling.max_prompt_tokens:
-            logger.warning("step %d: prompt %d has %d tokens > max_prompt_tokens, dropped",
-                           step, index, len(ids))
+            logger.warning(
+                "step %d: prompt %d has %d tokens > max_prompt_tokens, dropped",
+                step,
+                index,
+                len(ids),
+            )
             continue
         prompts.append((index, record, text, ids))
     if not prompts:
@@ -195,14 +221,21 @@ def generate_step(config, plan, step, version, train, backend, tokenizer, reward
     for start in range(0, len(prompts), size):
         chunk = prompts[start : start + size]
         groups = backend.generate(
-            [ids for _, _, _, ids in chunk], plan.n, config.sampling,
+            [ids for _, _, _, ids in chunk],
+            plan.n,
+            config.sampling,
             seed=config.seed * 1_000_003 + step * 1_009 + start,
         )
         for (index, record, text, ids), samples in zip(chunk, groups, strict=True):
             texts = [tokenizer.decode(s.token_ids, skip_special_tokens=True) for s in samples]
             truth = record["reward_model"]["ground_truth"]
             scored = score_group(
-                reward_fn, text, texts, truth, record["data_source"], record["extra_info"],
+                reward_fn,
+                text,
+                texts,
+                truth,
+                record["data_source"],
+                record["extra_info"],
                 config.reward_kwargs,
             )
             if examined < config.num_examine:
@@ -213,13 +246,20 @@ def generate_step(config, plan, step, version, train, backend, tokenizer, reward
             ):
                 rows.append(
                     {
-                        "step": step, "policy_version": version, "group_id": index,
-                        "sample_index": k, "data_source": record["data_source"],
-                        "prompt_text": text, "prompt_ids": ids,
-                        "response_ids": sample.token_ids, "response_text": response,
+                        "step": step,
+                        "policy_version": version,
+                        "group_id": index,
+                        "sample_index": k,
+                        "data_source": record["data_source"],
+                        "prompt_text": text,
+                        "prompt_ids": ids,
+                        "response_ids": sample.token_ids,
+                        "response_text": response,
                         "sampling_logprobs": sample.logprobs,
-                        "finish_reason": sample.finish_reason, "ground_truth": truth,
-                        "reward": float(score), "reward_parts": parts,
+                        "finish_reason": sample.finish_reason,
+                        "ground_truth": truth,
+                        "reward": float(score),
+                        "reward_parts": parts,
                     }
                 )
     return rows

@@ -53,7 +53,7 @@ def test_prep_is_seeded_and_idempotent(workdir, tmp_path_factory):
 def test_prep_reads_simpleqa_csv(workdir):
     csv = workdir / "simpleqa.csv"
     csv.write_text(
-        'metadata,question,true_answer\n'
+        "metadata,question,true_answer\n"
         '"{}","Who received the IEEE Frank Rosenblatt Award in 2010?",Michio Sugeno\n'
         '"{}","A question\nspanning two lines?",42\n'
         '"{}","Third?",three\n'

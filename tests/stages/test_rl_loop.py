@@ -20,10 +20,10 @@ PROMPTS = 3
 
 # A user reward file with the users' signature: longer responses score higher, so even the
 # untrained tiny model gets non-zero advantages and the update must move the weights.
-USER_REWARD = '''
+USER_REWARD = """
 def length_reward(prompt_str, responses, ground_truths, data_sources, extra_infos, scale=1.0):
     return [{"score": scale * len(r) / 100.0, "chars": len(r)} for r in responses]
-'''
+"""
 
 
 def run_rl(workdir, tiny_model, max_staleness: int) -> RunPaths:
@@ -32,16 +32,38 @@ def run_rl(workdir, tiny_model, max_staleness: int) -> RunPaths:
     run_dir = workdir / "checkpoints" / "run"
     common = ["--run-dir", str(run_dir)]
     grpo = start(
-        "grpo", *common, "--set", f"init_model={tiny_model}", "--set", "epochs=1",
-        "--set", f"prompts_per_step={PROMPTS}", "--set", f"n={N}",
-        "--set", "learning_rate=1e-3", "--set", "min_learning_rate=1e-4",
-        "--set", f"max_staleness={max_staleness}", "--set", "micro_batch_size=5",
+        "grpo",
+        *common,
+        "--set",
+        f"init_model={tiny_model}",
+        "--set",
+        "epochs=1",
+        "--set",
+        f"prompts_per_step={PROMPTS}",
+        "--set",
+        f"n={N}",
+        "--set",
+        "learning_rate=1e-3",
+        "--set",
+        "min_learning_rate=1e-4",
+        "--set",
+        f"max_staleness={max_staleness}",
+        "--set",
+        "micro_batch_size=5",
         cwd=workdir,
     )
     rollout = start(
-        "rollout", *common, "--set", "reward=reward.py:length_reward",
-        "--set", "reward_kwargs={\"scale\": 2.0}", "--set", "sampling.max_new_tokens=12",
-        "--set", "num_examine=1", cwd=workdir,
+        "rollout",
+        *common,
+        "--set",
+        "reward=reward.py:length_reward",
+        "--set",
+        'reward_kwargs={"scale": 2.0}',
+        "--set",
+        "sampling.max_new_tokens=12",
+        "--set",
+        "num_examine=1",
+        cwd=workdir,
     )
     out_g, _ = grpo.communicate(timeout=600)
     out_r, _ = rollout.communicate(timeout=600)
@@ -52,7 +74,6 @@ def run_rl(workdir, tiny_model, max_staleness: int) -> RunPaths:
 
 @pytest.fixture(scope="module")
 def rl_run(tmp_path_factory, tiny_model):
-
 
     workdir = tmp_path_factory.mktemp("rl")
     shutil.copytree(REPO / "data" / "sample", workdir / "data" / "sample")
@@ -107,15 +128,31 @@ def test_rerun_is_refused_and_resume_after_the_end_does_nothing(rl_run):
     assert proc.returncode == 2 and "--resume" in proc.stderr and "--clean" in proc.stderr
     assert "Traceback" not in proc.stderr
     before = sorted(p.name for p in paths.policies.iterdir())
-    proactive("grpo", "--run-dir", str(paths.root), "--resume", "--set", "init_model=sft",
-              cwd=workdir, check=False)
+    proactive(
+        "grpo",
+        "--run-dir",
+        str(paths.root),
+        "--resume",
+        "--set",
+        "init_model=sft",
+        cwd=workdir,
+        check=False,
+    )
     assert sorted(p.name for p in paths.policies.iterdir()) == before
 
 
 def test_eval_reports_on_the_final_policy(rl_run):
     workdir, paths = rl_run
-    proactive("eval", "--run-dir", str(paths.root), "--set", "n=2",
-              "--set", "sampling.max_new_tokens=8", cwd=workdir)
+    proactive(
+        "eval",
+        "--run-dir",
+        str(paths.root),
+        "--set",
+        "n=2",
+        "--set",
+        "sampling.max_new_tokens=8",
+        cwd=workdir,
+    )
     reports = list(paths.eval.glob("*/report.json"))
     assert len(reports) == 1 and is_stable(reports[0].parent)
     report = json.loads(reports[0].read_text())

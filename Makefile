@@ -1,0 +1,56 @@
+# proactive-rl: `make help` lists the targets. Everything runs from a fresh clone:
+#   make test                          # host venv (.venv) + unit/stage tests on CPU
+#   make build-images && make smoke    # the container pipeline on the tiny model
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+FLAVOR ?= cpu
+LOCK := requirements/$(FLAVOR).txt
+# The Debian docker CLI first: a newer CLI in /usr/local/bin may lack buildx (BuildKit builds).
+export PATH := /usr/bin:/usr/sbin:$(PATH)
+export FLAVOR
+
+.PHONY: help install test lint build-images smoke demo bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@echo "Knobs: see .env.example (copy to .env). Smoke-size settings: scripts/smoke.env."
+
+# The venv is (re)installed when pyproject.toml or the lock changes; the lock pins every runtime
+# dependency as a constraint so the host matches the images (dev tools stay unpinned).
+$(VENV)/.installed: pyproject.toml $(LOCK)
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check -c $(LOCK) -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv and pip install -e .[dev] (pinned by the lock)
+
+test: $(VENV)/.installed ## Run the tests that need neither a GPU nor Docker
+	$(VENV)/bin/pytest -m "not gpu and not docker"
+
+lint: $(VENV)/.installed ## ruff check + ruff format --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+build-images: ## Build proactive-rl/{base,prep,sft,rollout,grpo,eval}:cpu images (no registry)
+	scripts/build-images.sh
+
+smoke: ## Run the container chain on smoke-size settings and check every service and output
+	scripts/smoke.sh
+
+# The demo is the checked container run with CPU-sized settings over all the sample data
+# (scripts/demo.env) into checkpoints/demo. The compose defaults are the users' GPU recipe.
+demo: ## Run the container chain on all sample data, CPU-sized (scripts/demo.env)
+	SMOKE_SETTINGS=scripts/demo.env scripts/smoke.sh
+
+bench: ## Benchmarks (not yet)
+	@echo "bench: not implemented yet (a later issue adds throughput/latency benchmarks)."
+
+clean: ## Remove build outputs (.build, caches, data/processed) and the smoke run; keeps .venv, other runs
+	@if docker compose version >/dev/null 2>&1; then docker compose -p proactive-rl-smoke down --remove-orphans; \
+	elif command -v docker-compose >/dev/null; then docker-compose -p proactive-rl-smoke down --remove-orphans; \
+	fi >/dev/null 2>&1 || true
+	rm -rf .build build .pytest_cache .ruff_cache data/processed checkpoints/smoke
+	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Build every image: proactive-rl/base:$FLAVOR, then proactive-rl/<stage>:$FLAVOR FROM it.
+# Usage: scripts/build-images.sh            (what `make build-images` runs)
+#   FLAVOR        image tag / lock file flavour (default cpu: requirements/cpu.txt)
+#   DEBIAN_IMAGE  base OS image (default local/debian:bookworm, made by scripts/docker-base.sh;
+#                 with a registry at hand, debian:bookworm-slim works too)
+# Needs BuildKit (bind mounts): the Debian docker 20.10 CLI has it built in; newer CLIs need buildx.
+set -euo pipefail
+
+# /usr/bin first: a newer docker CLI without buildx in /usr/local/bin fails with DOCKER_BUILDKIT=1.
+export PATH="/usr/bin:/usr/sbin:$PATH" DOCKER_BUILDKIT=1
+repo_root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$repo_root"
+flavor="${FLAVOR:-cpu}"
+debian="${DEBIAN_IMAGE:-local/debian:bookworm}"
+stages=(prep sft rollout grpo eval)
+progress=()
+# Plain progress keeps CI logs readable (the flag exists only with BuildKit).
+[ -n "${CI:-}" ] && progress=(--progress=plain)
+
+t0=$SECONDS
+if [ "$debian" = "local/debian:bookworm" ]; then
+    DEBIAN_IMAGE="$debian" scripts/docker-base.sh
+fi
+t1=$SECONDS
+FLAVOR="$flavor" scripts/wheelhouse.sh
+t2=$SECONDS
+echo "build-images: proactive-rl/base:$flavor"
+docker build "${progress[@]}" --build-arg DEBIAN_IMAGE="$debian" \
+    -f images/base/Dockerfile -t "proactive-rl/base:$flavor" .build
+t3=$SECONDS
+for stage in "${stages[@]}"; do
+    echo "build-images: proactive-rl/$stage:$flavor"
+    docker build "${progress[@]}" --build-arg BASE_IMAGE="proactive-rl/base:$flavor" \
+        -t "proactive-rl/$stage:$flavor" "images/$stage"
+done
+t4=$SECONDS
+echo "build-images: debian base $((t1 - t0)) s, wheelhouse $((t2 - t1)) s," \
+     "base image $((t3 - t2)) s, stage images $((t4 - t3)) s"
+docker image ls --filter "reference=proactive-rl/*:$flavor" --filter "reference=$debian"
