@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import time
 import traceback
 import uuid
@@ -183,16 +184,33 @@ def write_status(path: Path, state: str, **fields: Any) -> None:
     )
 
 
+HEARTBEAT_S = 10.0
+
+
 @contextmanager
 def worker_status(path: Path, **fields: Any) -> Iterator[None]:
-    """Mark the worker running while the block runs, then done or failed (and re-raise)."""
+    """Mark the worker running while the block runs, refreshing the status every HEARTBEAT_S
+    seconds from a background thread (so a killed worker goes visibly quiet), then done or
+    failed (and re-raise)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            write_status(path, "running", **fields)
+
     write_status(path, "running", **fields)
+    thread = threading.Thread(target=beat, name="status-heartbeat", daemon=True)
+    thread.start()
     try:
         yield
     except BaseException as err:
+        stop.set()
+        thread.join()
         detail = "".join(traceback.format_exception_only(type(err), err)).strip()
         write_status(path, "failed", error=detail, **fields)
         raise
+    stop.set()
+    thread.join()
     write_status(path, "done", **fields)
 
 
@@ -205,12 +223,15 @@ def wait_for(
     peer_status: Path | None = None,
     started_after: float | None = None,
     heartbeat: float = 10.0,
+    quiet_after: float = 120.0,
     poll: float = 0.2,
 ) -> T:
     """Poll `check` until it returns a value; log every `heartbeat` seconds what we wait for.
 
-    If `peer_status` is given and that peer wrote `failed` (after `started_after`, so a stale
-    file from an earlier run does not count), fail at once naming the peer.
+    With `peer_status`, fail at once, naming the peer, when that peer (as seen after
+    `started_after`, so a stale file from an earlier run does not count) wrote `failed`,
+    finished (`done`) without publishing what we wait for, or stopped refreshing its `running`
+    heartbeat for `quiet_after` seconds (killed, e.g. out of memory).
     """
     start = time.monotonic()
     last_log = start
@@ -223,12 +244,25 @@ def wait_for(
             try:
                 status = read_json(peer_status)
             except (json.JSONDecodeError, OSError):
+                # replaced between is_file() and the read (or a foreign file): look next poll
                 status = {}
-            fresh = started_after is None or status.get("time", 0) >= started_after
-            if fresh and status.get("state") == "failed":
+            beat = status.get("time", 0)
+            fresh = started_after is None or beat >= started_after
+            state = status.get("state")
+            if fresh and state == "failed":
                 raise PeerFailed(
                     f"the {peer} worker failed while we waited for {what}: "
                     f"{status.get('error', 'no detail')} (see its logs)"
+                )
+            if fresh and state == "done":
+                value = check()  # it may have published just before finishing
+                if value is not None:
+                    return value
+                raise PeerFailed(f"the {peer} worker finished without publishing {what}")
+            if fresh and state == "running" and time.time() - beat > quiet_after:
+                raise PeerFailed(
+                    f"the {peer} worker went quiet (no heartbeat for {time.time() - beat:.0f}s) "
+                    f"while we waited for {what}; was it killed (out of memory?) - check its logs"
                 )
         if now - start > timeout:
             raise WaitTimeout(

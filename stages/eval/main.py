@@ -73,6 +73,7 @@ def resolve_checkpoint(spec: str, paths: RunPaths) -> tuple[str, Path]:
 
 
 def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: bool) -> None:
+    from tqdm import tqdm
     from transformers import AutoTokenizer
 
     from proactive_rl.rollout.backend import BACKENDS
@@ -101,7 +102,7 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     samples: list[dict[str, Any]] = []
     size = config.generation_batch_prompts
-    for start in range(0, len(records), size):
+    for start in tqdm(range(0, len(records), size), desc="eval", unit="batch", disable=None):
         chunk = records[start : start + size]
         texts = [
             tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False)

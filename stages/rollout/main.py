@@ -196,6 +196,8 @@ def follow_plan(config, paths: RunPaths, data_dir: Path, started: float, reward_
 
 def generate_step(config, plan, step, version, train, backend, tokenizer, reward_fn, score_group):
     """Sample and score the step's groups; returns rollout rows (whole groups, in order)."""
+    from tqdm import tqdm
+
     rows: list[dict[str, Any]] = []
     prompts = []
     for index in plan.step_prompts(step):
@@ -218,7 +220,10 @@ def generate_step(config, plan, step, version, train, backend, tokenizer, reward
 
     examined = 0
     size = config.generation_batch_prompts
-    for start in range(0, len(prompts), size):
+    # a bar on terminals only (disable=None): container logs get the per-step line instead
+    for start in tqdm(
+        range(0, len(prompts), size), desc=f"step {step}", unit="batch", disable=None, leave=False
+    ):
         chunk = prompts[start : start + size]
         groups = backend.generate(
             [ids for _, _, _, ids in chunk],

@@ -409,8 +409,9 @@ def test_wait_for_times_out_naming_what_and_peer():
 PEER_CASES = [
     ("failed", +1.0, PeerFailed),  # failed during this run: fail at once
     ("failed", -60.0, WaitTimeout),  # stale failure of an earlier run: ignored
-    ("running", +1.0, WaitTimeout),
-    ("done", +1.0, WaitTimeout),
+    ("running", +1.0, WaitTimeout),  # alive (fresh heartbeat): keep waiting
+    ("done", +1.0, PeerFailed),  # finished without publishing what we wait for
+    ("done", -60.0, WaitTimeout),  # an earlier run's peer finished: ignored
 ]
 
 
@@ -436,7 +437,8 @@ def test_wait_for_checks_the_peer_status(tmp_path, state, offset, expected):
     assert "rollouts of step 5" in message and "rollout" in message
     if expected is PeerFailed:
         assert elapsed < 0.15  # at once, not after the timeout
-        assert "CUDA out of memory" in message
+        expect = "CUDA out of memory" if state == "failed" else "finished without publishing"
+        assert expect in message
     else:
         assert elapsed >= 0.2
 
@@ -446,3 +448,44 @@ def test_wait_for_tolerates_an_unreadable_peer_status(tmp_path):
     peer_status.write_text('{"state": "fail')  # torn write by a foreign tool
     with pytest.raises(WaitTimeout):
         wait_for(lambda: None, "x", timeout=0.1, peer="rollout", peer_status=peer_status, poll=0.02)
+
+
+def test_wait_for_fails_when_the_peer_goes_quiet(tmp_path):
+    peer_status = tmp_path / "grpo.json"
+    write_status(peer_status, "running")
+    beat = read_json(peer_status)["time"]
+    time.sleep(0.15)
+    with pytest.raises(PeerFailed, match="went quiet"):
+        wait_for(
+            lambda: None,
+            "policy 3",
+            timeout=5,
+            peer="grpo",
+            peer_status=peer_status,
+            started_after=beat - 1,
+            quiet_after=0.1,
+            poll=0.02,
+        )
+    # a quiet heartbeat from before we started is an earlier run's: wait (and time out) instead
+    with pytest.raises(WaitTimeout):
+        wait_for(
+            lambda: None,
+            "policy 3",
+            timeout=0.2,
+            peer="grpo",
+            peer_status=peer_status,
+            started_after=beat + 1,
+            quiet_after=0.1,
+            poll=0.02,
+        )
+
+
+def test_worker_status_refreshes_its_heartbeat(tmp_path, monkeypatch):
+    monkeypatch.setattr("proactive_rl.shared.publish.HEARTBEAT_S", 0.05)
+    path = tmp_path / "status.json"
+    with worker_status(path):
+        first = read_json(path)["time"]
+        time.sleep(0.3)
+        assert read_json(path)["state"] == "running"
+        assert read_json(path)["time"] > first
+    assert read_json(path)["state"] == "done"
