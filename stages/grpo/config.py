@@ -31,6 +31,15 @@ class LossConfig(StageConfig):
     agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = Field(
         "token-mean", description="How per-token losses are reduced over a mini-batch."
     )
+    is_correction: Literal["none", "token", "sequence"] = Field(
+        "token",
+        description="Behaviour-policy correction: weight each token (or whole response) by "
+        "min(exp(logp_old - logp_sampler), is_threshold); the sampler's logprobs come with the "
+        "rollouts. 'none' trusts the sampler to be the policy being updated.",
+    )
+    is_threshold: float = Field(
+        2.0, gt=0, description="Truncation C of the importance weight (veRL 2.0, TRL 3.0)."
+    )
     mask_truncated: bool = Field(False, description="Give responses cut at max_new_tokens no loss.")
 
 

@@ -228,7 +228,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                 scheduler,
                 rows,
                 config,
-                plan.n,
+                n=plan.n,
                 temperature=marker["temperature"],
                 max_new_tokens=marker["max_new_tokens"],
                 device=device,
