@@ -291,8 +291,9 @@ REWARDS: dict[str, RewardFn] = {
 }
 
 
-def load_reward(spec: str) -> RewardFn:
-    """Resolve a reward spec: a built-in name, or `path/to/file.py:function_name`.
+def load_reward(spec: str, reward_kwargs: Mapping[str, Any] | None = None) -> RewardFn:
+    """Resolve a reward spec: a built-in name, or `path/to/file.py:function_name`, and check
+    that it accepts the users' arguments plus `reward_kwargs` (so a mismatch fails at startup).
 
     Relative paths are relative to the current directory. The file is imported on every call
     (no caching), so an edited file is picked up by the next run.
@@ -301,7 +302,7 @@ def load_reward(spec: str) -> RewardFn:
     True
     """
     if spec in REWARDS:
-        return REWARDS[spec]
+        return REWARDS[spec]  # built-ins take **reward_kwargs and ignore what they don't use
     valid = ", ".join(sorted(REWARDS))
     if ":" not in spec:
         if spec.endswith(".py"):
@@ -340,7 +341,7 @@ def load_reward(spec: str) -> RewardFn:
     fn = getattr(module, fn_name)
     if not callable(fn):
         raise UserError(f"{fn_name!r} in {path} is a {type(fn).__name__}, not a function")
-    _check_signature(fn, spec)
+    _check_signature(fn, spec, dict(reward_kwargs or {}))
     return fn
 
 
@@ -364,7 +365,7 @@ def _import_file(path: Path) -> Any:
     return module
 
 
-def _check_signature(fn: Callable[..., Any], spec: str) -> None:
+def _check_signature(fn: Callable[..., Any], spec: str, reward_kwargs: dict[str, Any]) -> None:
     # Catch a wrong signature at startup rather than at the first rollout minutes later.
     try:
         sig = inspect.signature(fn)
@@ -376,6 +377,14 @@ def _check_signature(fn: Callable[..., Any], spec: str) -> None:
         raise UserError(
             f"reward {spec!r} must accept (prompt_str, responses, ground_truths, data_sources, "
             f"extra_infos, **reward_kwargs); its signature is {sig}: {exc}"
+        ) from None
+    try:
+        sig.bind("", [], [], [], [], **reward_kwargs)
+    except TypeError as exc:
+        raise UserError(
+            f"reward {spec!r} does not accept the configured reward_kwargs "
+            f"{sorted(reward_kwargs)} ({exc}); add **reward_kwargs to its signature or set "
+            "reward_kwargs to what it takes (e.g. --set 'reward_kwargs={}')"
         ) from None
 
 

@@ -89,7 +89,7 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
         logger.info("%s is already published: nothing to do", out_dir)
         return
     claim_outputs([out_dir], "eval", resume, clean)
-    reward_fn = load_reward(config.reward)
+    reward_fn = load_reward(config.reward, config.reward_kwargs)
     split = DataPaths(data_dir).rl_test if config.split == "test" else DataPaths(data_dir).rl_train
     records = read_table(split, RL_DATA).to_pylist()[: config.max_questions]
     if not records:

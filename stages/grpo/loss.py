@@ -127,8 +127,9 @@ def token_logprobs(
     Sequences are right-padded rows of prompt+response; response_start[b] is where row b's
     response begins. Returns [B, response_len] (zeros beyond each response) and the entropy.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
-    logits = logits / temperature
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    # at least float32 for the softmax (bf16 logits lose too much), never below the model's
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature
     batch = torch.arange(input_ids.shape[0], device=input_ids.device).unsqueeze(-1)
     offs = torch.arange(response_len, device=input_ids.device).unsqueeze(0)
     target_pos = (response_start.unsqueeze(-1) + offs).clamp(max=input_ids.shape[1] - 1)

@@ -65,7 +65,9 @@ def run(config: RolloutConfig, run_dir: Path, data_dir: Path, resume: bool, clea
     from proactive_rl.shared.rewards import load_reward
 
     paths = RunPaths(run_dir)
-    reward_fn = load_reward(config.reward)  # fail on a bad reward before waiting for anything
+    reward_fn = load_reward(
+        config.reward, config.reward_kwargs
+    )  # fail on a bad reward before waiting for anything
     claim_outputs([paths.rollouts], "rollout", resume, clean)
     save_config(paths.config("rollout"), config)
     started = time.time()

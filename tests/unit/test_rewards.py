@@ -482,3 +482,15 @@ def test_doctests(module: ModuleType) -> None:
     result = doctest.testmod(module, verbose=False)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_load_reward_rejects_kwargs_the_user_function_does_not_take(tmp_path):
+    path = tmp_path / "strict.py"
+    path.write_text(
+        "def strict(prompt_str, responses, ground_truths, data_sources, extra_infos):\n"
+        "    return [0.0 for _ in responses]\n"
+    )
+    spec = f"{path}:strict"
+    assert load_reward(spec, {}) is not None
+    with pytest.raises(UserError, match=r"does not accept the configured reward_kwargs \['beta'\]"):
+        load_reward(spec, {"beta": 0.5})

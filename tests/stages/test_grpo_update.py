@@ -1,0 +1,121 @@
+"""The GRPO update on the real tiny model: micro-batching does not change gradients, the
+transformers sampler's logprobs equal the trainer's, and with ratio 1 and no KL the update is
+the advantage-weighted log-likelihood gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from proactive_rl.grpo.config import LossConfig
+from proactive_rl.grpo.loss import Normalizer
+from proactive_rl.grpo.update import accumulate_gradients, logprobs_of
+from proactive_rl.rollout.backend import TransformersBackend
+from proactive_rl.rollout.config import SamplingConfig
+
+CPU = torch.device("cpu")
+
+
+def synthetic_rows(vocab: int, count: int = 7, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(count):
+        prompt = torch.randint(
+            3, vocab, (int(torch.randint(2, 9, (1,), generator=g)),), generator=g
+        )
+        resp = torch.randint(3, vocab, (int(torch.randint(1, 11, (1,), generator=g)),), generator=g)
+        rows.append({"prompt_ids": prompt.tolist(), "response_ids": resp.tolist()})
+    adv = torch.randn(count, generator=g, dtype=torch.float64)
+    return rows, adv
+
+
+def grads(model):
+    return [p.grad.detach().clone() for p in model.parameters()]
+
+
+@pytest.fixture(scope="module")
+def model64(tiny_model):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float64)
+    model.train()
+    return model
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+def test_gradients_do_not_depend_on_the_micro_batch_size(model64, agg):
+    rows, adv = synthetic_rows(model64.config.vocab_size)
+    ref = AutoModelForCausalLM.from_pretrained(model64.name_or_path, dtype=torch.float64)
+    with torch.no_grad():  # a reference that differs from the policy, so KL has a gradient
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    cfg = LossConfig(agg=agg, kl_coef=0.1, entropy_coef=0.01)
+    # pi_old differs from the current policy so some ratios are clipped
+    old = [lp + 0.3 * torch.randn_like(lp) for lp in logprobs_of(model64, rows, 1.0, 3, CPU)]
+    keep = torch.ones(len(rows))
+    norm = Normalizer(
+        tokens=float(sum(len(r["response_ids"]) for r in rows)), sequences=7.0, max_len=10.0
+    )
+    results = []
+    for micro in (len(rows), 3, 1):
+        model64.zero_grad(set_to_none=True)
+        stats = accumulate_gradients(
+            model64, ref, rows, adv, keep, cfg, norm, 1.0, micro, CPU, old=old
+        )
+        results.append((grads(model64), stats))
+    (whole, s_whole), *others = results
+    assert s_whole["clip_frac"] > 0
+    for split, s_split in others:
+        for a, b in zip(whole, split, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-12)
+        for key in s_whole:
+            assert s_split[key] == pytest.approx(s_whole[key], rel=1e-6, abs=1e-12)
+
+
+def test_ratio_one_without_kl_is_the_advantage_weighted_log_likelihood(model64):
+    rows, adv = synthetic_rows(model64.config.vocab_size, seed=3)
+    cfg = LossConfig(kl_coef=0.0, agg="token-mean")
+    tokens = sum(len(r["response_ids"]) for r in rows)
+    norm = Normalizer(tokens=float(tokens), sequences=float(len(rows)), max_len=10.0)
+    model64.zero_grad(set_to_none=True)
+    accumulate_gradients(model64, None, rows, adv, torch.ones(len(rows)), cfg, norm, 1.0, 2, CPU)
+    ours = grads(model64)
+
+    # independent: one sequence at a time, plain log_softmax of the model's logits
+    model64.zero_grad(set_to_none=True)
+    total = torch.zeros((), dtype=torch.float64)
+    for row, a in zip(rows, adv, strict=True):
+        ids = torch.tensor([row["prompt_ids"] + row["response_ids"]])
+        logits = model64(input_ids=ids).logits[0]
+        start = len(row["prompt_ids"])
+        for k, token in enumerate(row["response_ids"]):
+            total = total - a * torch.log_softmax(logits[start + k - 1], -1)[token]
+    (total / tokens).backward()
+    for a, b in zip(ours, grads(model64), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampler_logprobs_match_the_trainer(tiny_model, temperature):
+    backend = TransformersBackend("fp32")
+    backend.load(tiny_model)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    texts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False
+        )
+        for q in ("What is 2 + 2?", "Name the capital of a country you know well, please.")
+    ]
+    prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    assert len(prompts[0]) != len(prompts[1])  # left padding is exercised
+    sampling = SamplingConfig(temperature=temperature, max_new_tokens=12)
+    groups = backend.generate(prompts, 3, sampling, seed=0)
+    rows = [
+        {"prompt_ids": prompt, "response_ids": s.token_ids, "sampling_logprobs": s.logprobs}
+        for prompt, group in zip(prompts, groups, strict=True)
+        for s in group
+    ]
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    trainer = logprobs_of(model, rows, temperature, 4, CPU)
+    for row, lp in zip(rows, trainer, strict=True):
+        assert len(row["sampling_logprobs"]) == len(row["response_ids"]) == lp.shape[0]
+        torch.testing.assert_close(lp, torch.tensor(row["sampling_logprobs"]), rtol=0, atol=1e-4)
