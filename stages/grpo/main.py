@@ -34,6 +34,7 @@ from proactive_rl.shared.publish import (
     wait_for,
     worker_status,
 )
+from proactive_rl.shared.schedule import Plan
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     from proactive_rl.grpo.update import train_step
     from proactive_rl.rollout.backend import pick_dtype
     from proactive_rl.shared.metrics import MetricsLogger
-    from proactive_rl.shared.schedule import Plan, read_plan, write_plan
+    from proactive_rl.shared.schedule import read_plan, write_plan
     from proactive_rl.shared.schemas import RL_DATA, ROLLOUTS, read_table
 
     paths = RunPaths(run_dir)
@@ -211,14 +212,8 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                 started_after=started,
             )
             wait_s = time.perf_counter() - t_wait
-            oldest = plan.min_policy_version(step)
-            if marker["policy_version"] < oldest:
-                raise UserError(
-                    f"rollouts of step {step} come from policy {marker['policy_version']}, older "
-                    f"than max_staleness={plan.max_staleness} allows (>= {oldest})"
-                )
             rows = read_table(paths.rollout_file(step), ROLLOUTS).to_pylist()
-            check_groups(rows, plan.n, folder)
+            check_rollouts(rows, plan, step, folder)
 
             t_update = time.perf_counter()
             stats = train_step(
@@ -284,13 +279,23 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
         metrics.close()
 
 
-def check_groups(rows: list[dict[str, Any]], n: int, folder: Path) -> None:
+def check_rollouts(rows: list[dict[str, Any]], plan: Plan, step: int, folder: Path) -> None:
+    """Refuse rollouts that are too stale, of another step, or with broken groups."""
+    oldest = plan.min_policy_version(step)
+    versions = {row["policy_version"] for row in rows}
+    if min(versions, default=oldest) < oldest:
+        raise UserError(
+            f"{folder}: rollouts of step {step} come from policy {min(versions)}, older than "
+            f"max_staleness={plan.max_staleness} allows (>= {oldest})"
+        )
+    if {row["step"] for row in rows} != {step}:
+        raise UserError(f"{folder}: rows of other steps than {step}")
     counts: dict[int, int] = {}
     for row in rows:
         counts[row["group_id"]] = counts.get(row["group_id"], 0) + 1
-    broken = {g: c for g, c in counts.items() if c != n}
+    broken = {g: c for g, c in counts.items() if c != plan.n}
     if broken:
-        raise UserError(f"{folder}: groups without exactly n={n} responses: {broken}")
+        raise UserError(f"{folder}: groups without exactly n={plan.n} responses: {broken}")
 
 
 def prune_policies(paths: RunPaths, keep: int | None) -> None:
