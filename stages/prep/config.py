@@ -1,40 +1,124 @@
-"""Typed config of the prep stage."""
+"""Typed config of the prep stage (docs/data.md explains every option with examples)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from proactive_rl.shared.config import StageConfig
 
 SYSTEM_PROMPT = "You are a helpful proactive assistant."
 
+# Only meaningful when prep builds the SFT conversations itself (sft_source="build").
+BUILD_ONLY = ("known_categories", "known_from", "known_checkpoint", "known_threshold")
+
 
 class PrepConfig(StageConfig):
-    sft_source: Path | None = Field(
+    sft_source: Literal["build"] | Path | None = Field(
         None,
-        description="SFT conversations in the users' JSONL format ({messages, id, sub_category}). "
+        description="SFT conversations in the users' JSONL format ({messages, id, sub_category}), "
+        "or 'build' to write warm-up conversations from the RL train questions (think, proactive "
+        "when the model is unlikely to know, plain answer; see known_*). "
         "Default: <data-dir>/sample/sft.jsonl.",
     )
-    rl_source: Path | None = Field(
+    rl_source: Path | list[Path] | None = Field(
         None,
-        description="RL questions: the users' JSONL ({id, messages: [user, assistant], ...}) or a "
-        "SimpleQA CSV (columns question/true_answer or problem/answer). "
-        "Default: <data-dir>/sample/rl.jsonl.",
+        description="RL questions: one file or a list of files, concatenated in the given order. "
+        "Each is the users' JSONL ({id, messages: [user, assistant], sub_category}) or a SimpleQA "
+        "CSV, optionally .csv.gz (columns question/true_answer or problem/answer; sub_category "
+        "'simpleQA'). Default: <data-dir>/sample/rl.jsonl.",
+    )
+    rl_source_limits: list[int | None] | None = Field(
+        None,
+        description="One entry per rl_source: keep only the first N questions of that file "
+        "(null = all of it), e.g. [null, 300].",
+    )
+    shuffle_rl: bool = Field(
+        False,
+        description="Shuffle the mixed RL questions (seeded by `seed`) before the train/test "
+        "split. Off: the test split is the tail in file order, as in the recipe; turn it on "
+        "with several sources so both splits hold every kind of question.",
     )
     num_sft_samples: int = Field(
         50, ge=1, description="SFT conversations sampled (NUM_SFT_SAMPLES); all if fewer exist."
     )
-    seed: int = Field(42, description="Seed of the SFT sample.")
+    seed: int = Field(
+        42, description="Seed of the SFT sample, the RL shuffle and the warm-up text."
+    )
+    proactive_fraction: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Target fraction of sampled SFT conversations with a <proactive> block "
+        "(seeded); null samples as it falls.",
+    )
+    known_categories: list[str] = Field(
+        default_factory=lambda: ["arithmetic", "general"],
+        description="sft_source=build: sub_categories the model is assumed to know (plain "
+        "answer); every other one (simpleQA too) gets a proactive reply. known_from overrides "
+        "this for the questions it measured.",
+    )
+    known_from: Path | None = Field(
+        None,
+        description="sft_source=build: samples.jsonl written by `proactive eval --set "
+        "split=train` (rows with question_index, correct): a question is known when its measured "
+        "accuracy is >= known_threshold.",
+    )
+    known_checkpoint: str | None = Field(
+        None,
+        description="sft_source=build: which checkpoint's rows of known_from to use when it "
+        "holds several (its 'checkpoint' key); null = the first one in the file.",
+    )
+    known_threshold: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="sft_source=build: measured accuracy at or above which a question is known.",
+    )
     test_fraction: float = Field(
-        0.05, ge=0.0, lt=1.0, description="Tail of the RL questions (file order) held out as test."
+        0.05,
+        ge=0.0,
+        lt=1.0,
+        description="Tail of the RL questions (file order, or the shuffled order with "
+        "shuffle_rl) held out as test.",
     )
     min_test_rows: int = Field(
         4, ge=1, description="If the test split is empty, this many train rows are used as test."
     )
     max_rl_rows: int | None = Field(
-        None, ge=1, description="Keep only the first N RL questions (quick runs)."
+        None,
+        ge=1,
+        description="Keep only the first N RL questions of the mix, after shuffle_rl (quick runs).",
     )
     system_prompt: str = Field(SYSTEM_PROMPT, description="System turn of every RL prompt.")
     data_source: str = Field("sampleQA", description="`data_source` column of the RL parquet.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrepConfig:
+        if isinstance(self.rl_source, list) and not self.rl_source:
+            raise ValueError("rl_source is an empty list; give at least one file")
+        n_sources = len(self.rl_source) if isinstance(self.rl_source, list) else 1
+        if self.rl_source_limits is not None:
+            if len(self.rl_source_limits) != n_sources:
+                raise ValueError(
+                    f"rl_source_limits has {len(self.rl_source_limits)} entries for "
+                    f"{n_sources} rl_source file(s); give one limit (or null) per file"
+                )
+            if any(limit is not None and limit < 1 for limit in self.rl_source_limits):
+                raise ValueError("rl_source_limits entries must be >= 1 or null")
+        misplaced = [name for name in BUILD_ONLY if name in self.model_fields_set]
+        if self.sft_source != "build" and misplaced:
+            raise ValueError(
+                f"{', '.join(misplaced)}: used only with sft_source=build (set it, or drop them)"
+            )
+        if self.known_checkpoint is not None and self.known_from is None:
+            raise ValueError("known_checkpoint needs known_from")
+        return self
+
+    def rl_paths(self, default: Path) -> list[Path]:
+        """The RL source files in mix order."""
+        if self.rl_source is None:
+            return [default]
+        return list(self.rl_source) if isinstance(self.rl_source, list) else [self.rl_source]

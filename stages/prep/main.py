@@ -1,15 +1,18 @@
 """proactive prep: the users' files -> data/processed (SFT sample + veRL-format RL parquet).
 
-proactive prep --data-dir data --set num_sft_samples=50
+    proactive prep --data-dir data --set num_sft_samples=50
+    proactive prep --set 'rl_source=["data/sample/rl.jsonl", "simple_qa_test_set.csv"]' \\
+        --set 'rl_source_limits=[null, 300]' --set shuffle_rl=true --set sft_source=build
+
+Inputs, the RL mix and the warm-up builder are described in docs/data.md.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
-import random
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,14 @@ import click
 
 from proactive_rl.common import config_options
 from proactive_rl.prep.config import PrepConfig
+from proactive_rl.prep.sources import check_sft_row, read_jsonl, read_rl_mix
+from proactive_rl.prep.warmup import (
+    build_conversation,
+    check_measured,
+    decide_known,
+    read_known_from,
+    sample_indices,
+)
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import DataPaths
@@ -33,9 +44,10 @@ logger = logging.getLogger(__name__)
 
 @click.command(
     help="Prepare data: sample NUM_SFT_SAMPLES SFT conversations (seeded) from the users' SFT "
-    "JSONL and turn the RL questions (users' JSONL or SimpleQA CSV) into veRL-format parquet "
-    "with a 95/5 train/test split in file order. Writes <data-dir>/processed/ atomically; "
-    "does nothing when inputs and config are unchanged.",
+    "JSONL (or build warm-up conversations from the RL train questions: sft_source=build) and "
+    "turn the RL questions (users' JSONL and/or SimpleQA CSV files, mixed in order) into "
+    "veRL-format parquet with a 95/5 train/test split in file order (or shuffled: shuffle_rl). "
+    "Writes <data-dir>/processed/ atomically; does nothing when inputs and config are unchanged.",
     epilog="\b\nConfig fields (--set key=value, dotted for nested):\n" + describe(PrepConfig),
 )
 @click.option(
@@ -50,100 +62,6 @@ logger = logging.getLogger(__name__)
 def command(data_dir: Path, config_file: Path | None, overrides: tuple[str, ...], force: bool):
     config = load_config(PrepConfig, config_file, overrides)
     run(config, data_dir, force=force)
-
-
-def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any], str]]:
-    """(line number, object, raw line) for every non-blank line; bad JSON names file and line."""
-    if not path.is_file():
-        raise UserError(f"{path} does not exist")
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
-            if not isinstance(obj, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object")
-            rows.append((lineno, obj, line.rstrip("\n")))
-    return rows
-
-
-def check_sft_row(path: Path, lineno: int, obj: dict[str, Any]) -> None:
-    messages = obj.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise UserError(f"{path}:{lineno}: missing a non-empty 'messages' list")
-    for msg in messages:
-        if (
-            not isinstance(msg, dict)
-            or not isinstance(msg.get("content"), str)
-            or msg.get("role") not in ("system", "user", "assistant")
-        ):
-            raise UserError(f"{path}:{lineno}: each message needs a role and a string content")
-    if messages[-1]["role"] != "assistant":
-        raise UserError(f"{path}:{lineno}: the last message must be the assistant's answer")
-
-
-def read_rl_questions(path: Path) -> list[dict[str, Any]]:
-    """Questions as {question, answer, original_id, sub_category} from JSONL or SimpleQA CSV."""
-    if path.suffix.lower() == ".csv":
-        return read_simpleqa_csv(path)
-    questions = []
-    for lineno, obj, _ in read_jsonl(path):
-        messages = obj.get("messages")
-        if not isinstance(messages, list):
-            raise UserError(f"{path}:{lineno}: missing a 'messages' list")
-        user = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-        assistant = [m for m in messages if isinstance(m, dict) and m.get("role") == "assistant"]
-        if not user or not assistant:
-            raise UserError(
-                f"{path}:{lineno}: needs a user turn (the question) and an assistant turn "
-                "(the ground truth)"
-            )
-        answer = str(assistant[-1].get("content", "")).strip()
-        if not answer:
-            raise UserError(f"{path}:{lineno}: the assistant turn (ground truth) is empty")
-        questions.append(
-            {
-                "question": str(user[0].get("content", "")),
-                "answer": answer,
-                "original_id": str(obj.get("id", lineno - 1)),
-                "sub_category": str(obj.get("sub_category", "")),
-            }
-        )
-    return questions
-
-
-def read_simpleqa_csv(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise UserError(f"{path} does not exist")
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        fields = reader.fieldnames or []
-        q_col = next((c for c in ("question", "problem") if c in fields), None)
-        a_col = next((c for c in ("true_answer", "answer") if c in fields), None)
-        if q_col is None or a_col is None:
-            raise UserError(
-                f"{path}: expected SimpleQA columns question/true_answer (or problem/answer), "
-                f"found {fields}"
-            )
-        questions = []
-        for index, row in enumerate(reader):
-            answer = (row.get(a_col) or "").strip()
-            if not answer:
-                # header is line 1; csv rows can span lines, so name the row, not the line
-                raise UserError(f"{path}: data row {index + 1} has an empty {a_col}")
-            questions.append(
-                {
-                    "question": row[q_col],
-                    "answer": answer,
-                    "original_id": str(index),
-                    "sub_category": "simpleQA",
-                }
-            )
-    return questions
 
 
 def split_rows(n: int, test_fraction: float, min_test_rows: int) -> tuple[range, range]:
@@ -168,19 +86,106 @@ def fingerprint(config: PrepConfig, inputs: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def sample_sft_file(config: PrepConfig, source: Path) -> tuple[list[str], int]:
+    """The sampled raw lines of the users' SFT file (copied byte for byte) and how many of them
+    have a proactive block. Every line is validated first, so users see problems by line."""
+    from proactive_rl.shared.tags import has_proactive
+
+    rows = read_jsonl(source)
+    for lineno, obj, _ in rows:
+        check_sft_row(source, lineno, obj)
+    if len(rows) < config.num_sft_samples:
+        logger.warning(
+            "%s has %d conversations, fewer than num_sft_samples=%d: using all of them",
+            source,
+            len(rows),
+            config.num_sft_samples,
+        )
+    flags = [has_proactive(obj["messages"][-1]["content"]) for _, obj, _ in rows]
+    keep = sample_indices(flags, config.num_sft_samples, config.proactive_fraction, config.seed)
+    return [rows[i][2] for i in keep], sum(flags[i] for i in keep)
+
+
+def build_sft(
+    config: PrepConfig, questions: list[dict[str, Any]], train: range, test: range
+) -> tuple[list[str], int, dict[str, Any]]:
+    """Warm-up conversations from the RL train questions (never a test question, even when the
+    test split borrows train rows), sampled like a file; plus the numbers for the marker."""
+    held_out = set(test)
+    candidates = [questions[i] for i in train if i not in held_out]
+    if not candidates:
+        raise UserError(
+            "sft_source=build: the RL train split has no question outside the test split"
+        )
+    measured, checkpoint = None, None
+    if config.known_from is not None:
+        measured, checkpoint = read_known_from(config.known_from, config.known_checkpoint)
+        check_measured(measured, {q["index"]: q for q in questions}, config.known_from)
+    known, n_measured = decide_known(
+        candidates, config.known_categories, measured, config.known_threshold
+    )
+    if measured is not None and n_measured == 0:
+        logger.warning(
+            "%s measured none of the %d RL train questions, so all were decided by "
+            "known_categories; measure them with `proactive eval --set split=train`",
+            config.known_from,
+            len(candidates),
+        )
+    proactive = [not k for k in known]
+    if len(candidates) < config.num_sft_samples:
+        logger.warning(
+            "sft_source=build: %d RL train questions, fewer than num_sft_samples=%d: using all",
+            len(candidates),
+            config.num_sft_samples,
+        )
+    keep = sample_indices(proactive, config.num_sft_samples, config.proactive_fraction, config.seed)
+    lines = [
+        json.dumps(
+            build_conversation(candidates[i], known[i], config.seed, config.system_prompt),
+            ensure_ascii=False,
+        )
+        for i in keep
+    ]
+    n_proactive = sum(proactive[i] for i in keep)
+    meta = {
+        "built": {"known": len(known) - sum(proactive), "proactive": sum(proactive)},
+        "sampled": {"known": len(keep) - n_proactive, "proactive": n_proactive},
+        "decided_by": {"measured": n_measured, "category": len(candidates) - n_measured},
+        "known_from": str(config.known_from) if config.known_from else None,
+        "known_checkpoint": checkpoint,
+    }
+    logger.info(
+        "built %d warm-up conversations from RL train questions: %d known (plain answer), "
+        "%d proactive (%d decided by measured accuracy, %d by category); sampled %d: "
+        "%d known, %d proactive",
+        len(candidates),
+        meta["built"]["known"],
+        meta["built"]["proactive"],
+        n_measured,
+        len(candidates) - n_measured,
+        len(keep),
+        meta["sampled"]["known"],
+        n_proactive,
+    )
+    return lines, n_proactive, meta
+
+
 def run(config: PrepConfig, data_dir: Path, force: bool = False) -> None:
     import pyarrow as pa  # noqa: F401  (pyarrow is heavy-ish; keep --help instant)
 
     from proactive_rl.shared.schemas import RL_DATA, write_table
 
     paths = DataPaths(data_dir)
-    sft_source = config.sft_source or paths.sample_sft
-    rl_source = config.rl_source or paths.sample_rl
-    for source in (sft_source, rl_source):
+    build = config.sft_source == "build"
+    sft_source = None if build else Path(config.sft_source or paths.sample_sft)
+    rl_sources = config.rl_paths(paths.sample_rl)
+    inputs = [*([sft_source] if sft_source else []), *rl_sources]
+    inputs += [config.known_from] if config.known_from else []
+    for source in inputs:
         if not source.is_file():
             raise UserError(f"input file {source} does not exist")
 
-    key = fingerprint(config, [sft_source, rl_source])
+    key = fingerprint(config, inputs)
     if (
         not force
         and is_stable(paths.processed)
@@ -189,26 +194,19 @@ def run(config: PrepConfig, data_dir: Path, force: bool = False) -> None:
         logger.info("inputs and config unchanged: %s is up to date, nothing to do", paths.processed)
         return
 
-    # SFT: validate every line (users get all problems reported by line), then sample.
-    sft_rows = read_jsonl(sft_source)
-    for lineno, obj, _ in sft_rows:
-        check_sft_row(sft_source, lineno, obj)
-    if len(sft_rows) < config.num_sft_samples:
-        logger.warning(
-            "%s has %d conversations, fewer than num_sft_samples=%d: using all of them",
-            sft_source,
-            len(sft_rows),
-            config.num_sft_samples,
-        )
-        sampled = sft_rows
-    else:
-        sampled = random.Random(config.seed).sample(sft_rows, config.num_sft_samples)
+    if sft_source is not None:
+        sft_lines, sft_proactive = sample_sft_file(config, sft_source)
 
-    questions = read_rl_questions(rl_source)
-    if config.max_rl_rows is not None:
-        questions = questions[: config.max_rl_rows]
-    if not questions:
-        raise UserError(f"{rl_source}: no RL questions found")
+    questions, mix = read_rl_mix(
+        rl_sources, config.rl_source_limits, config.shuffle_rl, config.seed, config.max_rl_rows
+    )
+    for source in mix:
+        logger.info(
+            "RL source %s: %d questions %s",
+            source["path"],
+            source["questions"],
+            source["sub_categories"],
+        )
     records = [
         {
             "data_source": config.data_source,
@@ -219,35 +217,54 @@ def run(config: PrepConfig, data_dir: Path, force: bool = False) -> None:
             "ability": "reasoning",
             "reward_model": {"style": "rule", "ground_truth": q["answer"]},
             "extra_info": {
-                "index": index,
+                "index": q["index"],
                 "original_id": q["original_id"],
                 "sub_category": q["sub_category"],
             },
         }
-        for index, q in enumerate(questions)
+        for q in questions
     ]
     train_idx, test_idx = split_rows(len(records), config.test_fraction, config.min_test_rows)
+    warmup = None
+    if build:
+        sft_lines, sft_proactive, warmup = build_sft(config, questions, train_idx, test_idx)
 
     staging = staging_dir(paths.processed)
     with open(staging / paths.sft_train.name, "w", encoding="utf-8") as fh:
-        for _, _, raw in sampled:
-            fh.write(raw + "\n")
+        for line in sft_lines:
+            fh.write(line + "\n")
     n_train = write_table([records[i] for i in train_idx], RL_DATA, staging / paths.rl_train.name)
     n_test = write_table([records[i] for i in test_idx], RL_DATA, staging / paths.rl_test.name)
+    split_mix = {
+        name: dict(Counter(questions[i]["sub_category"] for i in rows))
+        for name, rows in (("train", train_idx), ("test", test_idx))
+    }
     publish_dir(
         staging,
         paths.processed,
         {
             "fingerprint": key,
             "config": config.model_dump(mode="json"),
-            "inputs": {"sft": str(sft_source), "rl": str(rl_source)},
-            "rows": {"sft_train": len(sampled), "rl_train": n_train, "rl_test": n_test},
+            "inputs": {
+                "sft": "build" if build else str(sft_source),
+                # one path stays a string, as before; a mix is the list in order
+                "rl": str(rl_sources[0]) if len(rl_sources) == 1 else [str(p) for p in rl_sources],
+            },
+            "rows": {"sft_train": len(sft_lines), "rl_train": n_train, "rl_test": n_test},
+            "rl_sources": mix,
+            "rl_sub_categories": split_mix,
+            "sft_proactive": sft_proactive,
+            **({"warmup": warmup} if warmup is not None else {}),
         },
     )
     logger.info(
-        "wrote %s: %d SFT conversations, %d RL train and %d RL test questions",
+        "wrote %s: %d SFT conversations (%d proactive), %d RL train and %d RL test questions "
+        "(train %s, test %s)",
         paths.processed,
-        len(sampled),
+        len(sft_lines),
+        sft_proactive,
         n_train,
         n_test,
+        split_mix["train"],
+        split_mix["test"],
     )

@@ -1,0 +1,165 @@
+"""Reading the users' input files: SFT JSONL, RL JSONL, SimpleQA CSV, and the RL mix.
+
+Every problem a user can fix names the file and the line (JSONL) or data row (CSV).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from proactive_rl.shared.errors import UserError
+
+SIMPLEQA_CATEGORY = "simpleQA"
+
+
+def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any], str]]:
+    """(line number, object, raw line) for every non-blank line; bad JSON names file and line."""
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
+            if not isinstance(obj, dict):
+                raise UserError(f"{path}:{lineno}: expected a JSON object")
+            rows.append((lineno, obj, line.rstrip("\n")))
+    return rows
+
+
+def check_sft_row(path: Path, lineno: int, obj: dict[str, Any]) -> None:
+    messages = obj.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise UserError(f"{path}:{lineno}: missing a non-empty 'messages' list")
+    for msg in messages:
+        if (
+            not isinstance(msg, dict)
+            or not isinstance(msg.get("content"), str)
+            or msg.get("role") not in ("system", "user", "assistant")
+        ):
+            raise UserError(f"{path}:{lineno}: each message needs a role and a string content")
+    if messages[-1]["role"] != "assistant":
+        raise UserError(f"{path}:{lineno}: the last message must be the assistant's answer")
+
+
+def is_csv(path: Path) -> bool:
+    return path.name.lower().endswith((".csv", ".csv.gz"))
+
+
+def read_rl_questions(path: Path) -> list[dict[str, Any]]:
+    """Questions as {question, answer, original_id, sub_category} from JSONL or SimpleQA CSV."""
+    if is_csv(path):
+        return read_simpleqa_csv(path)
+    questions = []
+    for lineno, obj, _ in read_jsonl(path):
+        messages = obj.get("messages")
+        if not isinstance(messages, list):
+            raise UserError(f"{path}:{lineno}: missing a 'messages' list")
+        user = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        assistant = [m for m in messages if isinstance(m, dict) and m.get("role") == "assistant"]
+        if not user or not assistant:
+            raise UserError(
+                f"{path}:{lineno}: needs a user turn (the question) and an assistant turn "
+                "(the ground truth)"
+            )
+        answer = str(assistant[-1].get("content", "")).strip()
+        if not answer:
+            raise UserError(f"{path}:{lineno}: the assistant turn (ground truth) is empty")
+        questions.append(
+            {
+                "question": str(user[0].get("content", "")),
+                "answer": answer,
+                "original_id": str(obj.get("id", lineno - 1)),
+                "sub_category": str(obj.get("sub_category", "")),
+            }
+        )
+    return questions
+
+
+def read_simpleqa_csv(path: Path) -> list[dict[str, Any]]:
+    """SimpleQA rows (this repo's copy names the columns question/true_answer, OpenAI's original
+    problem/answer); a .csv.gz is read compressed. Every row's sub_category is 'simpleQA'."""
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as fh:
+            return _simpleqa_rows(path, csv.DictReader(fh))
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, csv.Error) as err:
+        raise UserError(f"{path}: not a readable CSV file ({err})") from err
+
+
+def _simpleqa_rows(path: Path, reader: csv.DictReader) -> list[dict[str, Any]]:
+    fields = reader.fieldnames or []
+    q_col = next((c for c in ("question", "problem") if c in fields), None)
+    a_col = next((c for c in ("true_answer", "answer") if c in fields), None)
+    if q_col is None or a_col is None:
+        raise UserError(
+            f"{path}: expected SimpleQA columns question/true_answer (or problem/answer), "
+            f"found {fields}"
+        )
+    questions = []
+    for index, row in enumerate(reader):
+        answer = (row.get(a_col) or "").strip()
+        if not answer:
+            # header is line 1; csv rows can span lines, so name the row, not the line
+            raise UserError(f"{path}: data row {index + 1} has an empty {a_col}")
+        questions.append(
+            {
+                "question": row[q_col],
+                "answer": answer,
+                "original_id": str(index),
+                "sub_category": SIMPLEQA_CATEGORY,
+            }
+        )
+    return questions
+
+
+def read_rl_mix(
+    sources: list[Path],
+    limits: list[int | None] | None,
+    shuffle: bool,
+    seed: int,
+    max_rows: int | None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The RL questions of every source, concatenated in order, and a summary per source.
+
+    Each question gets `index`, its position in the concatenation after the per-source caps
+    (before the shuffle), so a question keeps its index when only the shuffle changes; without
+    the shuffle the indices are 0..n-1 in output order, as they always were. `max_rows` then
+    keeps the head of the (possibly shuffled) mix.
+    """
+    questions: list[dict[str, Any]] = []
+    summary = []
+    for position, path in enumerate(sources):
+        rows = read_rl_questions(path)
+        limit = limits[position] if limits is not None else None
+        if limit is not None:
+            rows = rows[:limit]
+        if not rows:
+            raise UserError(f"{path}: no RL questions found")
+        summary.append(
+            {
+                "path": str(path),
+                "questions": len(rows),
+                "sub_categories": dict(Counter(q["sub_category"] for q in rows)),
+            }
+        )
+        questions.extend(rows)
+    for index, question in enumerate(questions):
+        question["index"] = index
+    if shuffle:
+        random.Random(seed).shuffle(questions)
+    if max_rows is not None:
+        questions = questions[:max_rows]
+    return questions, summary
