@@ -13,7 +13,7 @@ Layout (docs/contract.md has the full contract):
       policies/plan.json           the RL schedule (written by grpo)
       policies/step_000000/        policy version N (HF folder); version 0 = starting model
       rollouts/step_000000/        rollouts.parquet for RL step N
-      eval/<name>/                 report.json
+      eval/<name>/                 report.json, report.md, samples.jsonl, *.png
       logs/<stage>/                metrics.jsonl + tensorboard events
 """
 
@@ -140,5 +140,9 @@ class RunPaths:
     def eval(self) -> Path:
         return self.root / "eval"
 
+    def eval_dir(self, name: str) -> Path:
+        """One evaluation report folder: report.json, report.md, samples.jsonl, PNG plots."""
+        return self.eval / name
+
     def eval_report(self, name: str) -> Path:
-        return self.eval / name / "report.json"
+        return self.eval_dir(name) / "report.json"

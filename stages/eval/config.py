@@ -1,26 +1,39 @@
-"""Typed config of the evaluation stage."""
+"""Typed config of the evaluation stage.
+
+proactive eval --run-dir checkpoints/default --set checkpoints=base,sft,rl:epochs --set n=4
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from proactive_rl.rollout.config import SamplingConfig
 from proactive_rl.shared.config import StageConfig
 
 
 class EvalConfig(StageConfig):
-    checkpoint: str = Field(
-        "final",
-        description="What to evaluate: 'final' (newest published policy of this run), 'sft' "
-        "(last SFT epoch), 'policy:N' (policy version N), or a local Hugging Face folder.",
+    checkpoints: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="What to compare, in report order: 'base' (the run's base model), 'sft' "
+        "(last SFT epoch), 'sft:N', 'sft:all' (every epoch), 'final' (newest policy), "
+        "'policy:N', 'rl:epochs' (the policy at the end of every RL epoch), 'policies:all', "
+        "'builtin:tiny' or a model folder. A JSON list or comma-separated. Unset: base, sft, "
+        "final, skipping those this run does not have; a named one that is missing is an error.",
     )
-    name: str | None = Field(
-        None, description="Report folder under <run>/eval/ (default: derived from checkpoint)."
+    checkpoint: str | None = Field(
+        None, description="Deprecated: one checkpoint, the same as checkpoints=[it]."
+    )
+    name: str = Field(
+        "report",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Report folder: <run>/eval/<name>/ (report.json, report.md, samples.jsonl, "
+        "PNG plots).",
     )
     split: Literal["test", "train"] = Field("test", description="Which RL split to evaluate.")
-    n: int = Field(4, ge=1, description="Samples per question.")
+    n: int = Field(4, ge=1, le=256, description="Samples per question (difficulty resolution).")
     max_questions: int | None = Field(None, ge=1, description="Evaluate only the first N.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     reward: str = Field("proactive", description="Reward reported as mean_reward (see rollout).")
@@ -29,4 +42,30 @@ class EvalConfig(StageConfig):
     )
     generation_batch_prompts: int = Field(8, ge=1, description="Prompts per generate call.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="As in rollout.")
-    seed: int = Field(7, description="Sampling seed.")
+    seed: int = Field(
+        7, description="Sampling seed; every checkpoint sees the same seeds (paired comparison)."
+    )
+    curve_window: int = Field(
+        5, ge=1, description="RL steps averaged at the start and end of the training curve."
+    )
+    plots: bool = Field(True, description="Write the PNG plots (matplotlib).")
+
+    @field_validator("checkpoints", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        # `--set checkpoints=base,sft,final` is easier to pass through compose than JSON.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_name_checkpoints(self) -> EvalConfig:
+        if self.checkpoint is not None and self.checkpoints is not None:
+            raise ValueError("set checkpoints (a list) or the deprecated checkpoint, not both")
+        return self
+
+    def checkpoint_specs(self) -> list[str] | None:
+        """The specs the user named, or None for the default (base, sft, final if present)."""
+        if self.checkpoint is not None:
+            return [self.checkpoint]
+        return self.checkpoints

@@ -1,11 +1,14 @@
-"""proactive eval: sample n responses per held-out question from a checkpoint and write
-<run>/eval/<name>/report.json (+ samples.jsonl):
+"""proactive eval: compare checkpoints of a run on held-out questions, n samples each, and publish
+<run>/eval/<name>/ with report.json, report.md, samples.jsonl and PNG plots:
 
-    proactive eval --run-dir checkpoints/default --set checkpoint=final --set n=4
+    proactive eval --run-dir checkpoints/default --set checkpoints=base,sft,rl:epochs --set n=4
+
+docs/eval.md explains the grades, metrics and difficulty buckets.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import time
@@ -18,7 +21,7 @@ from proactive_rl.common import config_options, dir_options, reuse_options, save
 from proactive_rl.eval.config import EvalConfig
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.paths import EPOCH_RE, DataPaths, RunPaths, numbered_children
+from proactive_rl.shared.paths import DataPaths, RunPaths
 from proactive_rl.shared.publish import (
     claim_outputs,
     is_stable,
@@ -32,9 +35,10 @@ logger = logging.getLogger(__name__)
 
 
 @click.command(
-    help="Evaluate a checkpoint on the RL test split: n samples per question, scored on the "
-    "formal answer (tags removed). Writes <run-dir>/eval/<name>/report.json with accuracy, "
-    "proactive rate, think/proactive tag rates and mean reward, plus samples.jsonl.",
+    help="Evaluate checkpoints of a run (default: base, SFT and final policy, when present) on "
+    "the RL test split: n samples per question, graded SimpleQA-style on the formal answer "
+    "(correct / incorrect / not attempted). Writes <run-dir>/eval/<name>/ with report.json, "
+    "report.md, samples.jsonl and PNG plots; see docs/eval.md.",
     epilog="\b\nConfig fields (--set key=value, dotted for nested):\n" + describe(EvalConfig),
 )
 @dir_options
@@ -45,64 +49,146 @@ def command(run_dir, data_dir, config_file, overrides, resume, clean):
     run(config, run_dir, data_dir, resume=resume, clean=clean)
 
 
-def resolve_checkpoint(spec: str, paths: RunPaths) -> tuple[str, Path]:
-    """(default report name, model folder) for a checkpoint spec."""
-    if spec == "final":
-        stable = [(v, f) for v, f in numbered_children(paths.policies) if is_stable(f)]
-        if not stable:
-            raise UserError(f"checkpoint='final' but {paths.policies} has no published policy")
-        version, folder = stable[-1]
-        return f"policy_{version:06d}", folder
-    if spec.startswith("policy:"):
-        version = int(spec.split(":", 1)[1])
-        folder = paths.policy(version)
-        if not is_stable(folder):
-            raise UserError(f"policy version {version} is not published in {paths.policies}")
-        return f"policy_{version:06d}", folder
-    if spec == "sft":
-        epochs = [f for _, f in numbered_children(paths.sft, EPOCH_RE) if is_stable(f)]
-        if not epochs:
-            raise UserError(f"checkpoint='sft' but {paths.sft} has no published epoch")
-        return f"sft_{epochs[-1].name}", epochs[-1]
-    folder = Path(spec)
-    if not (folder / "config.json").is_file():
-        raise UserError(
-            f"checkpoint {spec!r} is neither final/sft/policy:N nor a model folder with config.json"
-        )
-    return folder.name, folder
-
-
 def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: bool) -> None:
-    from tqdm import tqdm
-    from transformers import AutoTokenizer
-
-    from proactive_rl.rollout.backend import BACKENDS
-    from proactive_rl.shared.rewards import is_correct, load_reward, score_group
+    from proactive_rl.eval.checkpoints import resolve_checkpoints
+    from proactive_rl.eval.metrics import bucket_table, by_category, calibration, summarize
+    from proactive_rl.eval.report import acceptance, markdown, write_plots
+    from proactive_rl.shared.metrics import MetricsLogger
+    from proactive_rl.shared.rewards import load_reward
     from proactive_rl.shared.schemas import RL_DATA, read_table
-    from proactive_rl.shared.tags import parse_response
 
+    t0 = time.perf_counter()
     paths = RunPaths(run_dir)
-    default_name, model_dir = resolve_checkpoint(config.checkpoint, paths)
-    name = config.name or default_name
-    out_dir = paths.eval_report(name).parent
+    out_dir = paths.eval_dir(config.name)
     if resume and is_stable(out_dir):
         logger.info("%s is already published: nothing to do", out_dir)
         return
+    checkpoints = resolve_checkpoints(config.checkpoint_specs(), paths)
+    if config.plots and importlib.util.find_spec("matplotlib") is None:
+        # found out now, not after sampling every checkpoint
+        raise UserError("the plots need matplotlib: pip install matplotlib, or set plots=false")
     claim_outputs([out_dir], "eval", resume, clean)
     reward_fn = load_reward(config.reward, config.reward_kwargs)
-    split = DataPaths(data_dir).rl_test if config.split == "test" else DataPaths(data_dir).rl_train
+    data = DataPaths(data_dir)
+    split = data.rl_test if config.split == "test" else data.rl_train
+    if not split.is_file():
+        raise UserError(f"{split} does not exist: run `proactive prep` first")
     records = read_table(split, RL_DATA).to_pylist()[: config.max_questions]
     if not records:
         raise UserError(f"{split} has no questions")
     save_config(paths.config("eval"), config)
+    logger.info(
+        "eval %r: %d checkpoints (%s) x %d questions x n=%d",
+        config.name,
+        len(checkpoints),
+        ", ".join(c.label for c in checkpoints),
+        len(records),
+        config.n,
+    )
 
-    t0 = time.perf_counter()
+    metrics_log = MetricsLogger(paths.logs("eval"))
+    results: list[dict[str, Any]] = []
+    all_samples: list[dict[str, Any]] = []
+    for index, ckpt in enumerate(checkpoints):
+        started = time.perf_counter()
+        samples = sample_checkpoint(ckpt.label, ckpt.path, records, config, reward_fn)
+        summary = summarize(samples)
+        buckets = bucket_table(samples)
+        cal = calibration(buckets)
+        results.append(
+            {
+                **ckpt.describe(),
+                "seconds": time.perf_counter() - started,
+                "metrics": summary,
+                "buckets": buckets,
+                "calibration": cal,
+                "categories": by_category(samples),
+            }
+        )
+        all_samples.extend(samples)
+        metrics_log.log(index, flat_metrics(config.name, ckpt.label, ckpt.spec, results[-1]))
+        logger.info(
+            "%s: accuracy %.3f, given attempted %.3f, F %.3f, hallucination %.3f, not attempted "
+            "%.3f, proactive %.3f (hardest %s / easiest %s), format ok %.3f, reward %.3f",
+            ckpt.label,
+            summary["accuracy"],
+            summary["accuracy_given_attempted"],
+            summary["f_score"],
+            summary["hallucination_rate"],
+            summary["not_attempted_rate"],
+            summary["proactive_rate"],
+            _pct(cal["hardest_proactive_rate"]),
+            _pct(cal["easiest_proactive_rate"]),
+            summary["format_rate"],
+            summary["mean_reward"],
+        )
+    metrics_log.close()
+
+    report = {
+        "name": config.name,
+        "run_dir": str(paths.root),
+        "split": config.split,
+        "questions": len(records),
+        "n": config.n,
+        "created": time.time(),
+        "seeds": seeds(config, paths),
+        "settings": settings(config, paths, data),
+        "checkpoints": results,
+        "training": training_summary(paths, config.curve_window),
+    }
+    report["acceptance"] = acceptance(report)
+
+    staging = staging_dir(out_dir)
+    plots = write_plots(report, staging) if config.plots else []
+    report["plots"] = plots
+    report["seconds"] = time.perf_counter() - t0
+    write_json_atomic(staging / "report.json", report)
+    (staging / "report.md").write_text(markdown(report, plots))
+    with open(staging / "samples.jsonl", "w") as fh:
+        for sample in all_samples:
+            fh.write(json.dumps(sample) + "\n")
+    publish_dir(
+        staging,
+        out_dir,
+        {"rows": len(all_samples), "questions": len(records), "checkpoints": len(results)},
+    )
+    for check in report["acceptance"]:
+        logger.info(
+            "acceptance %s: %s",
+            {True: "PASS", False: "FAIL"}.get(check["passed"], "n/a"),
+            check["check"],
+        )
+    logger.info("report: %s (and report.md, %d plots)", paths.eval_report(config.name), len(plots))
+
+
+def sample_checkpoint(
+    label: str,
+    model_dir: Path,
+    records: list[dict[str, Any]],
+    config: EvalConfig,
+    reward_fn: Any,
+) -> list[dict[str, Any]]:
+    """n graded samples per question from one model folder. The seeds depend only on the batch,
+    so every checkpoint is sampled with the same random numbers."""
+    import gc
+
+    import torch
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+
+    from proactive_rl.eval.metrics import difficulty_bucket, grade, group_accuracy, tag_format
+    from proactive_rl.rollout.backend import BACKENDS
+    from proactive_rl.shared.rewards import score_group
+    from proactive_rl.shared.tags import parse_response
+
     backend = BACKENDS["transformers"](config.precision)
     backend.load(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.chat_template is None:
+        raise UserError(f"{model_dir} has no chat template; eval needs a chat model")
     samples: list[dict[str, Any]] = []
     size = config.generation_batch_prompts
-    for start in tqdm(range(0, len(records), size), desc="eval", unit="batch", disable=None):
+    for start in tqdm(range(0, len(records), size), desc=label, unit="batch", disable=None):
         chunk = records[start : start + size]
         texts = [
             tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False)
@@ -122,72 +208,111 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                 record["extra_info"],
                 config.reward_kwargs,
             )
-            for response, sample, score in zip(responses, group, scored.scores, strict=True):
+            for i, (response, sample, score) in enumerate(
+                zip(responses, group, scored.scores, strict=True)
+            ):
                 parsed = parse_response(response)
-
+                format_ok, malformed = tag_format(response)
                 samples.append(
                     {
+                        "checkpoint": label,
                         "question_index": record["extra_info"]["index"],
+                        "sample_index": i,
+                        "category": record["extra_info"].get("sub_category") or "",
                         "question": record["prompt"][-1]["content"],
                         "ground_truth": truth,
                         "response": response,
                         "formal_answer": parsed.formal,
-                        "correct": is_correct(parsed.formal, truth),
+                        "grade": (graded := grade(parsed.formal, truth)),
+                        # read by prep's known_from (question_index, correct, checkpoint)
+                        "correct": graded == "correct",
                         "proactive": parsed.proactive,
                         "think": parsed.think,
+                        "format_ok": format_ok,
+                        "malformed": malformed,
                         "truncated": sample.finish_reason == "length",
+                        "response_tokens": len(sample.token_ids),
                         "reward": score,
                     }
                 )
-        logger.info("evaluated %d/%d questions", min(start + size, len(records)), len(records))
-
-    report = summarize(samples)
-    report.update(
-        {
-            "checkpoint": str(model_dir),
-            "checkpoint_spec": config.checkpoint,
-            "split": config.split,
-            "questions": len(records),
-            "n": config.n,
-            "seconds": time.perf_counter() - t0,
-            "config": config.model_dump(mode="json"),
-        }
-    )
-    if is_stable(model_dir):
-        report["checkpoint_marker"] = {
-            k: v for k, v in read_marker(model_dir).items() if k != "files"
-        }
-    staging = staging_dir(out_dir)
-    write_json_atomic(staging / "report.json", report)
-    with open(staging / "samples.jsonl", "w") as fh:
-        for sample in samples:
-            fh.write(json.dumps(sample) + "\n")
-    publish_dir(staging, out_dir, {"rows": len(samples), "questions": len(records)})
-    logger.info(
-        "%s: accuracy %.3f, proactive rate %.3f, think rate %.3f, mean reward %.3f -> %s",
-        name,
-        report["accuracy"],
-        report["proactive_rate"],
-        report["think_rate"],
-        report["mean_reward"],
-        paths.eval_report(name),
-    )
+    # The next checkpoint gets the memory back (matters for 8B models on one GPU).
+    del backend
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    accuracy = group_accuracy(samples)
+    for s in samples:
+        s["group_accuracy"] = accuracy[s["question_index"]]
+        s["bucket"] = difficulty_bucket(s["group_accuracy"])
+    return samples
 
 
-def summarize(samples: list[dict[str, Any]]) -> dict[str, float]:
-    """Rates over all samples. accuracy is graded on the formal answer (tags removed)."""
-    count = len(samples)
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
-    def rate(key: str) -> float:
-        return sum(float(s[key]) for s in samples) / count
 
-    both = sum(s["think"] and s["proactive"] for s in samples) / count
+def flat_metrics(name: str, label: str, spec: str, result: dict[str, Any]) -> dict[str, Any]:
+    """One metrics.jsonl record per checkpoint: every number of its report entry."""
+    record: dict[str, Any] = {"report": name, "checkpoint": label, "spec": spec}
+    record.update({f"eval/{k}": v for k, v in result["metrics"].items()})
+    record.update({f"calibration/{k}": v for k, v in result["calibration"].items()})
+    for bucket, row in result["buckets"].items():
+        for key in ("questions", "proactive_rate", "accuracy", "not_attempted_rate"):
+            record[f"bucket/{bucket}/{key}"] = row[key]
+    for category, row in result["categories"].items():
+        for key, value in row.items():
+            record[f"category/{category}/{key}"] = value
+    if result["kind"] == "policy":
+        record["policy_version"] = result["number"]
+    return record
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+STAGES = ("sft", "grpo", "rollout")
+
+
+def seeds(config: EvalConfig, paths: RunPaths) -> dict[str, Any]:
+    """Every seed that shaped the numbers: eval's own and those in the training stages' configs."""
+    found: dict[str, Any] = {"eval": config.seed}
+    for stage in STAGES:
+        seed = _json(paths.config(stage)).get("seed")
+        if seed is not None:
+            found[stage] = seed
+    return found
+
+
+def settings(config: EvalConfig, paths: RunPaths, data: DataPaths) -> dict[str, Any]:
+    """The eval config, the training stages' resolved configs and the data's prep metadata."""
+    processed = read_marker(data.processed) if is_stable(data.processed) else {}
     return {
-        "samples": count,
-        "accuracy": rate("correct"),
-        "proactive_rate": rate("proactive"),
-        "think_rate": rate("think"),
-        "think_and_proactive_rate": both,
-        "truncated_rate": rate("truncated"),
-        "mean_reward": rate("reward"),
+        "eval": config.model_dump(mode="json"),
+        "stages": {s: _json(paths.config(s)) for s in STAGES if paths.config(s).is_file()},
+        "data": {k: v for k, v in processed.items() if k != "files"},
+    }
+
+
+def training_summary(paths: RunPaths, window: int) -> dict[str, Any]:
+    """The GRPO curve from logs/grpo/metrics.jsonl and the training wall times: SFT from its
+    logged seconds, RL from policy 0's publication to the last logged step."""
+    from proactive_rl.eval.metrics import curve_summary
+    from proactive_rl.shared.metrics import read_metrics
+
+    sft_logs = read_metrics(paths.logs("sft"))
+    grpo_logs = read_metrics(paths.logs("grpo"))
+    sft_seconds = max(
+        (r.get("train_runtime") or r.get("seconds") or 0.0 for r in sft_logs), default=None
+    )
+    rl_seconds = None
+    if grpo_logs and is_stable(paths.policy(0)):
+        rl_seconds = grpo_logs[-1]["time"] - read_marker(paths.policy(0))["published_at"]
+    return {
+        "curve": curve_summary(grpo_logs, window),
+        "sft_seconds": sft_seconds,
+        "rl_seconds": rl_seconds,
     }

@@ -1,0 +1,209 @@
+"""Which model folders an evaluation compares: checkpoint specs -> labelled folders.
+
+Specs (EvalConfig.checkpoints): base, sft, sft:N, sft:all, final, policy:N, policies:all,
+rl:epochs, builtin:tiny, or a local Hugging Face folder. Only published folders (with
+STABLE.json) count. With no specs given, the default list (base, sft, final) skips what the run
+does not have; a spec the user named that finds nothing is a UserError.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.paths import EPOCH_RE, RunPaths, numbered_children
+from proactive_rl.shared.publish import is_stable, read_marker
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SPECS = ("base", "sft", "final")
+VALID = (
+    "base, sft, sft:N, sft:all, final, policy:N, policies:all, rl:epochs, builtin:tiny, "
+    "or a model folder"
+)
+
+
+class MissingCheckpoint(UserError):
+    """A well-formed spec that names nothing published in this run (yet)."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    label: str  # the column name in the report
+    spec: str  # what was asked for, e.g. "sft:all"
+    kind: str  # base | sft | policy | folder
+    path: Path
+    number: int | None = None  # SFT epoch or policy version
+    marker: dict[str, Any] = field(default_factory=dict)  # STABLE.json metadata, files dropped
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "spec": self.spec,
+            "kind": self.kind,
+            "path": str(self.path),
+            "number": self.number,
+            "marker": self.marker,
+        }
+
+
+def _meta(folder: Path) -> dict[str, Any]:
+    if not is_stable(folder):
+        return {}
+    return {k: v for k, v in read_marker(folder).items() if k != "files"}
+
+
+def _sft(number: int, folder: Path, spec: str) -> Checkpoint:
+    return Checkpoint(f"sft_epoch_{number}", spec, "sft", folder, number, _meta(folder))
+
+
+def _policy(number: int, folder: Path, spec: str) -> Checkpoint:
+    return Checkpoint(f"policy_{number}", spec, "policy", folder, number, _meta(folder))
+
+
+def _number(spec: str) -> int:
+    raw = spec.split(":", 1)[1]
+    if not raw.isdigit():
+        raise UserError(f"checkpoint {spec!r}: {raw!r} is not a number; valid specs: {VALID}")
+    return int(raw)
+
+
+def _inside(path: Path, parent: Path) -> bool:
+    return path.resolve().is_relative_to(parent.resolve())
+
+
+def _model_folder(spec: str, paths: RunPaths) -> Path:
+    from proactive_rl.models import resolve_base_model
+
+    return resolve_base_model(spec, paths.base_models)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def base_model(paths: RunPaths) -> Path:
+    """The model this run started from, before SFT or RL.
+
+    Read from what the stages recorded, most reliable first: the starting model in policy 0's
+    marker (when it is not one of this run's SFT epochs, RL started from the base itself), the
+    base_model in an SFT epoch's marker or configs/sft.json, then configs/grpo.json init_model.
+    """
+    if is_stable(paths.policy(0)):
+        init = _meta(paths.policy(0)).get("init_model")
+        if init and not _inside(Path(init), paths.sft):
+            return _model_folder(init, paths)
+    epochs = [f for _, f in numbered_children(paths.sft, EPOCH_RE) if is_stable(f)]
+    spec = _meta(epochs[-1]).get("base_model") if epochs else None
+    spec = spec or _read_config(paths.config("sft")).get("base_model")
+    if not spec:
+        init = _read_config(paths.config("grpo")).get("init_model")
+        spec = init if init and init != "sft" else None
+    if not spec:
+        raise MissingCheckpoint(
+            f"no base model recorded in {paths.root} (no policy 0, SFT epoch or stage config)"
+        )
+    return _model_folder(spec, paths)
+
+
+def resolve_spec(spec: str, paths: RunPaths) -> list[Checkpoint]:
+    """The published checkpoints one spec names, in order; MissingCheckpoint when none."""
+    epochs = [(n, f) for n, f in numbered_children(paths.sft, EPOCH_RE) if is_stable(f)]
+    policies = [(n, f) for n, f in numbered_children(paths.policies) if is_stable(f)]
+    if spec == "base":
+        return [Checkpoint("base", spec, "base", base_model(paths))]
+    if spec in ("sft", "sft:all"):
+        if not epochs:
+            raise MissingCheckpoint(f"{spec}: {paths.sft} has no published SFT epoch")
+        chosen = epochs if spec == "sft:all" else epochs[-1:]
+        return [_sft(n, f, spec) for n, f in chosen]
+    if spec.startswith("sft:"):
+        number = _number(spec)
+        if not is_stable(paths.sft_epoch(number)):
+            raise MissingCheckpoint(f"{spec}: SFT epoch {number} is not published in {paths.sft}")
+        return [_sft(number, paths.sft_epoch(number), spec)]
+    if spec in ("final", "policies:all"):
+        if not policies:
+            raise MissingCheckpoint(f"{spec}: {paths.policies} has no published policy")
+        chosen = policies if spec == "policies:all" else policies[-1:]
+        return [_policy(n, f, spec) for n, f in chosen]
+    if spec.startswith("policy:"):
+        number = _number(spec)
+        if not is_stable(paths.policy(number)):
+            raise MissingCheckpoint(
+                f"{spec}: policy version {number} is not published in {paths.policies}"
+            )
+        return [_policy(number, paths.policy(number), spec)]
+    if spec == "rl:epochs":
+        return _epoch_ends(spec, paths)
+    if spec.startswith("builtin:") or "/" in spec or Path(spec).expanduser().exists():
+        folder = _model_folder(spec, paths)
+        return [Checkpoint(folder.name, spec, "folder", folder, None, _meta(folder))]
+    raise UserError(f"unknown checkpoint {spec!r}; valid specs: {VALID}")
+
+
+def _epoch_ends(spec: str, paths: RunPaths) -> list[Checkpoint]:
+    """Policy version steps_per_epoch * e for every RL epoch e that is published (policy v is
+    the model after v steps). Unpublished or pruned ones are skipped with a log line."""
+    from proactive_rl.shared.schedule import read_plan
+
+    if not paths.plan.is_file():
+        raise MissingCheckpoint(f"{spec}: no RL plan at {paths.plan}")
+    plan = read_plan(paths.plan)
+    found = []
+    for epoch in range(1, plan.epochs + 1):
+        version = epoch * plan.steps_per_epoch
+        folder = paths.policy(version)
+        if is_stable(folder) and _meta(folder).get("plan_id") == plan.plan_id:
+            found.append(_policy(version, folder, spec))
+        else:
+            logger.info(
+                "%s: RL epoch %d (policy %d) is not published: skipped", spec, epoch, version
+            )
+    if not found:
+        raise MissingCheckpoint(f"{spec}: no RL epoch has finished in {paths.policies}")
+    return found
+
+
+def resolve_checkpoints(specs: list[str] | None, paths: RunPaths) -> list[Checkpoint]:
+    """Resolve the specs (None = DEFAULT_SPECS, skipping missing ones), dropping a folder that an
+    earlier spec already named and making labels unique."""
+    explicit = specs is not None
+    found: list[Checkpoint] = []
+    for spec in specs if explicit else DEFAULT_SPECS:
+        try:
+            found.extend(resolve_spec(spec, paths))
+        except MissingCheckpoint as err:
+            if explicit:
+                raise
+            logger.info("default checkpoint %r skipped: %s", spec, err)
+    out: list[Checkpoint] = []
+    seen: set[Path] = set()
+    labels: set[str] = set()
+    for ckpt in found:
+        if ckpt.path.resolve() in seen:
+            logger.info("%s (%s) is already in the report: skipped", ckpt.spec, ckpt.path)
+            continue
+        seen.add(ckpt.path.resolve())
+        label, i = ckpt.label, 2
+        while label in labels:
+            label, i = f"{ckpt.label}_{i}", i + 1
+        labels.add(label)
+        out.append(ckpt if label == ckpt.label else _relabel(ckpt, label))
+    if not out:
+        raise UserError(
+            f"nothing to evaluate in {paths.root}: no base model, SFT epoch or policy is "
+            f"published; run the training stages first or set checkpoints ({VALID})"
+        )
+    return out
+
+
+def _relabel(ckpt: Checkpoint, label: str) -> Checkpoint:
+    return Checkpoint(label, ckpt.spec, ckpt.kind, ckpt.path, ckpt.number, ckpt.marker)

@@ -1,0 +1,242 @@
+"""`proactive eval` through the real CLI on a small run of the tiny model (prep, two SFT epochs,
+two RL epochs of one step): several checkpoints side by side in one published report folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from proactive_rl.eval.checkpoints import resolve_checkpoints
+from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.metrics import read_metrics
+from proactive_rl.shared.paths import RunPaths
+from proactive_rl.shared.publish import is_stable, publish_dir, staging_dir, verify
+from tests.conftest import REPO, proactive, start
+
+N = 2
+TEST_QUESTIONS = 4  # 16 rows, 25% test
+FAST = ["--set", f"n={N}", "--set", "sampling.max_new_tokens=8"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_model):
+    """prep -> sft (2 epochs) -> grpo + rollout (2 epochs of 1 step) on the tiny model."""
+    workdir = tmp_path_factory.mktemp("eval")
+    shutil.copytree(REPO / "data" / "sample", workdir / "data" / "sample")
+    proactive(
+        "prep",
+        "--set",
+        "max_rl_rows=16",
+        "--set",
+        "test_fraction=0.25",
+        "--set",
+        "num_sft_samples=8",
+        cwd=workdir,
+    )
+    common = ["--run-dir", "run"]
+    proactive(
+        "sft",
+        *common,
+        "--set",
+        f"base_model={tiny_model}",
+        "--set",
+        "epochs=2",
+        "--set",
+        "max_length=96",
+        "--set",
+        "per_device_batch_size=8",
+        cwd=workdir,
+    )
+    grpo = start(
+        "grpo",
+        *common,
+        "--set",
+        "epochs=2",
+        "--set",
+        "prompts_per_step=12",
+        "--set",
+        "n=2",
+        "--set",
+        "learning_rate=1e-3",
+        cwd=workdir,
+    )
+    rollout = start(
+        "rollout",
+        *common,
+        "--set",
+        "sampling.max_new_tokens=8",
+        "--set",
+        "num_examine=0",
+        cwd=workdir,
+    )
+    out_r, _ = rollout.communicate(timeout=600)
+    out_g, _ = grpo.communicate(timeout=600)
+    assert rollout.returncode == 0, out_r
+    assert grpo.returncode == 0, out_g
+    return workdir, RunPaths(workdir / "run")
+
+
+@pytest.fixture(scope="module")
+def compared(run):
+    """One report over the base model, every SFT epoch and the end of every RL epoch."""
+    workdir, paths = run
+    proactive(
+        "eval",
+        "--run-dir",
+        "run",
+        "--set",
+        "checkpoints=base,sft:all,rl:epochs",
+        "--set",
+        "name=all",
+        *FAST,
+        cwd=workdir,
+    )
+    return paths, paths.eval_dir("all")
+
+
+LABELS = ["base", "sft_epoch_1", "sft_epoch_2", "policy_1", "policy_2"]
+
+
+def test_report_compares_every_named_checkpoint(compared):
+    paths, folder = compared
+    assert is_stable(folder)
+    verify(folder)
+    report = json.loads((folder / "report.json").read_text())
+    for key in ("settings", "seeds", "seconds", "checkpoints", "training", "acceptance"):
+        assert key in report
+    assert report["questions"] == TEST_QUESTIONS and report["n"] == N
+    assert [c["label"] for c in report["checkpoints"]] == LABELS
+    assert [c["spec"] for c in report["checkpoints"]] == ["base"] + ["sft:all"] * 2 + [
+        "rl:epochs"
+    ] * 2
+    assert report["seeds"] == {"eval": 7, "sft": 42, "grpo": 42, "rollout": 1234}
+    assert set(report["settings"]["stages"]) == {"sft", "grpo", "rollout"}
+    for entry in report["checkpoints"]:
+        m = entry["metrics"]
+        assert m["samples"] == TEST_QUESTIONS * N
+        assert m["correct"] + m["incorrect"] + m["not_attempted"] == m["samples"]
+        for key, value in m.items():
+            if key.endswith("_rate") or key in ("accuracy", "accuracy_given_attempted", "f_score"):
+                assert 0.0 <= value <= 1.0, key
+        assert m["accuracy"] <= m["accuracy_given_attempted"] or m["not_attempted"] == 0
+        assert 0 < m["mean_response_tokens"] <= 8
+        assert sum(b["questions"] for b in entry["buckets"].values()) == TEST_QUESTIONS
+        assert set(entry["calibration"]) == {
+            "hardest_proactive_rate",
+            "easiest_proactive_rate",
+            "ratio",
+        }
+    curve = report["training"]["curve"]
+    assert curve["steps"] == [0, 1] and len(curve["reward_mean"]) == 2
+    assert isinstance(curve["reward_improved"], bool)
+    assert [c["id"] for c in report["acceptance"]] == [
+        "sft_format",
+        "rl_reward_rises",
+        "final_calibration",
+        "final_hallucination_below_sft",
+    ]
+    assert report["acceptance"][0]["checkpoint"] == "sft_epoch_2"
+    assert report["acceptance"][3]["checkpoint"] == "policy_2"
+
+
+def test_markdown_samples_plots_and_metrics_log(compared):
+    paths, folder = compared
+    text = (folder / "report.md").read_text()
+    for label in LABELS:
+        assert label in text
+    assert "## Acceptance" in text and "hardest" in text and "RL training curve" in text
+    rows = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == TEST_QUESTIONS * N * len(LABELS)
+    assert {r["checkpoint"] for r in rows} == set(LABELS)
+    for r in rows:
+        assert r["grade"] in ("correct", "incorrect", "not_attempted")
+        assert r["correct"] == (r["grade"] == "correct")  # what prep's known_from reads
+        assert r["bucket"] in ("hardest", "hard", "easy", "easiest")
+    for name in ("grades.png", "proactive_by_difficulty.png", "rl_curves.png"):
+        data = (folder / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
+    logged = [m for m in read_metrics(paths.logs("eval")) if m["report"] == "all"]
+    assert [m["checkpoint"] for m in logged] == LABELS
+    assert all(0.0 <= m["eval/accuracy"] <= 1.0 for m in logged)
+
+
+def test_default_compares_base_sft_and_final(run):
+    workdir, paths = run
+    proactive("eval", "--run-dir", "run", *FAST, "--set", "max_questions=2", cwd=workdir)
+    report = json.loads(paths.eval_report("report").read_text())
+    assert [c["label"] for c in report["checkpoints"]] == ["base", "sft_epoch_2", "policy_2"]
+    assert report["questions"] == 2
+    # a second start does not silently overwrite the published report
+    again = proactive("eval", "--run-dir", "run", *FAST, cwd=workdir, check=False)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    assert "Traceback" not in again.stderr
+    resumed = proactive("eval", "--run-dir", "run", "--resume", *FAST, cwd=workdir)
+    assert "nothing to do" in resumed.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("policy:99", "policy version 99 is not published"),
+        ("sft:7", "SFT epoch 7 is not published"),
+        ("final,policy:x", "'x' is not a number"),
+        ("sfft", "unknown checkpoint 'sfft'"),
+        ("./no/such/model", "is not a local folder"),
+    ],
+)
+def test_a_missing_named_checkpoint_fails_cleanly(run, spec, message):
+    workdir, paths = run
+    proc = proactive(
+        "eval",
+        "--run-dir",
+        "run",
+        "--set",
+        f"checkpoints={spec}",
+        "--set",
+        "name=missing",
+        cwd=workdir,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not paths.eval_dir("missing").exists()
+
+
+def test_an_empty_run_has_nothing_to_evaluate(workdir):
+    proc = proactive("eval", "--run-dir", "empty", cwd=workdir, check=False)
+    assert proc.returncode == 2 and "nothing to evaluate" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def fake_model(folder, meta=None):
+    """A published folder that looks like a model to the resolver (no weights needed)."""
+    staging = staging_dir(folder)
+    (staging / "config.json").write_text("{}")
+    publish_dir(staging, folder, meta)
+
+
+def test_resolution_skips_duplicates_and_unpublished_folders(tmp_path):
+    paths = RunPaths(tmp_path / "run")
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    fake_model(paths.policy(0), {"init_model": str(base)})
+    fake_model(paths.policy(1))
+    paths.policy(2).mkdir()  # unpublished: no STABLE.json
+    found = resolve_checkpoints(None, paths)  # no SFT in this run: skipped
+    assert [(c.label, c.path) for c in found] == [
+        ("base", base.resolve()),
+        ("policy_1", paths.policy(1)),
+    ]
+    # the same folder twice is evaluated once; a folder named like a label gets a suffix
+    other = tmp_path / "policy_1"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    specs = ["final", "policy:1", str(base), "policies:all", str(other)]
+    found = resolve_checkpoints(specs, paths)
+    assert [c.label for c in found] == ["policy_1", "base", "policy_0", "policy_1_2"]
+    with pytest.raises(UserError, match="no published SFT epoch"):
+        resolve_checkpoints(["sft"], paths)
