@@ -12,7 +12,7 @@ LOCK := requirements/$(FLAVOR).txt
 export PATH := /usr/bin:/usr/sbin:$(PATH)
 export FLAVOR
 
-.PHONY: help install test lint build-images smoke demo bench clean
+.PHONY: help install test lint build-images smoke demo bench bench-learning clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ smoke: ## Run the container chain on smoke-size settings and check every service
 # (scripts/demo.env) into checkpoints/demo. The compose defaults are the users' GPU recipe.
 demo: ## Run the container chain on all sample data, CPU-sized (scripts/demo.env)
 	SMOKE_SETTINGS=scripts/demo.env scripts/smoke.sh
+
+bench-learning: $(VENV)/.installed ## SmolLM2-135M: SFT -> GRPO -> eval on CPU (~30-45 min), report in checkpoints/bench-learning
+	scripts/bench_learning.sh
 
 bench: ## Benchmarks (not yet)
 	@echo "bench: not implemented yet (a later issue adds throughput/latency benchmarks)."

@@ -23,6 +23,7 @@ class Plan:
     epochs: int
     seed: int
     max_staleness: int  # rollout step k may use policy version >= k - max_staleness
+    max_steps: int | None = None  # stop early (quick runs, benchmarks); None = every epoch
 
     @property
     def batch(self) -> int:
@@ -36,7 +37,8 @@ class Plan:
 
     @property
     def total_steps(self) -> int:
-        return self.steps_per_epoch * self.epochs
+        full = self.steps_per_epoch * self.epochs
+        return full if self.max_steps is None else min(full, self.max_steps)
 
     def min_policy_version(self, step: int) -> int:
         return max(0, step - self.max_staleness)

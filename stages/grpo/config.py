@@ -51,6 +51,9 @@ class GrpoConfig(StageConfig):
     )
     epochs: int = Field(10, ge=1, description="Passes over the RL train split (RL_EPOCHS).")
     prompts_per_step: int = Field(256, ge=1, description="Prompts per RL step (train batch).")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many RL steps (None = all epochs)."
+    )
     n: int = Field(16, ge=1, description="Responses per prompt, the group size (RL_ROLLOUTS).")
     max_staleness: int = Field(
         0,

@@ -140,6 +140,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                 epochs=config.epochs,
                 seed=config.seed,
                 max_staleness=config.max_staleness,
+                max_steps=config.max_steps,
             )
             start_step, start_dir = 0, init_dir
         if plan.total_steps == 0:

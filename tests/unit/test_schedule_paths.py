@@ -207,3 +207,12 @@ def test_policies_and_rollouts_are_found_by_numbered_children(tmp_path):
     run.plan.write_text("{}")  # lives beside the policies, is not one
     assert [n for n, _ in numbered_children(run.policies)] == [0, 1, 10]
     assert numbered_children(run.policies)[-1][1] == run.policy(10)
+
+
+def test_max_steps_caps_the_plan():
+    from proactive_rl.shared.schedule import Plan
+
+    full = Plan("p", 40, "", 4, 2, 3, 0, 0)
+    assert full.total_steps == 30
+    assert Plan("p", 40, "", 4, 2, 3, 0, 0, max_steps=7).total_steps == 7
+    assert Plan("p", 40, "", 4, 2, 3, 0, 0, max_steps=99).total_steps == 30
