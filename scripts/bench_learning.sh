@@ -25,7 +25,7 @@ fi
 # The settings, in one place (they are also saved into the run's configs/ and the report).
 SIMPLEQA_ROWS=${SIMPLEQA_ROWS:-200}
 SFT_SAMPLES=${SFT_SAMPLES:-160}
-SFT_EPOCHS=${SFT_EPOCHS:-2}
+SFT_EPOCHS=${SFT_EPOCHS:-3}
 RL_STEPS=${RL_STEPS:-16}
 RL_PROMPTS=${RL_PROMPTS:-8}
 RL_N=${RL_N:-4}
@@ -52,7 +52,7 @@ timed prep "$proactive" prep --data-dir "$data" \
     --set num_sft_samples="$SFT_SAMPLES" --set proactive_fraction=0.5
 
 timed sft "$proactive" sft --data-dir "$data" --run-dir "$run" \
-    --set base_model=builtin:smollm2 --set epochs="$SFT_EPOCHS" --set learning_rate=5e-5 \
+    --set base_model=builtin:smollm2 --set epochs="$SFT_EPOCHS" --set learning_rate=1e-4 \
     --set max_length=384 --set lr_scheduler=cosine
 
 rl() {

@@ -239,21 +239,13 @@ def train(
 
 
 def ensure_tags(model: Any, tokenizer: Any) -> None:
-    """Make the four tags single tokens the model can emit. Real Qwen3 tokenizers already have
-    <think>/</think> but not <proactive>; new ones are plain (not special) added tokens, so
-    decoding with skip_special_tokens=True keeps them for the reward parser."""
-    from tokenizers import AddedToken
+    """Make the four tags single tokens the model can emit (real Qwen3 tokenizers have
+    <think>/</think> but not <proactive>); see models.add_tag_tokens for how new rows start."""
+    from proactive_rl.models import add_tag_tokens
 
-    from proactive_rl.models import TAG_TOKENS
-
-    vocab = tokenizer.get_vocab()
-    missing = [tag for tag in TAG_TOKENS if tag not in vocab]
-    if missing:
-        logger.info("sft: adding tokens %s to the tokenizer", missing)
-        tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in missing])
-    # Many checkpoints pad the embedding matrix beyond the vocabulary; resize only when needed.
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tokenizer))
+    added = add_tag_tokens(model, tokenizer)
+    if added:
+        logger.info("sft: added tokens %s to the tokenizer", added)
 
 
 def epoch_callback(

@@ -238,10 +238,19 @@ def test_tags_are_added_to_a_tokenizer_without_them(trained: tuple[Path, Path]) 
     model = AutoModelForCausalLM.from_pretrained(base)
     model.resize_token_embeddings(len(tokenizer))
     assert len(tokenizer.encode("<proactive>", add_special_tokens=False)) > 1
+    pieces = {tag: tokenizer.encode(tag, add_special_tokens=False) for tag in TAG_TOKENS}
+    rows = model.get_input_embeddings().weight.detach().clone()
     ensure_tags(model, tokenizer)
     for tag in TAG_TOKENS:
         assert len(tokenizer.encode(tag, add_special_tokens=False)) == 1, tag
     assert model.get_input_embeddings().num_embeddings == len(tokenizer)
+    # a new tag starts as the mean of the pieces it used to be split into (so the model can
+    # emit it from the first SFT step); tied embeddings make it the output row too
+    embeddings = model.get_input_embeddings().weight
+    for tag, ids in pieces.items():
+        new = tokenizer.convert_tokens_to_ids(tag)
+        torch.testing.assert_close(embeddings[new], rows[ids].mean(0))
+        torch.testing.assert_close(model.get_output_embeddings().weight[new], rows[ids].mean(0))
     assert "<proactive>" in tokenizer.decode(
         tokenizer.encode("<proactive>"), skip_special_tokens=True
     )
