@@ -154,7 +154,7 @@ def test_pipeline_fails_without_a_report():
     pipeline = load_compose()["services"]["pipeline"]
     assert pipeline["entrypoint"] == ["bash", "-c"]
     script = interpolate(pipeline["command"][0], {"RUN_NAME": "r1"})
-    assert "checkpoints/r1" in script and "report.json" in script and "exit 1" in script
+    assert "checkpoints/r1" in script and "report.md" in script and "exit 1" in script
 
 
 def test_dockerfiles():
