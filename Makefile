@@ -44,9 +44,9 @@ build-images: ## Build proactive-rl/{base,prep,sft,rollout,grpo,eval}:cpu images
 smoke: ## Run the container chain on smoke-size settings and check every service and output
 	scripts/smoke.sh
 
-# The demo is the checked container run with CPU-sized settings over all the sample data
+# The demo is the checked container run on SmolLM2-135M with CPU-sized settings
 # (scripts/demo.env) into checkpoints/demo. The compose defaults are the users' GPU recipe.
-demo: ## Run the container chain on all sample data, CPU-sized (scripts/demo.env)
+demo: ## The container pipeline on SmolLM2-135M, CPU-sized (~4 min; scripts/demo.env)
 	SMOKE_SETTINGS=scripts/demo.env scripts/smoke.sh
 
 bench-learning: $(VENV)/.installed ## SmolLM2-135M: SFT -> GRPO -> eval on CPU (~30-45 min), report in checkpoints/bench-learning
