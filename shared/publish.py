@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import threading
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.paths import STEP_RE, numbered_children
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +120,11 @@ def publish_dir(staging: Path, final: Path, meta: dict[str, Any] | None = None) 
 
 def is_stable(folder: Path) -> bool:
     return (folder / MARKER).is_file()
+
+
+def published(parent: Path, pattern: re.Pattern[str] = STEP_RE) -> list[tuple[int, Path]]:
+    """(number, folder) of the published (marked) step_/epoch_ folders, sorted by number."""
+    return [(n, f) for n, f in numbered_children(parent, pattern) if is_stable(f)]
 
 
 def read_marker(folder: Path) -> dict[str, Any]:

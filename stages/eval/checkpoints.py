@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.paths import EPOCH_RE, RunPaths, numbered_children
-from proactive_rl.shared.publish import is_stable, read_marker
+from proactive_rl.shared.paths import EPOCH_RE, RunPaths
+from proactive_rl.shared.publish import is_stable, published, read_marker
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def base_model(paths: RunPaths) -> Path:
         init = _meta(paths.policy(0)).get("init_model")
         if init and not _inside(Path(init), paths.sft):
             return _model_folder(init, paths)
-    epochs = [f for _, f in numbered_children(paths.sft, EPOCH_RE) if is_stable(f)]
+    epochs = [f for _, f in published(paths.sft, EPOCH_RE)]
     spec = _meta(epochs[-1]).get("base_model") if epochs else None
     spec = spec or _read_config(paths.config("sft")).get("base_model")
     if not spec:
@@ -115,8 +115,8 @@ def base_model(paths: RunPaths) -> Path:
 
 def resolve_spec(spec: str, paths: RunPaths) -> list[Checkpoint]:
     """The published checkpoints one spec names, in order; MissingCheckpoint when none."""
-    epochs = [(n, f) for n, f in numbered_children(paths.sft, EPOCH_RE) if is_stable(f)]
-    policies = [(n, f) for n, f in numbered_children(paths.policies) if is_stable(f)]
+    epochs = published(paths.sft, EPOCH_RE)
+    policies = published(paths.policies)
     if spec == "base":
         return [Checkpoint("base", spec, "base", base_model(paths))]
     if spec in ("sft", "sft:all"):

@@ -28,6 +28,7 @@ from proactive_rl.shared.publish import (
     claim_outputs,
     is_stable,
     publish_dir,
+    published,
     read_marker,
     sha256_file,
     staging_dir,
@@ -56,7 +57,7 @@ def command(run_dir, data_dir, config_file, overrides, resume, clean):
 
 def resolve_init_model(spec: str, paths: RunPaths) -> Path:
     if spec == "sft":
-        epochs = [f for _, f in numbered_children(paths.sft, EPOCH_RE) if is_stable(f)]
+        epochs = [f for _, f in published(paths.sft, EPOCH_RE)]
         if not epochs:
             raise UserError(
                 f"init_model='sft' but {paths.sft} holds no published epoch: run `proactive sft` "

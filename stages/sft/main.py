@@ -25,11 +25,12 @@ from proactive_rl.sft.config import SftConfig
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.metrics import MetricsLogger
-from proactive_rl.shared.paths import EPOCH_RE, DataPaths, RunPaths, numbered_children
+from proactive_rl.shared.paths import EPOCH_RE, DataPaths, RunPaths
 from proactive_rl.shared.publish import (
     claim_outputs,
     is_stable,
     publish_dir,
+    published,
     staging_dir,
     worker_status,
     write_json_atomic,
@@ -80,8 +81,8 @@ def run(
         conversations = conversations[: config.max_samples]
 
     claim_outputs([paths.sft, paths.sft_trainer_state], "sft", resume, clean)
-    published = {n for n, folder in numbered_children(paths.sft, EPOCH_RE) if is_stable(folder)}
-    if all(epoch in published for epoch in range(1, config.epochs + 1)):
+    published_epochs = {n for n, _ in published(paths.sft, EPOCH_RE)}
+    if all(epoch in published_epochs for epoch in range(1, config.epochs + 1)):
         # Only reachable with --resume: claim_outputs refused or emptied the folder otherwise.
         logger.info(
             "sft: all %d epochs are already published in %s; nothing to do",
@@ -92,7 +93,7 @@ def run(
     save_config(paths.config("sft"), config)
 
     with worker_status(paths.status("sft")):
-        train(config, paths, conversations, published)
+        train(config, paths, conversations, published_epochs)
 
 
 def read_conversations(path: Path) -> list[dict[str, Any]]:
