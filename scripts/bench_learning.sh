@@ -26,7 +26,11 @@ fi
 SIMPLEQA_ROWS=${SIMPLEQA_ROWS:-200}
 SFT_SAMPLES=${SFT_SAMPLES:-160}
 SFT_EPOCHS=${SFT_EPOCHS:-3}
-RL_STEPS=${RL_STEPS:-16}
+# GRPO cycles a pool of RL_POOL training prompts for RL_EPOCHS epochs, so the first and the last
+# epoch score the same questions: the reward curve then measures learning, not which questions
+# a step happened to draw (run 2 drew fresh prompts every step and its curve was noise).
+RL_POOL=${RL_POOL:-40}
+RL_EPOCHS=${RL_EPOCHS:-5}
 RL_PROMPTS=${RL_PROMPTS:-8}
 RL_N=${RL_N:-4}
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-96}
@@ -62,8 +66,8 @@ timed sft "$proactive" sft --data-dir "$data" --run-dir "$run" \
 
 rl() {
     "$proactive" grpo --data-dir "$data" --run-dir "$run" \
-        --set n="$RL_N" --set prompts_per_step="$RL_PROMPTS" --set max_steps="$RL_STEPS" \
-        --set epochs=1 --set mini_batch_prompts="$RL_PROMPTS" --set micro_batch_size=8 \
+        --set n="$RL_N" --set prompts_per_step="$RL_PROMPTS" --set max_prompts="$RL_POOL" \
+        --set epochs="$RL_EPOCHS" --set mini_batch_prompts="$RL_PROMPTS" --set micro_batch_size=8 \
         --set learning_rate="$RL_LR" --set min_learning_rate=2e-6 --set loss.is_correction=none &
     local grpo=$!
     "$proactive" rollout --data-dir "$data" --run-dir "$run" \

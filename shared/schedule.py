@@ -24,16 +24,25 @@ class Plan:
     seed: int
     max_staleness: int  # rollout step k may use policy version >= k - max_staleness
     max_steps: int | None = None  # stop early (quick runs, benchmarks); None = every epoch
+    # Train on the first N rows only (a small pool seen over several epochs: benchmarks that
+    # compare the same prompts early and late); None = the whole split.
+    max_prompts: int | None = None
+
+    @property
+    def pool(self) -> int:
+        return (
+            self.train_rows if self.max_prompts is None else min(self.max_prompts, self.train_rows)
+        )
 
     @property
     def batch(self) -> int:
-        return min(self.prompts_per_step, self.train_rows)
+        return min(self.prompts_per_step, self.pool)
 
     @property
     def steps_per_epoch(self) -> int:
         # drop_last: every step has a full batch, as in veRL's dataloader. An empty split has no
         # steps (not a ZeroDivisionError), so grpo can report it as a UserError.
-        return self.train_rows // self.batch if self.batch else 0
+        return self.pool // self.batch if self.batch else 0
 
     @property
     def total_steps(self) -> int:
@@ -54,7 +63,7 @@ class Plan:
         if not 0 <= step < self.total_steps:
             raise ValueError(f"step {step} is outside the plan (0..{self.total_steps - 1})")
         epoch, within = divmod(step, self.steps_per_epoch)
-        order = list(range(self.train_rows))
+        order = list(range(self.pool))
         random.Random(f"{self.seed}:{epoch}").shuffle(order)
         return order[within * self.batch : (within + 1) * self.batch]
 

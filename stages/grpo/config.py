@@ -55,6 +55,12 @@ class GrpoConfig(StageConfig):
     max_steps: int | None = Field(
         None, ge=1, description="Stop after this many RL steps (None = all epochs)."
     )
+    max_prompts: int | None = Field(
+        None,
+        ge=1,
+        description="Train on the first N rows of the RL train split only (None = all). A small "
+        "pool over several epochs lets a short run compare the same prompts early and late.",
+    )
     n: int = Field(16, ge=1, description="Responses per prompt, the group size (RL_ROLLOUTS).")
     max_staleness: int = Field(
         0,

@@ -142,6 +142,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                 seed=config.seed,
                 max_staleness=config.max_staleness,
                 max_steps=config.max_steps,
+                max_prompts=config.max_prompts,
             )
             start_step, start_dir = 0, init_dir
         if plan.total_steps == 0:
@@ -187,10 +188,11 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                 {"plan_id": plan.plan_id, "step": None, "init_model": str(init_dir)},
             )
         logger.info(
-            "plan %s: %d steps (%d per epoch) x %d prompts x n=%d, max_staleness=%d",
+            "plan %s: %d steps (%d per epoch, pool %d) x %d prompts x n=%d, max_staleness=%d",
             plan.plan_id,
             plan.total_steps,
             plan.steps_per_epoch,
+            plan.pool,
             plan.batch,
             plan.n,
             plan.max_staleness,

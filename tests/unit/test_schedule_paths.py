@@ -216,3 +216,24 @@ def test_max_steps_caps_the_plan():
     assert full.total_steps == 30
     assert Plan("p", 40, "", 4, 2, 3, 0, 0, max_steps=7).total_steps == 7
     assert Plan("p", 40, "", 4, 2, 3, 0, 0, max_steps=99).total_steps == 30
+
+
+def test_max_prompts_cycles_a_small_pool_every_epoch():
+    p = Plan("p", 100, "", 4, 2, 3, 0, 0, max_prompts=8)
+    assert (p.pool, p.steps_per_epoch, p.total_steps) == (8, 2, 6)
+    for epoch in range(3):
+        used = p.step_prompts(2 * epoch) + p.step_prompts(2 * epoch + 1)
+        assert sorted(used) == list(range(8))  # the same 8 rows, reshuffled, each epoch
+    assert p.step_prompts(0) + p.step_prompts(1) != p.step_prompts(2) + p.step_prompts(3)
+    # a pool larger than the split is the whole split
+    assert Plan("p", 5, "", 4, 2, 1, 0, 0, max_prompts=50).pool == 5
+
+
+def test_plan_without_max_prompts_reads_back(tmp_path):
+    """plan.json written before max_prompts existed still reads (as the whole split)."""
+    path = tmp_path / "plan.json"
+    write_plan(path, Plan("old", 12, "", 4, 2, 1, 0, 0))
+    data = read_json(path)
+    del data["max_prompts"]
+    path.write_text(__import__("json").dumps(data))
+    assert read_plan(path).pool == 12
