@@ -64,18 +64,60 @@ def _field_names(model: type[BaseModel], prefix: str = "") -> list[str]:
     return names
 
 
+def recipes_dir() -> Path:
+    """Packaged recipes: proactive_rl/recipes (stages/recipes in the repository)."""
+    from importlib.resources import files
+
+    return Path(str(files("proactive_rl") / "recipes"))
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in recipes_dir().glob("*.toml"))
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{path}: not valid TOML: {err}") from err
+
+
+def recipe_section(recipe: str, stage: str) -> dict[str, Any]:
+    """The `[stage]` table of a recipe: a packaged name (`qwen3-8b`) or a TOML file path. A
+    recipe is one file for the whole pipeline, so one variable (RECIPE) selects it everywhere."""
+    is_file = recipe.endswith(".toml")
+    path = Path(recipe) if is_file else recipes_dir() / f"{recipe}.toml"
+    if not is_file and not path.is_file():
+        raise UserError(
+            f"unknown recipe {recipe!r}: give a .toml file or one of {', '.join(recipe_names())}"
+        )
+    section = read_toml(path).get(stage, {})
+    if not isinstance(section, dict):
+        raise UserError(f"{path}: [{stage}] must be a table")
+    return section
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both else value
+    return out
+
+
 def load_config(
-    model: type[C], config_file: Path | None = None, overrides: tuple[str, ...] | list[str] = ()
+    model: type[C],
+    config_file: Path | None = None,
+    overrides: tuple[str, ...] | list[str] = (),
+    recipe: str | None = None,
+    stage: str = "",
 ) -> C:
-    """Build `model` from an optional TOML file plus overrides (overrides win)."""
-    data: dict[str, Any] = {}
+    """Build `model` from, lowest first: the recipe's `[stage]` table, a TOML file, overrides."""
+    data: dict[str, Any] = recipe_section(recipe, stage) if recipe else {}
     if config_file is not None:
-        if not config_file.is_file():
-            raise UserError(f"config file {config_file} does not exist")
-        try:
-            data = tomllib.loads(config_file.read_text())
-        except tomllib.TOMLDecodeError as err:
-            raise UserError(f"{config_file}: not valid TOML: {err}") from err
+        data = _merge(data, read_toml(config_file))
     for assignment in overrides:
         apply_override(data, assignment)
     try:

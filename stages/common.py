@@ -26,6 +26,14 @@ def config_options(f: Callable[..., Any]) -> Callable[..., Any]:
         type=click.Path(path_type=Path, dir_okay=False),
         help="TOML file with config fields; --set wins over it.",
     )(f)
+    f = click.option(
+        "--recipe",
+        envvar="PROACTIVE_RECIPE",
+        metavar="NAME|FILE.toml",
+        help="Preset for the whole pipeline (this stage reads its [stage] table): a packaged "
+        "recipe (qwen3-8b: the users' veRL recipe) or a TOML file. --config and --set win over "
+        "it. Env: PROACTIVE_RECIPE (compose: RECIPE).",
+    )(f)
     return f
 
 

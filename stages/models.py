@@ -247,11 +247,23 @@ def _train_tokenizer(seed: int) -> PreTrainedTokenizerFast:
     )
 
 
-def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
-    """Build the random-initialised tiny Qwen3 + tokenizer into `out_dir` and return it.
+# Random-initialised Qwen3 shapes: "tiny" for tests and CI; the real 0.6B/1.7B layer shapes for
+# `make gpu-check` (throughput and memory of the real architecture, with the tiny tokenizer's
+# 4k vocabulary instead of Qwen's 152k, so no download is needed).
+# (hidden, intermediate, layers, heads, kv heads, head_dim)
+SHAPES = {
+    "tiny": (64, 128, 2, 4, 2, 16),
+    "qwen3-0.6b": (1024, 3072, 28, 16, 8, 128),
+    "qwen3-1.7b": (2048, 6144, 28, 16, 8, 128),
+}
+
+
+def build_tiny_model(out_dir: Path, seed: int = 0, shape: str = "tiny") -> Path:
+    """Build a random-initialised Qwen3 (`SHAPES[shape]`) + tokenizer into `out_dir`.
 
     The same seed gives byte-identical files. The caller's torch RNG state is left untouched.
-    Writing is not atomic; `resolve_base_model` handles that.
+    Writing is not atomic; `resolve_base_model` handles that. Shapes other than tiny are saved
+    in bf16 (what a GPU trains and serves them in).
     """
     import torch
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
@@ -262,25 +274,28 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     pad_id = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
     eos_id = tokenizer.convert_tokens_to_ids(IM_END)
 
+    hidden, intermediate, layers, heads, kv_heads, head_dim = SHAPES[shape]
     config = Qwen3Config(
         vocab_size=len(tokenizer),  # exact, so a random model never samples an id with no token
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,  # Qwen3's default is 128, which would not match hidden 64 / 4 heads
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,  # explicit: Qwen3's default 128 would not match tiny's 64 / 4 heads
         max_position_embeddings=MAX_POSITIONS,
-        max_window_layers=2,
+        max_window_layers=layers,
         tie_word_embeddings=True,
         bos_token_id=pad_id,  # as in Qwen3: no real BOS, <|endoftext|> stands in
         eos_token_id=eos_id,
         pad_token_id=pad_id,
-        dtype="float32",
+        dtype="float32" if shape == "tiny" else "bfloat16",
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen3ForCausalLM(config)
+    if shape != "tiny":
+        model = model.to(torch.bfloat16)
     model.generation_config = GenerationConfig(
         bos_token_id=pad_id,
         eos_token_id=[eos_id, pad_id],

@@ -54,3 +54,15 @@ def workdir(tmp_path) -> Path:
     """A working directory holding a copy of the bundled sample data, like the compose volume."""
     shutil.copytree(REPO / "data" / "sample", tmp_path / "data" / "sample")
     return tmp_path
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run only where CUDA is; elsewhere they are reported as skipped, with why."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run `make gpu-check` / pytest -m gpu there)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from proactive_rl.rollout.config import SamplingConfig
+from proactive_rl.rollout.config import SamplingConfig, VllmConfig
 from proactive_rl.shared.config import StageConfig
 
 
@@ -42,6 +42,10 @@ class EvalConfig(StageConfig):
     )
     generation_batch_prompts: int = Field(8, ge=1, description="Prompts per generate call.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="As in rollout.")
+    backend: Literal["auto", "transformers", "vllm"] = Field(
+        "auto", description="Generation engine, as in rollout (one fresh engine per checkpoint)."
+    )
+    vllm: VllmConfig = Field(default_factory=VllmConfig)
     seed: int = Field(
         7, description="Sampling seed; every checkpoint sees the same seeds (paired comparison)."
     )

@@ -44,8 +44,8 @@ logger = logging.getLogger(__name__)
 @dir_options
 @config_options
 @reuse_options
-def command(run_dir, data_dir, config_file, overrides, resume, clean):
-    config = load_config(EvalConfig, config_file, overrides)
+def command(run_dir, data_dir, recipe, config_file, overrides, resume, clean):
+    config = load_config(EvalConfig, config_file, overrides, recipe or None, "eval")
     run(config, run_dir, data_dir, resume=resume, clean=clean)
 
 
@@ -53,6 +53,7 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     from proactive_rl.eval.checkpoints import resolve_checkpoints
     from proactive_rl.eval.metrics import bucket_table, by_category, calibration, summarize
     from proactive_rl.eval.report import acceptance, markdown, write_plots
+    from proactive_rl.rollout.backend import resolve_backend
     from proactive_rl.shared.metrics import MetricsLogger
     from proactive_rl.shared.rewards import load_reward
     from proactive_rl.shared.schemas import RL_DATA, read_table
@@ -64,6 +65,7 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
         logger.info("%s is already published: nothing to do", out_dir)
         return
     checkpoints = resolve_checkpoints(config.checkpoint_specs(), paths)
+    resolve_backend(config.backend)  # an engine that cannot run here fails now, not after a model
     if config.plots and importlib.util.find_spec("matplotlib") is None:
         # found out now, not after sampling every checkpoint
         raise UserError("the plots need matplotlib: pip install matplotlib, or set plots=false")
@@ -177,11 +179,16 @@ def sample_checkpoint(
     from transformers import AutoTokenizer
 
     from proactive_rl.eval.metrics import difficulty_bucket, grade, group_accuracy, tag_format
-    from proactive_rl.rollout.backend import BACKENDS
+    from proactive_rl.rollout.backend import make_backend
     from proactive_rl.shared.rewards import score_group
     from proactive_rl.shared.tags import parse_response
 
-    backend = BACKENDS["transformers"](config.precision)
+    backend = make_backend(
+        config.backend,
+        config.precision,
+        config.vllm,
+        config.sampling.max_prompt_tokens + config.sampling.max_new_tokens,
+    )
     backend.load(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.chat_template is None:

@@ -50,8 +50,8 @@ logger = logging.getLogger(__name__)
 @dir_options
 @config_options
 @reuse_options
-def command(run_dir, data_dir, config_file, overrides, resume, clean):
-    config = load_config(GrpoConfig, config_file, overrides)
+def command(run_dir, data_dir, recipe, config_file, overrides, resume, clean):
+    config = load_config(GrpoConfig, config_file, overrides, recipe or None, "grpo")
     run(config, run_dir, data_dir, resume=resume, clean=clean)
 
 

@@ -59,8 +59,14 @@ logger = logging.getLogger(__name__)
 )
 @config_options
 @click.option("--force", is_flag=True, help="Rebuild even if inputs are unchanged.")
-def command(data_dir: Path, config_file: Path | None, overrides: tuple[str, ...], force: bool):
-    config = load_config(PrepConfig, config_file, overrides)
+def command(
+    data_dir: Path,
+    recipe: str | None,
+    config_file: Path | None,
+    overrides: tuple[str, ...],
+    force: bool,
+):
+    config = load_config(PrepConfig, config_file, overrides, recipe or None, "prep")
     run(config, data_dir, force=force)
 
 

@@ -1,6 +1,7 @@
 """Generation backends. A backend loads a policy folder and samples n responses per prompt,
-returning the tokens and the sampler's own per-token logprobs. The interface is deliberately
-small so a vLLM backend can slot in beside the transformers one."""
+returning the tokens and the sampler's own per-token logprobs: `TransformersBackend` (CPU or
+GPU, `model.generate`) and `VllmBackend` (CUDA; the engine starts once and later policy versions
+are loaded into it in place). `make_backend` picks one from the config."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from proactive_rl.rollout.config import SamplingConfig
+from proactive_rl.rollout.config import SamplingConfig, VllmConfig
+from proactive_rl.shared.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -109,4 +111,107 @@ class TransformersBackend:
         return samples
 
 
-BACKENDS = {"transformers": TransformersBackend}
+class VllmBackend:
+    """vLLM's offline `LLM.generate`: n samples per prompt with the sampled tokens' logprobs.
+
+    The engine is built on the first `load`; every later `load` streams the new policy's
+    safetensors into the running engine (`PolicyLoader.load_policy`, run on each worker through
+    `collective_rpc`) and resets the prefix cache, whose entries were computed by the old
+    weights. No engine restart, no second copy of the model in GPU memory.
+    """
+
+    def __init__(self, precision: str, settings: VllmConfig, max_len: int) -> None:
+        self.precision = precision
+        self.settings = settings
+        self.max_len = settings.max_model_len or max_len
+        self.llm = None
+        self.loaded: Path | None = None
+
+    def load(self, model_dir: Path) -> None:
+        if self.llm is None:
+            import torch
+            from vllm import LLM
+
+            self.llm = LLM(
+                model=str(model_dir),
+                dtype="bfloat16" if pick_dtype(self.precision) == torch.bfloat16 else "float32",
+                tensor_parallel_size=self.settings.tensor_parallel_size,
+                gpu_memory_utilization=self.settings.gpu_memory_utilization,
+                enforce_eager=self.settings.enforce_eager,
+                enable_prefix_caching=self.settings.enable_prefix_caching,
+                max_model_len=self.max_len,
+                # logprobs of softmax(logits / temperature), what the trainer scores (with
+                # top_p/top_k they are of the truncated distribution: documented in grpo.md)
+                logprobs_mode="processed_logprobs",
+                worker_extension_cls="proactive_rl.rollout.vllm_worker.PolicyLoader",
+            )
+        else:
+            self.llm.collective_rpc("load_policy", args=(str(model_dir),))
+            self.llm.reset_prefix_cache()
+        self.loaded = model_dir
+
+    def generate(
+        self, prompts: list[list[int]], n: int, sampling: SamplingConfig, seed: int
+    ) -> list[list[Sample]]:
+        from vllm import SamplingParams
+
+        assert self.llm is not None, "load() a policy first"
+        outputs = self.llm.generate(
+            [{"prompt_token_ids": ids} for ids in prompts],
+            [
+                SamplingParams(
+                    n=n,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    top_k=sampling.top_k if sampling.top_k > 0 else -1,
+                    max_tokens=sampling.max_new_tokens,
+                    logprobs=0,  # the sampled token's own logprob
+                    seed=seed + i,
+                )
+                for i in range(len(prompts))
+            ],
+            use_tqdm=False,
+        )
+        groups: list[list[Sample]] = []
+        for request in outputs:
+            group = []
+            for out in request.outputs:
+                tokens = list(out.token_ids)
+                logprobs = [
+                    float(step[t].logprob) for t, step in zip(tokens, out.logprobs, strict=True)
+                ]
+                finish = "length" if out.finish_reason == "length" else "stop"
+                group.append(Sample(tokens, logprobs, finish))
+            groups.append(group)
+        return groups
+
+
+def vllm_usable() -> bool:
+    """vLLM is installed (CUDA images) and a CUDA GPU is visible."""
+    import importlib.util
+
+    import torch
+
+    return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+
+
+def resolve_backend(name: str) -> str:
+    """'auto' -> the engine that can run here; an engine that cannot run is a UserError (raised
+    before a stage claims its outputs or waits for anything)."""
+    if name == "auto":
+        return "vllm" if vllm_usable() else "transformers"
+    if name == "vllm" and not vllm_usable():
+        raise UserError(
+            "backend=vllm needs vLLM and a CUDA GPU (the CUDA images: FLAVOR=cuda); "
+            "use backend=transformers or auto"
+        )
+    return name
+
+
+def make_backend(
+    name: str, precision: str, settings: VllmConfig, max_len: int
+) -> TransformersBackend | VllmBackend:
+    """The generation backend a config names; 'auto' = vLLM where it can run."""
+    if resolve_backend(name) == "vllm":
+        return VllmBackend(precision, settings, max_len)
+    return TransformersBackend(precision)

@@ -20,10 +20,36 @@ class SamplingConfig(StageConfig):
     )
 
 
-class RolloutConfig(StageConfig):
-    backend: Literal["transformers"] = Field(
-        "transformers", description="Generation engine (transformers `generate` on CPU or GPU)."
+class VllmConfig(StageConfig):
+    gpu_memory_utilization: float = Field(
+        0.85,
+        gt=0.0,
+        le=1.0,
+        description="Share of each GPU vLLM may take (weights + KV cache). The seed pipeline used "
+        "0.4 because rollout shared its GPUs with training; here they have their own.",
     )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one vLLM engine spans.")
+    enforce_eager: bool = Field(
+        False, description="Skip CUDA graph capture (faster start, slower decoding)."
+    )
+    enable_prefix_caching: bool = Field(
+        True, description="Share the KV cache of the prompt across a group's n samples."
+    )
+    max_model_len: int | None = Field(
+        None,
+        ge=16,
+        description="Context vLLM reserves per sequence (None = max_prompt_tokens + "
+        "max_new_tokens).",
+    )
+
+
+class RolloutConfig(StageConfig):
+    backend: Literal["auto", "transformers", "vllm"] = Field(
+        "auto",
+        description="Generation engine: 'vllm' (CUDA images), 'transformers' (`generate`, CPU or "
+        "GPU) or 'auto' = vllm when it is installed and a GPU is visible, else transformers.",
+    )
+    vllm: VllmConfig = Field(default_factory=VllmConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     reward: str = Field(
         "proactive",

@@ -43,8 +43,8 @@ logger = logging.getLogger(__name__)
 @dir_options
 @config_options
 @reuse_options
-def command(run_dir, data_dir, config_file, overrides, resume, clean):
-    config = load_config(RolloutConfig, config_file, overrides)
+def command(run_dir, data_dir, recipe, config_file, overrides, resume, clean):
+    config = load_config(RolloutConfig, config_file, overrides, recipe or None, "rollout")
     run(config, run_dir, data_dir, resume=resume, clean=clean)
 
 
@@ -62,12 +62,20 @@ def examine(step: int, prompt: str, truth: str, texts: list[str], scores: list[f
 
 
 def run(config: RolloutConfig, run_dir: Path, data_dir: Path, resume: bool, clean: bool) -> None:
+    from proactive_rl.rollout.backend import make_backend
     from proactive_rl.shared.rewards import load_reward
 
     paths = RunPaths(run_dir)
-    reward_fn = load_reward(
-        config.reward, config.reward_kwargs
-    )  # fail on a bad reward before waiting for anything
+    # fail on a bad reward or an engine that cannot run here before waiting for anything
+    reward_fn = load_reward(config.reward, config.reward_kwargs)
+    # one engine for the whole run: a new plan (grpo --clean) reuses it too
+    backend = make_backend(
+        config.backend,
+        config.precision,
+        config.vllm,
+        config.sampling.max_prompt_tokens + config.sampling.max_new_tokens,
+    )
+    logger.info("generation backend: %s", type(backend).__name__)
     claim_outputs([paths.rollouts], "rollout", resume, clean)
     save_config(paths.config("rollout"), config)
     started = time.time()
@@ -75,7 +83,7 @@ def run(config: RolloutConfig, run_dir: Path, data_dir: Path, resume: bool, clea
     with worker_status(paths.status("rollout")):
         # grpo rewrites the plan when it starts over (--clean); a stale plan read before that
         # is abandoned as soon as the new one appears, so the worker follows the current plan.
-        while not follow_plan(config, paths, data_dir, started, reward_fn):
+        while not follow_plan(config, paths, data_dir, started, reward_fn, backend):
             logger.info("the plan changed (grpo started over): following the new plan")
 
 
@@ -92,11 +100,12 @@ def wait_plan(config: RolloutConfig, paths: RunPaths, started: float):
     )
 
 
-def follow_plan(config, paths: RunPaths, data_dir: Path, started: float, reward_fn) -> bool:
+def follow_plan(
+    config, paths: RunPaths, data_dir: Path, started: float, reward_fn, backend
+) -> bool:
     """Run the current plan to its end (True) or return False as soon as it is replaced."""
     from transformers import AutoTokenizer
 
-    from proactive_rl.rollout.backend import BACKENDS
     from proactive_rl.shared.rewards import score_group
     from proactive_rl.shared.schedule import read_plan
     from proactive_rl.shared.schemas import RL_DATA, ROLLOUTS, read_table, write_table
@@ -127,7 +136,6 @@ def follow_plan(config, paths: RunPaths, data_dir: Path, started: float, reward_
     def plan_changed() -> bool:
         return paths.plan.is_file() and read_plan(paths.plan).plan_id != plan.plan_id
 
-    backend = BACKENDS[config.backend](config.precision)
     tokenizer = None
     loaded_version = -1
     for step in range(first, plan.total_steps):

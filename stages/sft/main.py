@@ -54,12 +54,13 @@ logger = logging.getLogger(__name__)
 def command(
     run_dir: Path,
     data_dir: Path,
+    recipe: str | None,
     config_file: Path | None,
     overrides: tuple[str, ...],
     resume: bool,
     clean: bool,
 ) -> None:
-    config = load_config(SftConfig, config_file, overrides)
+    config = load_config(SftConfig, config_file, overrides, recipe or None, "sft")
     run(config, run_dir, data_dir, resume=resume, clean=clean)
 
 

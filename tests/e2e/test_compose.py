@@ -235,3 +235,66 @@ def test_compose_config_resolves():
     grpo = services["grpo"]["command"]
     grpo = grpo if isinstance(grpo, str) else " ".join(grpo)
     assert "n=8" in grpo
+
+
+# --- compose.gpu.yaml: the GPU requests merged over compose.yaml ------------------------------
+
+
+def test_gpu_override_requests_the_configured_gpus():
+    gpu = yaml.safe_load((ROOT / "compose.gpu.yaml").read_text())
+    services = load_compose()["services"]
+    assert set(gpu["services"]) == {"sft", "grpo", "rollout", "eval"} <= set(services)
+    sides = {"sft": "TRAIN_GPUS", "grpo": "TRAIN_GPUS", "rollout": "ROLLOUT_GPUS"}
+    sides["eval"] = "ROLLOUT_GPUS"
+    for name, variable in sides.items():
+        (device,) = gpu["services"][name]["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"], name
+        ids = interpolate(device["device_ids"][0], {variable: "5,6"})
+        assert ids == "5,6", name
+
+    # training and generation default to disjoint GPUs (2 + 2 on a 4-GPU host)
+    def default_ids(name: str) -> str:
+        (device,) = gpu["services"][name]["deploy"]["resources"]["reservations"]["devices"]
+        return interpolate(device["device_ids"][0], {})
+
+    train, roll = default_ids("sft"), default_ids("rollout")
+    assert not set(train.split(",")) & set(roll.split(","))
+    # the CPU file itself asks for no GPU, so it runs where there is no NVIDIA runtime
+    assert "deploy" not in (ROOT / "compose.yaml").read_text()
+
+
+def test_gpu_env_example_selects_the_override_and_a_valid_recipe():
+    env = read_env_file(ROOT / ".env.gpu.example")
+    assert env["COMPOSE_FILE"] == "compose.yaml:compose.gpu.yaml"
+    assert env["FLAVOR"] == "cuda"
+    used = {name for name, _ in VAR.findall((ROOT / "compose.gpu.yaml").read_text())}
+    assert used <= set(env)
+    for stage in STAGES:  # the recipe validates for every stage with the knobs compose adds
+        cls = stage_config_class(stage)
+        command = interpolate(load_compose()["services"][stage]["command"], env)
+        load_config(cls, None, overrides_of(command), env["RECIPE"], stage)
+
+
+@pytest.mark.docker
+def test_compose_gpu_config_resolves():
+    command = compose_command()
+    if command is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+    knobs = read_env_file(ROOT / ".env.example")
+    env = {key: value for key, value in os.environ.items() if key not in knobs}
+    env.update(FLAVOR="cuda", TRAIN_GPUS="0", ROLLOUT_GPUS="1,2,3", RECIPE="qwen3-8b")
+    result = subprocess.run(
+        [*command, "-f", "compose.yaml", "-f", "compose.gpu.yaml", "config"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    for name, ids in {"sft": "0", "grpo": "0", "rollout": "1,2,3", "eval": "1,2,3"}.items():
+        (device,) = services[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert device["device_ids"] == [ids], name
+        assert services[name]["image"].endswith(":cuda"), name
+        assert services[name]["environment"]["PROACTIVE_RECIPE"] == "qwen3-8b", name
+    assert "deploy" not in services["prep"]

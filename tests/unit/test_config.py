@@ -240,3 +240,80 @@ def test_stage_config_rejects_unknown_keys(model):
             load_config(model, None, [f"{prefix}no_such_key=1"])
     if model in (GrpoConfig, RolloutConfig, EvalConfig):
         assert len(prefixes) > 1  # the sections were really visited
+
+
+# ---------------------------------------------------------------- recipes
+
+STAGE_MODELS = {
+    "prep": PrepConfig,
+    "sft": SftConfig,
+    "rollout": RolloutConfig,
+    "grpo": GrpoConfig,
+    "eval": EvalConfig,
+}
+
+
+def test_packaged_recipes_validate_for_every_stage():
+    from proactive_rl.shared.config import recipe_names
+
+    assert "qwen3-8b" in recipe_names()
+    for name in recipe_names():
+        for stage, model in STAGE_MODELS.items():
+            load_config(model, recipe=name, stage=stage)
+
+
+def test_qwen3_8b_recipe_is_the_seed_pipeline():
+    """The numbers of seed-pipeline.md's Qwen3-8B run (the users' veRL scripts)."""
+    grpo = load_config(GrpoConfig, recipe="qwen3-8b", stage="grpo")
+    assert (grpo.prompts_per_step, grpo.n, grpo.epochs) == (256, 16, 10)
+    assert (grpo.learning_rate, grpo.min_learning_rate, grpo.mini_batch_prompts) == (
+        1e-6,
+        1e-7,
+        64,
+    )
+    assert (grpo.loss.kl_type, grpo.loss.kl_coef, grpo.loss.clip_eps_low) == (
+        "low_var_kl",
+        0.001,
+        0.2,
+    )
+    rollout = load_config(RolloutConfig, recipe="qwen3-8b", stage="rollout")
+    assert (rollout.sampling.max_prompt_tokens, rollout.sampling.max_new_tokens) == (1024, 1024)
+    assert rollout.reward_kwargs == {"beta": 0.5} and rollout.backend == "vllm"
+    sft = load_config(SftConfig, recipe="qwen3-8b", stage="sft")
+    assert (sft.epochs, sft.learning_rate, sft.precision) == (2, 1e-5, "bf16")
+    assert load_config(PrepConfig, recipe="qwen3-8b", stage="prep").num_sft_samples == 50
+
+
+def test_recipe_is_lowest_then_file_then_overrides(tmp_path):
+    recipe = tmp_path / "mine.toml"
+    recipe.write_text(
+        "[grpo]\nn = 4\nepochs = 3\nlearning_rate = 1e-5\n[grpo.loss]\nkl_coef = 0.1\n"
+    )
+    config_file = tmp_path / "grpo.toml"
+    config_file.write_text("epochs = 5\n[loss]\nentropy_coef = 0.01\n")
+    config = load_config(GrpoConfig, config_file, ["n=8"], str(recipe), "grpo")
+    assert (config.n, config.epochs, config.learning_rate) == (8, 5, 1e-5)
+    # nested tables merge key by key: the file's [loss] keeps the recipe's kl_coef
+    assert (config.loss.kl_coef, config.loss.entropy_coef) == (0.1, 0.01)
+    # a stage without a table in the recipe gets its defaults
+    assert load_config(SftConfig, recipe=str(recipe), stage="sft") == SftConfig()
+
+
+@pytest.mark.parametrize(
+    "recipe, message",
+    [
+        ("no-such-recipe", "unknown recipe 'no-such-recipe'"),
+        ("missing.toml", "missing.toml does not exist"),
+    ],
+)
+def test_recipe_errors(recipe, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=message):
+        load_config(GrpoConfig, recipe=recipe, stage="grpo")
+
+
+def test_recipe_with_a_bad_key_names_it(tmp_path):
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text("[grpo]\nprompts_per_stepp = 4\n")
+    with pytest.raises(UserError, match="unknown key 'prompts_per_stepp'"):
+        load_config(GrpoConfig, recipe=str(recipe), stage="grpo")
