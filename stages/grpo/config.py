@@ -86,6 +86,18 @@ class GrpoConfig(StageConfig):
         "auto", description="auto = bf16 on a CUDA GPU with bf16 support, else fp32."
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    strategy: Literal["single", "ddp", "zero2", "zero3"] = Field(
+        "single",
+        description="How training spreads over this container's GPUs: one process; torch DDP; "
+        "DeepSpeed ZeRO-2 or ZeRO-3 (one process per GPU, relaunched under torchrun).",
+    )
+    num_processes: int | None = Field(
+        None, ge=1, description="Processes for ddp/zero* (None = one per visible GPU)."
+    )
+    cpu_offload: bool = Field(
+        False,
+        description="ZeRO: keep optimizer state in host memory (frees GPU memory, slower steps).",
+    )
     keep_policies: int | None = Field(
         None, ge=1, description="Keep only the newest N policy folders (None = keep all)."
     )

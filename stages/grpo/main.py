@@ -69,10 +69,14 @@ def resolve_init_model(spec: str, paths: RunPaths) -> Path:
     return resolve_base_model(spec, paths.base_models)
 
 
-def publish_policy(model, tokenizer, paths: RunPaths, version: int, meta: dict[str, Any]) -> float:
+def publish_policy(
+    model, tokenizer, paths: RunPaths, version: int, meta: dict[str, Any], state_dict=None
+) -> float:
+    """Save a complete Hugging Face folder (the consolidated weights under ZeRO-3) and publish
+    it; vLLM and transformers load it as it is."""
     start = time.perf_counter()
     staging = staging_dir(paths.policy(version))
-    model.save_pretrained(staging, safe_serialization=True)
+    model.save_pretrained(staging, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(staging)
     publish_dir(staging, paths.policy(version), {"version": version, **meta})
     return time.perf_counter() - start
@@ -92,61 +96,39 @@ def lr_lambda(config: GrpoConfig, total_updates: int):
 
 
 def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: bool) -> None:
+    import contextlib
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from proactive_rl.grpo.update import train_step
+    from proactive_rl.parallel import Parallel, relaunch
     from proactive_rl.rollout.backend import pick_dtype
     from proactive_rl.shared.metrics import MetricsLogger
-    from proactive_rl.shared.schedule import read_plan, write_plan
-    from proactive_rl.shared.schemas import RL_DATA, ROLLOUTS, read_table
+    from proactive_rl.shared.schedule import write_plan
+    from proactive_rl.shared.schemas import ROLLOUTS, read_table
 
     paths = RunPaths(run_dir)
     train_file = DataPaths(data_dir).rl_train
     if not train_file.is_file():
         raise UserError(f"{train_file} does not exist: run `proactive prep` first")
-    claim_outputs([paths.policies, paths.grpo_state], "grpo", resume, clean)
-    save_config(paths.config("grpo"), config)
-    started = time.time()
+    relaunch(config.strategy, config.num_processes)  # ddp/zero*: this command, once per GPU
+    par = Parallel.start(config.strategy)
+    if par.is_main:
+        claim_outputs([paths.policies, paths.grpo_state], "grpo", resume, clean)
+        save_config(paths.config("grpo"), config)
+    started = par.broadcast(time.time())
 
-    with worker_status(paths.status("grpo")):
+    # Only rank 0 writes to the volume: status heartbeat, plan, policies, metrics.
+    status = worker_status(paths.status("grpo")) if par.is_main else contextlib.nullcontext()
+    with status:
         torch.manual_seed(config.seed)
         dtype = pick_dtype(config.precision)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = par.device
         init_dir = resolve_init_model(config.init_model, paths)
-        train_rows = read_table(train_file, RL_DATA).num_rows
-        train_sha = sha256_file(train_file)
-
-        plan = read_plan(paths.plan) if resume and paths.plan.is_file() else None
-        published = [
-            v
-            for v, f in numbered_children(paths.policies)
-            if plan and is_stable(f) and read_marker(f).get("plan_id") == plan.plan_id
-        ]
-        if plan and published:
-            if (plan.train_rows, plan.train_sha256) != (train_rows, train_sha):
-                raise UserError(
-                    f"--resume: {train_file} changed since the run started; use --clean"
-                )
-            start_step = max(published)
-            start_dir = paths.policy(start_step)
-            logger.info("resuming plan %s at step %d from %s", plan.plan_id, start_step, start_dir)
-        else:
-            plan = Plan(
-                plan_id=uuid.uuid4().hex[:12],
-                train_rows=train_rows,
-                train_sha256=train_sha,
-                prompts_per_step=config.prompts_per_step,
-                n=config.n,
-                epochs=config.epochs,
-                seed=config.seed,
-                max_staleness=config.max_staleness,
-                max_steps=config.max_steps,
-                max_prompts=config.max_prompts,
-            )
-            start_step, start_dir = 0, init_dir
-        if plan.total_steps == 0:
-            raise UserError("the plan has no steps: the train split is empty")
+        plan, start_step, start_dir = par.broadcast(
+            choose_plan(config, paths, train_file, init_dir, resume) if par.is_main else None
+        )
 
         tokenizer = AutoTokenizer.from_pretrained(start_dir)
         model = AutoModelForCausalLM.from_pretrained(start_dir, dtype=dtype).to(device)
@@ -155,6 +137,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
         model.train()
         ref_model = None
         if config.loss.kl_coef > 0:
+            # a full copy per process (not partitioned): a forward-only model in bf16
             ref_model = AutoModelForCausalLM.from_pretrained(init_dir, dtype=dtype).to(device)
             ref_model.eval().requires_grad_(False)
 
@@ -164,21 +147,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config, total_updates))
-        state_file = paths.grpo_state / "optimizer.pt"
-        if start_step > 0 and state_file.is_file():
-            state = torch.load(state_file, map_location=device, weights_only=False)
-            if state["version"] == start_step:
-                optimizer.load_state_dict(state["optimizer"])
-                scheduler.load_state_dict(state["scheduler"])
-                torch.set_rng_state(state["rng"])
-            else:
-                logger.warning(
-                    "optimizer state is for version %d, not %d: starting it fresh",
-                    state["version"],
-                    start_step,
-                )
-
-        if start_step == 0:
+        if start_step == 0 and par.is_main:
             write_plan(paths.plan, plan)
             publish_policy(
                 model,
@@ -187,8 +156,12 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                 0,
                 {"plan_id": plan.plan_id, "step": None, "init_model": str(init_dir)},
             )
+        module = par.wrap(model, optimizer, config)
+        if start_step > 0:
+            load_optimizer(paths, par, optimizer, scheduler, start_step, device)
         logger.info(
-            "plan %s: %d steps (%d per epoch, pool %d) x %d prompts x n=%d, max_staleness=%d",
+            "plan %s: %d steps (%d per epoch, pool %d) x %d prompts x n=%d, max_staleness=%d; "
+            "training: %s x%d on %s",
             plan.plan_id,
             plan.total_steps,
             plan.steps_per_epoch,
@@ -196,12 +169,17 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             plan.batch,
             plan.n,
             plan.max_staleness,
+            config.strategy,
+            par.world,
+            device,
         )
 
-        metrics = MetricsLogger(paths.logs("grpo"))
+        metrics = MetricsLogger(paths.logs("grpo")) if par.is_main else None
         for step in range(start_step, plan.total_steps):
             t_wait = time.perf_counter()
             folder = paths.rollout(step)
+            # every process waits on the volume itself: a collective would time out while a
+            # long generation step runs
             marker = wait_for(
                 lambda folder=folder: (
                     m
@@ -221,7 +199,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
 
             t_update = time.perf_counter()
             stats = train_step(
-                model,
+                module,
                 ref_model,
                 optimizer,
                 scheduler,
@@ -231,32 +209,26 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                 temperature=marker["temperature"],
                 max_new_tokens=marker["max_new_tokens"],
                 device=device,
+                par=par,
             )
             update_s = time.perf_counter() - t_update
 
             t_pub = time.perf_counter()
-            paths.grpo_state.mkdir(parents=True, exist_ok=True)
-            tmp_state = state_file.with_suffix(".tmp")
-            torch.save(
-                {
-                    "version": step + 1,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": torch.get_rng_state(),
-                },
-                tmp_state,
-            )
-            tmp_state.replace(state_file)
-            publish_policy(
-                model,
-                tokenizer,
-                paths,
-                step + 1,
-                {"plan_id": plan.plan_id, "step": step, "reward_mean": stats["reward/mean"]},
-            )
-            prune_policies(paths, config.keep_policies)
+            save_optimizer(paths, par, optimizer, scheduler, step + 1)
+            state = par.full_state_dict(model)  # collective under ZeRO-3
+            if par.is_main:
+                publish_policy(
+                    model,
+                    tokenizer,
+                    paths,
+                    step + 1,
+                    {"plan_id": plan.plan_id, "step": step, "reward_mean": stats["reward/mean"]},
+                    state_dict=state,
+                )
+                prune_policies(paths, config.keep_policies)
             publish_s = time.perf_counter() - t_pub
-
+            if metrics is None:
+                continue
             stats.update(
                 {
                     "time/wait_s": wait_s,
@@ -264,6 +236,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                     "time/publish_s": publish_s,
                     "rollout/policy_lag": step - marker["policy_version"],
                     "time/generate_s": marker["seconds"]["generate"],
+                    "time/policy_load_s": marker["seconds"].get("load", 0.0),
                 }
             )
             metrics.log(step, stats)
@@ -280,7 +253,101 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                 update_s,
                 wait_s,
             )
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
+        par.close()
+
+
+def choose_plan(
+    config: GrpoConfig, paths: RunPaths, train_file: Path, init_dir: Path, resume: bool
+) -> tuple[Plan, int, Path]:
+    """The plan to follow and where to start: the run's own plan from its newest published
+    policy on --resume, else a fresh plan from policy 0 = the starting model."""
+    from proactive_rl.shared.schedule import read_plan
+    from proactive_rl.shared.schemas import RL_DATA, read_table
+
+    train_rows = read_table(train_file, RL_DATA).num_rows
+    train_sha = sha256_file(train_file)
+    plan = read_plan(paths.plan) if resume and paths.plan.is_file() else None
+    published = [
+        v
+        for v, f in numbered_children(paths.policies)
+        if plan and is_stable(f) and read_marker(f).get("plan_id") == plan.plan_id
+    ]
+    if plan and published:
+        if (plan.train_rows, plan.train_sha256) != (train_rows, train_sha):
+            raise UserError(f"--resume: {train_file} changed since the run started; use --clean")
+        start_step = max(published)
+        logger.info("resuming plan %s at step %d", plan.plan_id, start_step)
+        return plan, start_step, paths.policy(start_step)
+    plan = Plan(
+        plan_id=uuid.uuid4().hex[:12],
+        train_rows=train_rows,
+        train_sha256=train_sha,
+        prompts_per_step=config.prompts_per_step,
+        n=config.n,
+        epochs=config.epochs,
+        seed=config.seed,
+        max_staleness=config.max_staleness,
+        max_steps=config.max_steps,
+        max_prompts=config.max_prompts,
+    )
+    if plan.total_steps == 0:
+        raise UserError("the plan has no steps: the train split is empty")
+    return plan, 0, init_dir
+
+
+def save_optimizer(paths: RunPaths, par, optimizer, scheduler, version: int) -> None:
+    """Optimizer + schedule state for --resume, as of policy `version`."""
+    import torch
+
+    if par.engine is not None:  # ZeRO: each process saves its partition (collective)
+        par.engine.save_checkpoint(str(paths.grpo_state / "deepspeed"), tag=f"v{version}")
+        par.barrier()
+        if par.is_main:
+            for old in (paths.grpo_state / "deepspeed").glob("v*"):
+                if old.name != f"v{version}":
+                    shutil.rmtree(old)
+    if not par.is_main:
+        return
+    paths.grpo_state.mkdir(parents=True, exist_ok=True)
+    state_file = paths.grpo_state / "optimizer.pt"
+    tmp_state = state_file.with_suffix(".tmp")
+    torch.save(
+        {
+            "version": version,
+            "optimizer": optimizer.state_dict() if par.engine is None else None,
+            "scheduler": scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+        },
+        tmp_state,
+    )
+    tmp_state.replace(state_file)
+
+
+def load_optimizer(paths: RunPaths, par, optimizer, scheduler, version: int, device) -> None:
+    import torch
+
+    state_file = paths.grpo_state / "optimizer.pt"
+    state = (
+        torch.load(state_file, map_location=device, weights_only=False)
+        if state_file.is_file()
+        else None
+    )
+    if state is None or state["version"] != version:
+        logger.warning("no optimizer state for policy version %d: starting it fresh", version)
+        return
+    if par.engine is not None:
+        par.engine.load_checkpoint(
+            str(paths.grpo_state / "deepspeed"),
+            tag=f"v{version}",
+            load_module_strict=False,
+            load_lr_scheduler_states=False,
+        )
+    else:
+        optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"].cpu())
 
 
 def check_rollouts(rows: list[dict[str, Any]], plan: Plan, step: int, folder: Path) -> None:

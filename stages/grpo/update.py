@@ -11,6 +11,7 @@ import torch
 
 from proactive_rl.grpo.config import GrpoConfig, LossConfig
 from proactive_rl.grpo.loss import Normalizer, group_advantages, policy_loss, token_logprobs
+from proactive_rl.parallel import Parallel
 
 
 @dataclass
@@ -54,17 +55,22 @@ def logprobs_of(
     temperature: float,
     micro_batch_size: int,
     device: torch.device,
+    micro_batches: int | None = None,
 ) -> list[torch.Tensor]:
-    """Per-response token logprobs under `model`, without gradients (1-D tensors on the CPU)."""
+    """Per-response token logprobs under `model`, without gradients (1-D tensors on the CPU).
+    `micro_batches` > the rows' own count adds forward passes whose results are dropped: under
+    ZeRO-3 every process must run as many forwards as the others."""
     out: list[torch.Tensor] = []
+    starts = list(range(0, len(rows), micro_batch_size))
     with torch.no_grad():
-        for i in range(0, len(rows), micro_batch_size):
-            chunk = rows[i : i + micro_batch_size]
+        for k in range(max(micro_batches or 0, len(starts))):
+            chunk = rows[starts[k] : starts[k] + micro_batch_size] if k < len(starts) else rows[:1]
             b = collate(chunk, device)
             lp, _ = token_logprobs(
                 model, b.ids, b.attn, b.response_start, b.response_len, temperature
             )
-            out += [lp[k, : len(r["response_ids"])].cpu() for k, r in enumerate(chunk)]
+            if k < len(starts):
+                out += [lp[i, : len(r["response_ids"])].cpu() for i, r in enumerate(chunk)]
     return out
 
 
@@ -96,18 +102,27 @@ def accumulate_gradients(
     device: torch.device,
     old: list[torch.Tensor] | None = None,
     is_weights: list[torch.Tensor] | None = None,
+    par: Parallel | None = None,
+    micro_batches: int | None = None,
 ) -> dict[str, float]:
     """Backward the loss of one mini-batch, micro-batch by micro-batch, into the .grad fields.
 
     `old` are the logprobs of the policy before this step's first update (None: the current
-    policy, i.e. ratio 1 in value); `keep` zeroes responses excluded from the loss. Returns the
-    mini-batch's loss statistics (each micro-batch contributes its share)."""
+    policy, i.e. ratio 1 in value); `keep` zeroes responses excluded from the loss. With several
+    processes (`par`), `rows` are this process's share and `norm` counts the whole mini-batch;
+    `micro_batches` pads with zero-loss passes so every process runs as many as the others.
+    Returns the mini-batch's loss statistics (each micro-batch contributes its share)."""
     totals: dict[str, float] = {}
-    for i in range(0, len(rows), micro_batch_size):
-        idx = list(range(i, min(i + micro_batch_size, len(rows))))
+    starts = list(range(0, len(rows), micro_batch_size))
+    count = max(micro_batches or 0, len(starts))
+    for k in range(count):
+        padding = k >= len(starts)
+        idx = (
+            [0] if padding else list(range(starts[k], min(starts[k] + micro_batch_size, len(rows))))
+        )
         chunk = [rows[j] for j in idx]
         b = collate(chunk, device)
-        mask = b.mask * keep[idx].unsqueeze(-1).to(device)
+        mask = b.mask * (0.0 if padding else keep[idx].unsqueeze(-1).to(device))
         logp, entropy = token_logprobs(
             model, b.ids, b.attn, b.response_start, b.response_len, temperature, with_entropy=True
         )
@@ -136,7 +151,10 @@ def accumulate_gradients(
             entropy=entropy,
             is_weights=weights,
         )
-        loss.backward()
+        if par is None:
+            loss.backward()
+        else:
+            par.backward(model, loss, last=k == count - 1)
         for name, value in stats.items():
             totals[name] = totals.get(name, 0.0) + float(value)
     return totals
@@ -153,10 +171,17 @@ def train_step(
     max_new_tokens: int,
     device: torch.device,
     n: int,
+    par: Parallel | None = None,
 ) -> dict[str, float]:
+    """One RL step. `model` is what forward passes go through (the DDP or DeepSpeed wrapper
+    when `par` spans several processes); every process gets all `rows` and trains its share."""
+    par = par or Parallel("single", device=device)
+    optimizer.zero_grad(set_to_none=True)
     cfg = config.loss
+    micro = config.micro_batch_size
     rewards = torch.tensor([r["reward"] for r in rows], dtype=torch.float64)
     group_ids = torch.tensor([r["group_id"] for r in rows])
+    # advantages need whole groups, so every process computes them for the whole step
     advantages, tie_frac = group_advantages(rewards, group_ids, cfg.scale_advantages, cfg.adv_eps)
     advantages = advantages.float()
     keep = torch.tensor(
@@ -167,49 +192,57 @@ def train_step(
     # Groups stay whole inside a mini-batch; rows arrive ordered by group.
     per_mini = config.mini_batch_prompts * n
     minis = [list(range(i, min(i + per_mini, len(rows)))) for i in range(0, len(rows), per_mini)]
+    # This process's rows of each mini-batch (a process without a group gets one row that
+    # counts for nothing, so it still joins the collective passes), and the pass count to pad to.
+    shares = []
+    for mini in minis:
+        mine = par.shard(rows, mini)
+        shares.append((mine or mini[:1], bool(mine), par.micro_batches(rows, mini, micro)))
+
     # pi_old must be frozen before the first update when a step makes several updates, and is
     # what the importance weights compare the sampler with.
     need_old = config.ppo_epochs > 1 or len(minis) > 1 or cfg.is_correction != "none"
-    old = (
-        logprobs_of(model, rows, temperature, config.micro_batch_size, device) if need_old else None
-    )
-    weights = (
-        importance_weights(old, sampler, cfg)
-        if old is not None and (cfg.is_correction != "none")
-        else None
-    )
+    old: dict[int, torch.Tensor] = {}
+    if need_old:
+        for mine, _, passes in shares:
+            lps = logprobs_of(model, [rows[j] for j in mine], temperature, micro, device, passes)
+            old.update(zip(mine, lps, strict=True))
+    weights: dict[int, torch.Tensor] = {}
+    if old and cfg.is_correction != "none":
+        order = sorted(old)
+        computed = importance_weights([old[j] for j in order], [sampler[j] for j in order], cfg)
+        weights = dict(zip(order, computed, strict=True))
 
     totals: dict[str, float] = {}
     grad_norms = []
     for _ in range(config.ppo_epochs):
-        for mini in minis:
+        for mini, (mine, real, passes) in zip(minis, shares, strict=True):
             norm = Normalizer(
                 tokens=float(sum(keep[j] * len(rows[j]["response_ids"]) for j in mini)),
                 sequences=float(sum(keep[j] for j in mini)),
                 max_len=float(max_new_tokens),
             )
-            optimizer.zero_grad(set_to_none=True)
             stats = accumulate_gradients(
                 model,
                 ref_model,
-                [rows[j] for j in mini],
-                advantages[mini],
-                keep[mini],
+                [rows[j] for j in mine],
+                advantages[mine],
+                keep[mine] if real else torch.zeros(len(mine)),
                 cfg,
                 norm,
                 temperature,
-                config.micro_batch_size,
+                micro,
                 device,
-                old=[old[j] for j in mini] if old is not None else None,
-                is_weights=[weights[j] for j in mini] if weights is not None else None,
+                old=[old[j] for j in mine] if old else None,
+                is_weights=[weights[j] for j in mine] if weights else None,
+                par=par,
+                micro_batches=passes,
             )
             for name, value in stats.items():
                 totals[f"loss/{name}"] = totals.get(f"loss/{name}", 0.0) + value
-            grad_norms.append(
-                float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
-            )
-            optimizer.step()
+            grad_norms.append(par.step(model, optimizer, config.grad_clip))
             scheduler.step()
+    totals = par.reduce(totals)  # each process holds its share of every mini-batch statistic
 
     updates = config.ppo_epochs * len(minis)
     lengths = [len(r["response_ids"]) for r in rows]
@@ -228,17 +261,29 @@ def train_step(
         "opt/updates": updates,
         **{name: value / updates for name, value in totals.items()},
     }
-    if old is not None:
-        diffs = torch.cat([(o - s).abs() for o, s in zip(old, sampler, strict=True)])
-        out["rollout/sampler_logprob_abs_diff"] = float(diffs.mean())
-    if weights is not None:
-        flat = torch.cat(weights)
+    real_rows = [j for mine, real, _ in shares if real for j in mine]
+    if old:
+        diffs = torch.cat([(old[j] - sampler[j]).abs() for j in real_rows] or [torch.zeros(0)])
+        summed = par.reduce({"sum": float(diffs.sum()), "count": float(diffs.numel())})
+        out["rollout/sampler_logprob_abs_diff"] = summed["sum"] / max(summed["count"], 1.0)
+    if weights:
+        flat = torch.cat([weights[j] for j in real_rows] or [torch.zeros(0)])
+        summed = par.reduce(
+            {
+                "sum": float(flat.sum()),
+                "count": float(flat.numel()),
+                "truncated": float((flat >= cfg.is_threshold).sum()),
+            }
+        )
+        low = par.reduce({"v": float(flat.min()) if flat.numel() else float("inf")}, "min")["v"]
+        high = par.reduce({"v": float(flat.max()) if flat.numel() else float("-inf")}, "max")["v"]
+        count = max(summed["count"], 1.0)
         out.update(
             {
-                "is/weight_mean": float(flat.mean()),
-                "is/weight_min": float(flat.min()),
-                "is/weight_max": float(flat.max()),
-                "is/truncated_frac": float((flat >= cfg.is_threshold).float().mean()),
+                "is/weight_mean": summed["sum"] / count,
+                "is/weight_min": low,
+                "is/weight_max": high,
+                "is/truncated_frac": summed["truncated"] / count,
             }
         )
     return out

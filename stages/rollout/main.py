@@ -157,10 +157,13 @@ def follow_plan(
             return False
         version, folder = found
         wait_s = time.perf_counter() - t_wait
+        load_s = 0.0
         if version != loaded_version:
+            t_load = time.perf_counter()
             backend.load(folder)
             tokenizer = AutoTokenizer.from_pretrained(folder)
             loaded_version = version
+            load_s = time.perf_counter() - t_load
 
         t_gen = time.perf_counter()
         rows = generate_step(
@@ -184,7 +187,8 @@ def follow_plan(
                 "groups": count // plan.n,
                 "n": plan.n,
                 "reward_mean": reward_mean,
-                "seconds": {"wait": wait_s, "generate": gen_s},
+                # load: reading a new policy into the engine (0 when the version was loaded)
+                "seconds": {"wait": wait_s, "load": load_s, "generate": gen_s},
                 # the trainer scores tokens under the same sampling distribution
                 "temperature": config.sampling.temperature,
                 "max_new_tokens": config.sampling.max_new_tokens,

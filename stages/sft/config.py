@@ -81,6 +81,19 @@ class SftConfig(StageConfig):
         description="Train on the first N conversations of data/processed/sft_train.jsonl (prep "
         "already sampled them at random); None = all of them.",
     )
+    strategy: Literal["single", "ddp", "zero2", "zero3"] = Field(
+        default="single",
+        description="How training spreads over this container's GPUs: one process; torch DDP; "
+        "DeepSpeed ZeRO-2 or ZeRO-3 (one process per GPU, relaunched under torchrun; the "
+        "published epochs are whole Hugging Face folders either way).",
+    )
+    num_processes: int | None = Field(
+        default=None, ge=1, description="Processes for ddp/zero* (None = one per visible GPU)."
+    )
+    cpu_offload: bool = Field(
+        default=False,
+        description="ZeRO: keep optimizer state in host memory (frees GPU memory, slower steps).",
+    )
     logging_steps: int = Field(
         default=1,
         ge=1,

@@ -12,6 +12,7 @@ Writes <run-dir>/sft/epoch_000001/ ... one Hugging Face folder per epoch (publis
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -81,7 +82,13 @@ def run(
     if config.max_samples is not None:
         conversations = conversations[: config.max_samples]
 
-    claim_outputs([paths.sft, paths.sft_trainer_state], "sft", resume, clean)
+    from proactive_rl.parallel import relaunch
+
+    relaunch(config.strategy, config.num_processes)  # ddp/zero*: this command, once per GPU
+    main = is_main_process(config.strategy)
+    if main:
+        claim_outputs([paths.sft, paths.sft_trainer_state], "sft", resume, clean)
+    wait_for_rank0(config.strategy)
     published_epochs = {n for n, _ in published(paths.sft, EPOCH_RE)}
     if all(epoch in published_epochs for epoch in range(1, config.epochs + 1)):
         # Only reachable with --resume: claim_outputs refused or emptied the folder otherwise.
@@ -91,10 +98,26 @@ def run(
             paths.sft,
         )
         return
-    save_config(paths.config("sft"), config)
+    if main:
+        save_config(paths.config("sft"), config)
 
-    with worker_status(paths.status("sft")):
+    # Only rank 0 writes to the volume (status heartbeat, published epochs, metrics).
+    with worker_status(paths.status("sft")) if main else contextlib.nullcontext():
         train(config, paths, conversations, published_epochs)
+
+
+def is_main_process(strategy: str) -> bool:
+    import os
+
+    return strategy == "single" or os.environ.get("RANK", "0") == "0"
+
+
+def wait_for_rank0(strategy: str) -> None:
+    """The other processes wait until rank 0 has claimed (maybe emptied) the outputs."""
+    if strategy != "single":
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
 
 
 def read_conversations(path: Path) -> list[dict[str, Any]]:
@@ -164,6 +187,8 @@ def train(
             "it (and rollout uses the same one), so use a chat/instruct model folder"
         )
 
+    from proactive_rl.parallel import trainer_deepspeed_config
+
     use_bf16 = config.precision == "bf16" or (
         config.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     )
@@ -196,6 +221,11 @@ def train(
         disable_tqdm=False,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        deepspeed=trainer_deepspeed_config(config.strategy, config.cpu_offload),
+        # several CPU processes (the CPU tests of strategy=ddp) talk over gloo
+        ddp_backend="gloo"
+        if config.strategy != "single" and not torch.cuda.is_available()
+        else None,
     )
     metrics = MetricsLogger(paths.logs("sft"))
     trainer = SFTTrainer(
@@ -217,7 +247,9 @@ def train(
             len(conversations),
             config.max_length,
         )
-    trainer.add_callback(epoch_callback(paths, tokenizer, metrics, config.base_model, samples))
+    publisher = epoch_callback(paths, tokenizer, metrics, config.base_model, samples)
+    publisher.trainer = trainer  # ZeRO-3 gathers the weights through it
+    trainer.add_callback(publisher)
     write_loss_mask_example(trainer, tokenizer, paths.logs("sft") / "loss_mask_example.json")
 
     # claim_outputs left state/sft empty unless --resume, so a checkpoint here is ours to continue.
@@ -261,6 +293,7 @@ def epoch_callback(
         def __init__(self) -> None:
             self.start = time.monotonic()
             self.epoch_losses: list[float] = []
+            self.trainer: Any = None
 
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
             numbers = {
@@ -279,6 +312,13 @@ def epoch_callback(
             # epoch is retrained on --resume (and republished), never lost.
             epoch = round(state.epoch)
             losses, self.epoch_losses = self.epoch_losses, []
+            weights = None
+            if self.trainer is not None and self.trainer.is_deepspeed_enabled:
+                # ZeRO-3 holds a slice of every weight per process: gather them (a collective,
+                # so every process calls it; rank 0 gets the whole model)
+                engine = self.trainer.model_wrapped
+                if engine.zero_optimization_stage() == 3:
+                    weights = self.trainer.accelerator.get_state_dict(engine)
             if not state.is_world_process_zero:
                 return
             final = paths.sft_epoch(epoch)
@@ -288,7 +328,7 @@ def epoch_callback(
             # generation, so its config gets it back.
             use_cache, model.config.use_cache = model.config.use_cache, True
             try:
-                model.save_pretrained(staging, safe_serialization=True)
+                model.save_pretrained(staging, safe_serialization=True, state_dict=weights)
             finally:
                 model.config.use_cache = use_cache
             tokenizer.save_pretrained(staging)  # tokenizer + chat_template.jinja

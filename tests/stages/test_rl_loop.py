@@ -26,7 +26,7 @@ def length_reward(prompt_str, responses, ground_truths, data_sources, extra_info
 """
 
 
-def run_rl(workdir, tiny_model, max_staleness: int) -> RunPaths:
+def run_rl(workdir, tiny_model, max_staleness: int, grpo_args: tuple[str, ...] = ()) -> RunPaths:
     proactive("prep", "--set", "max_rl_rows=12", "--set", "test_fraction=0.25", cwd=workdir)
     (workdir / "reward.py").write_text(USER_REWARD)
     run_dir = workdir / "checkpoints" / "run"
@@ -50,6 +50,7 @@ def run_rl(workdir, tiny_model, max_staleness: int) -> RunPaths:
         f"max_staleness={max_staleness}",
         "--set",
         "micro_batch_size=5",
+        *grpo_args,
         cwd=workdir,
     )
     rollout = start(
@@ -69,6 +70,7 @@ def run_rl(workdir, tiny_model, max_staleness: int) -> RunPaths:
     out_r, _ = rollout.communicate(timeout=600)
     assert grpo.returncode == 0, out_g
     assert rollout.returncode == 0, out_r
+    (run_dir / "grpo.log").write_text(out_g)
     return RunPaths(run_dir)
 
 
@@ -173,3 +175,27 @@ def test_one_step_off_policy(tmp_path, tiny_model, workdir):
     # step k may use any policy >= k - 1, and never a newer one than exists
     assert all(k - 1 <= v <= k for k, v in enumerate(versions))
     assert len(numbered_children(paths.policies)) == 4
+
+
+@pytest.mark.slow
+def test_ddp_strategy_relaunches_under_torchrun_and_one_process_writes(
+    tmp_path, tiny_model, workdir
+):
+    """strategy=ddp: `proactive grpo` re-executes itself under torchrun with 2 processes (gloo
+    on the CPU); the loop runs as with one process and only rank 0 writes to the volume."""
+    grpo_args = ("--set", "strategy=ddp", "--set", "num_processes=2")
+    paths = run_rl(workdir, tiny_model, max_staleness=0, grpo_args=grpo_args)
+    log = (paths.root / "grpo.log").read_text()
+    assert "training: ddp x2" in log
+    assert [v for v, _ in numbered_children(paths.policies)] == [0, 1, 2, 3]
+    for _, folder in numbered_children(paths.policies):
+        verify(folder)
+    lines = (paths.logs("grpo") / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [0, 1, 2]  # one writer, no duplicates
+    first = AutoModelForCausalLM.from_pretrained(paths.policy(0))
+    final = AutoModelForCausalLM.from_pretrained(paths.policy(3))
+    assert not all(
+        torch.equal(a, b) for a, b in zip(first.parameters(), final.parameters(), strict=True)
+    )
+    for line in lines:
+        assert json.loads(line)["rollout/sampler_logprob_abs_diff"] < 1e-4

@@ -260,3 +260,29 @@ def test_missing_prep_output_says_run_prep(tmp_path: Path) -> None:
     result = sft(tmp_path / "run", tmp_path / "empty")
     assert isinstance(result.exception, UserError)
     assert "proactive prep" in str(result.exception)
+
+
+@pytest.mark.slow
+def test_ddp_strategy_trains_in_two_processes_and_publishes_once(tmp_path: Path) -> None:
+    """strategy=ddp: `proactive sft` re-executes itself under torchrun (2 processes, gloo on
+    the CPU); the Trainer shards the data, rank 0 alone publishes each epoch and logs."""
+    from tests.conftest import proactive
+
+    data_dir, run_dir = tmp_path / "data", tmp_path / "run"
+    write_data(data_dir, [json.dumps(conversation(i)) for i in range(8)])
+    args = ["--set", "epochs=2", "--set", "strategy=ddp", "--set", "num_processes=2"]
+    proc = proactive(
+        "sft", "--run-dir", str(run_dir), "--data-dir", str(data_dir), *FAST, *args, cwd=tmp_path
+    )
+    paths = RunPaths(run_dir)
+    for epoch in (1, 2):
+        assert is_stable(paths.sft_epoch(epoch)), proc.stdout
+        assert read_marker(paths.sft_epoch(epoch))["epoch"] == epoch
+    assert not (run_dir / "sft" / "epoch_000003").exists()
+    # 8 conversations, batch 4 per process, 2 processes: one optimizer step per epoch
+    records = read_metrics(paths.logs("sft"))
+    steps = [r["step"] for r in records if "loss" in r]
+    assert steps == sorted(set(steps)) == [1, 2], records  # logged once, not once per process
+    base = state_dict(run_dir / "base_models" / "tiny")
+    final = state_dict(paths.sft_epoch(2))
+    assert any(not torch.equal(base[k], final[k]) for k in base)

@@ -1,0 +1,213 @@
+"""How the trainers (sft, grpo) spread over the GPUs of their container.
+
+strategy "single": one process (CPU or one GPU). "ddp": torch DistributedDataParallel, one
+process per GPU (or per CPU worker with gloo: how the CPU tests check the multi-process maths).
+"zero2"/"zero3": DeepSpeed ZeRO (optimizer state, gradients, and for zero3 the parameters
+partitioned over the processes; `cpu_offload` moves optimizer state to host memory).
+
+A stage relaunches itself under torchrun (`relaunch`) so `proactive sft|grpo` stays one command
+in compose. sft hands the strategy to the Trainer (`trainer_deepspeed_config`); for grpo,
+`Parallel` does the work: every process reads the whole step's rollouts (advantages need whole
+groups) and trains on its share of the groups; all processes run the same number of
+micro-batches, because DDP and ZeRO-3 synchronise inside forward/backward. Only rank 0 writes to
+the volume.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+STRATEGIES = ("single", "ddp", "zero2", "zero3")
+
+
+def relaunch(strategy: str, num_processes: int | None) -> None:
+    """Re-execute this command under torchrun, once, when a multi-process strategy is chosen."""
+    if strategy == "single" or "LOCAL_RANK" in os.environ:
+        return
+    count = num_processes or max(torch.cuda.device_count(), 1)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={count}",
+        "-m",
+        "proactive_rl.cli",
+        *sys.argv[1:],
+    ]
+    sys.stdout.flush()
+    os.execv(sys.executable, command)
+
+
+@dataclass
+class Parallel:
+    strategy: str
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    engine: Any = None  # the DeepSpeed engine (zero2/zero3)
+    ddp: Any = None  # the DDP wrapper (ddp)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def start(cls, strategy: str) -> Parallel:
+        cuda = torch.cuda.is_available()
+        if strategy == "single":
+            return cls(strategy, device=torch.device("cuda" if cuda else "cpu"))
+        if "LOCAL_RANK" not in os.environ:
+            raise RuntimeError(f"strategy {strategy} runs under torchrun (see relaunch)")
+        import torch.distributed as dist
+
+        local = int(os.environ["LOCAL_RANK"])
+        if cuda:
+            torch.cuda.set_device(local)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if cuda else "gloo")
+        device = torch.device("cuda", local) if cuda else torch.device("cpu")
+        return cls(strategy, dist.get_rank(), dist.get_world_size(), device)
+
+    def close(self) -> None:
+        """Leave the process group once every process is done (a clean torchrun exit)."""
+        if self.world > 1:
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+
+    # ------------------------------------------------------------------ collectives
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's value on every rank."""
+        if self.world == 1:
+            return value
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def reduce(self, values: dict[str, float], op: str = "sum") -> dict[str, float]:
+        """Sum (or min, max) each value over the processes."""
+        if self.world == 1 or not values:
+            return values
+        ops = {"sum": "SUM", "min": "MIN", "max": "MAX"}
+        keys = sorted(values)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t, op=getattr(torch.distributed.ReduceOp, ops[op]))
+        return dict(zip(keys, t.tolist(), strict=True))
+
+    def shard(self, rows: list[dict[str, Any]], indices: list[int]) -> list[int]:
+        """This process's share of `indices`: whole groups, dealt round-robin in order."""
+        groups = list(dict.fromkeys(rows[j]["group_id"] for j in indices))
+        mine = {g for i, g in enumerate(groups) if i % self.world == self.rank}
+        return [j for j in indices if rows[j]["group_id"] in mine]
+
+    def micro_batches(self, rows: list[dict[str, Any]], indices: list[int], size: int) -> int:
+        """The most micro-batches any process gets for `indices` (each computes it alike)."""
+        most = 0
+        for rank in range(self.world):
+            other = Parallel(self.strategy, rank, self.world, self.device)
+            most = max(most, -(-len(other.shard(rows, indices)) // size))
+        return most
+
+    # ------------------------------------------------------------------ the model
+    def wrap(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: Any):
+        """Returns the module to run forward passes through (DDP/DeepSpeed wrapper or model)."""
+        if self.strategy == "ddp":
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(model, device_ids=ids)
+            return self.ddp
+        if self.strategy in ("zero2", "zero3"):
+            import deepspeed
+
+            self.engine, *_ = deepspeed.initialize(
+                model=model, optimizer=optimizer, config=deepspeed_config(self.strategy, config)
+            )
+            return self.engine
+        return model
+
+    def backward(self, module: torch.nn.Module, loss: torch.Tensor, last: bool) -> None:
+        # DDP/ZeRO average gradients over processes; each process's loss is its share of the
+        # global mini-batch loss, so scaling by the world size makes the average the sum.
+        loss = loss * self.world
+        if self.engine is not None:
+            self.engine.set_gradient_accumulation_boundary(last)
+            self.engine.backward(loss)
+        elif self.ddp is not None and not last:
+            with self.ddp.no_sync():  # reduce once per mini-batch, not per micro-batch
+                loss.backward()
+        else:
+            loss.backward()
+
+    def step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, clip: float) -> float:
+        """Clip, step the optimizer; returns the global gradient norm before clipping."""
+        if self.engine is not None:
+            self.engine.step()  # clips (gradient_clipping in its config) and zeroes the grads
+            norm = self.engine.get_global_grad_norm()
+            return float(norm) if norm is not None else float("nan")
+        norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+        """The whole model's weights for publishing (collective under ZeRO-3: every rank calls
+        it; rank 0 gets the dict). None = save the module as it is."""
+        if self.strategy == "zero3":
+            return self.engine._zero3_consolidated_16bit_state_dict()
+        return None
+
+
+def deepspeed_config(strategy: str, config: Any) -> dict[str, Any]:
+    """ZeRO settings from the GRPO config; the optimizer and schedule stay ours (torch AdamW, so
+    nothing is JIT-compiled), gradient accumulation is driven per micro-batch by `backward`."""
+    zero: dict[str, Any] = {
+        "stage": 2 if strategy == "zero2" else 3,
+        "overlap_comm": True,
+        "contiguous_gradients": True,
+    }
+    if strategy == "zero3":
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    if config.cpu_offload:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    # offload runs our torch AdamW on the host instead of compiling DeepSpeed's CPU Adam
+    return {
+        "train_micro_batch_size_per_gpu": config.micro_batch_size,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": config.grad_clip,
+        "bf16": {"enabled": config.precision != "fp32"},
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def trainer_deepspeed_config(strategy: str, cpu_offload: bool) -> dict[str, Any] | None:
+    """The DeepSpeed config for the Hugging Face Trainer (sft); "auto" = the Trainer fills in
+    batch sizes, clipping and precision from its own arguments. None for single/ddp."""
+    if strategy not in ("zero2", "zero3"):
+        return None
+    zero: dict[str, Any] = {"stage": 2 if strategy == "zero2" else 3, "overlap_comm": True}
+    if strategy == "zero3":
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    if cpu_offload:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    return {
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "bf16": {"enabled": "auto"},
+        "zero_optimization": zero,
+        "zero_force_ds_cpu_optimizer": False,
+    }

@@ -1,0 +1,61 @@
+"""scripts/gpu_check.py (what `make gpu-check` runs on a CUDA machine) on the CPU with the tiny
+shape: the same stages, checks and figures, so the script cannot rot on machines without a GPU.
+On a GPU it runs with vLLM and the real Qwen3-0.6B layer shapes (see docs/gpu.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_the_pipeline_and_reports_figures(tmp_path):
+    workdir = tmp_path / "gpu-check"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "gpu_check.py"),
+            "--allow-cpu",
+            "--workdir",
+            str(workdir),
+            "--steps",
+            "2",
+            "--prompts",
+            "4",
+            "--n",
+            "4",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads((workdir / "gpu_check.json").read_text())
+    assert figures["problems"] == []
+    assert figures["shape"] == "tiny" and figures["backend"] == "transformers"
+    assert figures["parameters"] > 100_000
+    assert figures["rollout_tokens_per_s"] > 0 and figures["update_tokens_per_s"] > 0
+    assert figures["publish_policy_s"] > 0 and figures["reload_policy_s"] > 0
+    assert figures["mfu"] is None  # no peak FLOP/s for a CPU
+    assert figures["sampler_logprob_abs_diff"] < 1e-3
+    assert "gpu-check: passed" in proc.stdout
+
+
+def test_gpu_check_refuses_a_machine_without_cuda(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    assert "no CUDA GPU visible" in proc.stderr and "Traceback" not in proc.stderr
