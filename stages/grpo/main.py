@@ -214,7 +214,8 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             update_s = time.perf_counter() - t_update
 
             t_pub = time.perf_counter()
-            save_optimizer(paths, par, optimizer, scheduler, step + 1)
+            if (step + 1) % config.state_every_steps == 0 or step + 1 == plan.total_steps:
+                save_optimizer(paths, par, optimizer, scheduler, step + 1)
             state = par.full_state_dict(model)  # collective under ZeRO-3
             if par.is_main:
                 publish_policy(
