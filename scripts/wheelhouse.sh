@@ -31,9 +31,14 @@ fi
 quiet() { grep -v -e "is ignored: it is neither a file nor a directory" || true; }
 
 # Target the image's interpreter (Debian bookworm: CPython 3.11, glibc 2.36), not the host's.
-platform=(--only-binary=:all: --implementation cp --python-version 3.11 --abi cp311
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64
-    --platform manylinux2014_x86_64 --platform linux_x86_64)
+# Every manylinux level glibc 2.36 runs (pip does not infer older levels from one --platform);
+# some CUDA-side wheels (e.g. llguidance) exist only for 2_34+.
+platform=(--only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 --abi abi3
+    --abi none)
+for glibc in $(seq 36 -1 17); do
+    platform+=(--platform "manylinux_2_${glibc}_x86_64")
+done
+platform+=(--platform manylinux2014_x86_64 --platform linux_x86_64)
 sdists=(deepspeed)
 stamp="$(sha256sum "$lock" | cut -d' ' -f1)"
 if [ -f "$wheels/.lock-sha256" ] && [ "$(cat "$wheels/.lock-sha256")" = "$stamp" ]; then
