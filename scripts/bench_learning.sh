@@ -32,6 +32,9 @@ SFT_EPOCHS=${SFT_EPOCHS:-3}
 RL_POOL=${RL_POOL:-40}
 RL_EPOCHS=${RL_EPOCHS:-5}
 RL_PROMPTS=${RL_PROMPTS:-8}
+# Disk: a SmolLM2 policy folder is ~0.5 GB, so only the newest two are kept (the eval compares
+# the final one), and the optimizer state (~0.8 GB) is saved once per epoch.
+RL_STEPS_PER_EPOCH=$((RL_POOL / RL_PROMPTS))
 RL_N=${RL_N:-4}
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-96}
 EVAL_N=${EVAL_N:-4}
@@ -68,7 +71,8 @@ rl() {
     "$proactive" grpo --data-dir "$data" --run-dir "$run" \
         --set n="$RL_N" --set prompts_per_step="$RL_PROMPTS" --set max_prompts="$RL_POOL" \
         --set epochs="$RL_EPOCHS" --set mini_batch_prompts="$RL_PROMPTS" --set micro_batch_size=8 \
-        --set learning_rate="$RL_LR" --set min_learning_rate=2e-6 --set loss.is_correction=none &
+        --set learning_rate="$RL_LR" --set min_learning_rate=2e-6 --set loss.is_correction=none \
+        --set keep_policies=2 --set state_every_steps="$RL_STEPS_PER_EPOCH" &
     local grpo=$!
     "$proactive" rollout --data-dir "$data" --run-dir "$run" \
         --set sampling.max_new_tokens="$MAX_NEW_TOKENS" --set generation_batch_prompts=8 \
