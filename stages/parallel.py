@@ -26,7 +26,18 @@ STRATEGIES = ("single", "ddp", "zero2", "zero3")
 
 
 def relaunch(strategy: str, num_processes: int | None) -> None:
-    """Re-execute this command under torchrun, once, when a multi-process strategy is chosen."""
+    """Re-execute this command under torchrun, once, when a multi-process strategy is chosen.
+    A strategy that cannot run here is a UserError before anything starts."""
+    if strategy in ("zero2", "zero3"):
+        import importlib.util
+
+        from proactive_rl.shared.errors import UserError
+
+        if importlib.util.find_spec("deepspeed") is None or not torch.cuda.is_available():
+            raise UserError(
+                f"strategy={strategy} needs DeepSpeed and CUDA GPUs (the CUDA images: "
+                "FLAVOR=cuda); on a CPU use strategy=single or ddp"
+            )
     if strategy == "single" or "LOCAL_RANK" in os.environ:
         return
     count = num_processes or max(torch.cuda.device_count(), 1)

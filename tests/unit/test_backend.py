@@ -1,5 +1,6 @@
-"""Choosing the generation backend: 'auto' falls back to transformers where vLLM cannot run,
-and asking for vLLM there is a clear error instead of an import traceback."""
+"""Choosing engines: backend 'auto' falls back to transformers where vLLM cannot run, and
+asking for vLLM (or a DeepSpeed strategy) where it cannot run is a clear error instead of an
+import traceback."""
 
 from __future__ import annotations
 
@@ -28,3 +29,12 @@ def test_vllm_without_a_gpu_is_a_user_error():
 def test_vllm_usable_needs_cuda():
     if not torch.cuda.is_available():
         assert not vllm_usable()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+@pytest.mark.parametrize("strategy", ["zero2", "zero3"])
+def test_zero_strategies_without_a_gpu_are_a_user_error(strategy):
+    from proactive_rl.parallel import relaunch
+
+    with pytest.raises(UserError, match=f"strategy={strategy} needs DeepSpeed and CUDA GPUs"):
+        relaunch(strategy, None)
