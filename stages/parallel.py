@@ -86,7 +86,13 @@ class Parallel:
         return cls(strategy, dist.get_rank(), dist.get_world_size(), device)
 
     def close(self) -> None:
-        """Leave the process group once every process is done (a clean torchrun exit)."""
+        """Leave the process group once every process is done (a clean torchrun exit). The
+        DDP/DeepSpeed wrappers go first: a wrapper collected after its process group is gone
+        aborts the process at exit ("terminate called without an active exception")."""
+        import gc
+
+        self.ddp = self.engine = None
+        gc.collect()
         if self.world > 1:
             torch.distributed.barrier()
             torch.distributed.destroy_process_group()

@@ -256,6 +256,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             )
         if metrics is not None:
             metrics.close()
+        del module, optimizer  # the wrapper must not outlive the process group (Parallel.close)
         par.close()
 
 
