@@ -125,7 +125,10 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
         torch.manual_seed(config.seed)
         dtype = pick_dtype(config.precision)
         device = par.device
-        init_dir = resolve_init_model(config.init_model, paths)
+        # rank 0 materialises a builtin model (once); the others use the folder it made
+        init_dir = par.broadcast(
+            resolve_init_model(config.init_model, paths) if par.is_main else None
+        )
         plan, start_step, start_dir = par.broadcast(
             choose_plan(config, paths, train_file, init_dir, resume) if par.is_main else None
         )

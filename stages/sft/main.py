@@ -88,6 +88,11 @@ def run(
     main = is_main_process(config.strategy)
     if main:
         claim_outputs([paths.sft, paths.sft_trainer_state], "sft", resume, clean)
+        if config.strategy != "single":
+            # a builtin base model is built once, by rank 0, before the others look for it
+            from proactive_rl.models import resolve_base_model
+
+            resolve_base_model(config.base_model, paths.base_models)
     wait_for_rank0(config.strategy)
     published_epochs = {n for n, _ in published(paths.sft, EPOCH_RE)}
     if all(epoch in published_epochs for epoch in range(1, config.epochs + 1)):
