@@ -232,7 +232,8 @@ def train(
         if config.strategy != "single" and not torch.cuda.is_available()
         else None,
     )
-    metrics = MetricsLogger(paths.logs("sft"))
+    main = is_main_process(config.strategy)
+    metrics = MetricsLogger(paths.logs("sft")) if main else None  # rank 0 alone logs
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -255,7 +256,8 @@ def train(
     publisher = epoch_callback(paths, tokenizer, metrics, config.base_model, samples)
     publisher.trainer = trainer  # ZeRO-3 gathers the weights through it
     trainer.add_callback(publisher)
-    write_loss_mask_example(trainer, tokenizer, paths.logs("sft") / "loss_mask_example.json")
+    if main:
+        write_loss_mask_example(trainer, tokenizer, paths.logs("sft") / "loss_mask_example.json")
 
     # claim_outputs left state/sft empty unless --resume, so a checkpoint here is ours to continue.
     state_dir = paths.sft_trainer_state
@@ -273,7 +275,8 @@ def train(
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
     finally:
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
     logger.info("sft: done; models in %s", paths.sft)
 
 
@@ -288,7 +291,11 @@ def ensure_tags(model: Any, tokenizer: Any) -> None:
 
 
 def epoch_callback(
-    paths: RunPaths, tokenizer: Any, metrics: MetricsLogger, base_model: str, conversations: int
+    paths: RunPaths,
+    tokenizer: Any,
+    metrics: MetricsLogger | None,
+    base_model: str,
+    conversations: int,
 ) -> Any:
     """A TrainerCallback that mirrors every log to MetricsLogger and publishes a complete HF
     folder at the end of each epoch. Built here so transformers is only imported by run()."""
@@ -307,7 +314,7 @@ def epoch_callback(
                 if isinstance(v, (int, float)) and not isinstance(v, bool)
             }
             numbers["seconds"] = time.monotonic() - self.start
-            if state.is_world_process_zero:
+            if metrics is not None:
                 metrics.log(state.global_step, numbers)
             if "loss" in numbers:
                 self.epoch_losses.append(numbers["loss"])

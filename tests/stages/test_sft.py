@@ -283,6 +283,7 @@ def test_ddp_strategy_trains_in_two_processes_and_publishes_once(tmp_path: Path)
     records = read_metrics(paths.logs("sft"))
     steps = [r["step"] for r in records if "loss" in r]
     assert steps == sorted(set(steps)) == [1, 2], records  # logged once, not once per process
+    assert len(list(paths.logs("sft").glob("events.out.tfevents*"))) == 1
     base = state_dict(run_dir / "base_models" / "tiny")
     final = state_dict(paths.sft_epoch(2))
     assert any(not torch.equal(base[k], final[k]) for k in base)
