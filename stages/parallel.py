@@ -55,6 +55,18 @@ def relaunch(strategy: str, num_processes: int | None) -> None:
     os.execv(sys.executable, command)
 
 
+def leave_process_group() -> None:
+    """End of a multi-process stage: drop what still holds the process group (DDP/DeepSpeed
+    wrappers: one collected after the group is gone aborts the process at exit, "terminate
+    called without an active exception"), wait for every process, then leave the group."""
+    import gc
+
+    gc.collect()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 @dataclass
 class Parallel:
     strategy: str
@@ -89,13 +101,8 @@ class Parallel:
         """Leave the process group once every process is done (a clean torchrun exit). The
         DDP/DeepSpeed wrappers go first: a wrapper collected after its process group is gone
         aborts the process at exit ("terminate called without an active exception")."""
-        import gc
-
         self.ddp = self.engine = None
-        gc.collect()
-        if self.world > 1:
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
+        leave_process_group()
 
     # ------------------------------------------------------------------ collectives
     def barrier(self) -> None:

@@ -108,7 +108,11 @@ def run(
 
     # Only rank 0 writes to the volume (status heartbeat, published epochs, metrics).
     with worker_status(paths.status("sft")) if main else contextlib.nullcontext():
-        train(config, paths, conversations, published_epochs)
+        train(config, paths, conversations, published_epochs)  # its Trainer is freed on return
+    if config.strategy != "single":
+        from proactive_rl.parallel import leave_process_group
+
+        leave_process_group()
 
 
 def is_main_process(strategy: str) -> bool:
