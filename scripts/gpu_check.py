@@ -175,7 +175,6 @@ def main(workdir, shape, steps, prompts, n, max_new_tokens, allow_cpu) -> None:
     kl = json.loads((run / "configs" / "grpo.json").read_text())["loss"]["kl_coef"] > 0
     flops = upd_tokens * params * (6 + 2 + (2 if kl else 0))
     peak = next((v for k, v in PEAK_BF16.items() if k in device), None)
-    world = 1  # one trainer process (multi-GPU training: docs/gpu.md)
     figures = {
         "device": device,
         "shape": shape,
@@ -188,7 +187,7 @@ def main(workdir, shape, steps, prompts, n, max_new_tokens, allow_cpu) -> None:
         "sft_s": round(sft_s, 1),
         "rollout_tokens_per_s": round(resp_tokens / gen_s, 1),
         "update_tokens_per_s": round(upd_tokens / upd_s, 1),
-        "mfu": round(flops / upd_s / (peak * world), 4) if peak and gpu else None,
+        "mfu": round(flops / upd_s / peak, 4) if peak and gpu else None,  # one trainer process
         "publish_policy_s": round(sum(m["time/publish_s"] for m in later) / len(later), 2),
         "engine_start_s": round(metrics[0].get("time/policy_load_s", 0.0), 2),
         "reload_policy_s": round(

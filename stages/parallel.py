@@ -127,19 +127,19 @@ class Parallel:
         torch.distributed.all_reduce(t, op=getattr(torch.distributed.ReduceOp, ops[op]))
         return dict(zip(keys, t.tolist(), strict=True))
 
-    def shard(self, rows: list[dict[str, Any]], indices: list[int]) -> list[int]:
-        """This process's share of `indices`: whole groups, dealt round-robin in order."""
+    def shard(
+        self, rows: list[dict[str, Any]], indices: list[int], rank: int | None = None
+    ) -> list[int]:
+        """Process `rank`'s (default: this one's) share of `indices`: whole groups, dealt
+        round-robin in order."""
+        rank = self.rank if rank is None else rank
         groups = list(dict.fromkeys(rows[j]["group_id"] for j in indices))
-        mine = {g for i, g in enumerate(groups) if i % self.world == self.rank}
+        mine = {g for i, g in enumerate(groups) if i % self.world == rank}
         return [j for j in indices if rows[j]["group_id"] in mine]
 
     def micro_batches(self, rows: list[dict[str, Any]], indices: list[int], size: int) -> int:
         """The most micro-batches any process gets for `indices` (each computes it alike)."""
-        most = 0
-        for rank in range(self.world):
-            other = Parallel(self.strategy, rank, self.world, self.device)
-            most = max(most, -(-len(other.shard(rows, indices)) // size))
-        return most
+        return max(-(-len(self.shard(rows, indices, r)) // size) for r in range(self.world))
 
     # ------------------------------------------------------------------ the model
     def wrap(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: Any):

@@ -26,9 +26,9 @@ def test_vllm_without_a_gpu_is_a_user_error():
         make_backend("vllm", "auto", VllmConfig(), 64)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_vllm_usable_needs_cuda():
-    if not torch.cuda.is_available():
-        assert not vllm_usable()
+    assert not vllm_usable()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
