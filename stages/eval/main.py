@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -30,6 +30,9 @@ from proactive_rl.shared.publish import (
     staging_dir,
     write_json_atomic,
 )
+
+if TYPE_CHECKING:
+    from proactive_rl.rollout.backend import Backend
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     from proactive_rl.eval.checkpoints import resolve_checkpoints
     from proactive_rl.eval.metrics import bucket_table, by_category, calibration, summarize
     from proactive_rl.eval.report import acceptance, markdown, write_plots
-    from proactive_rl.rollout.backend import resolve_backend
+    from proactive_rl.rollout.backend import make_backend
     from proactive_rl.shared.metrics import MetricsLogger
     from proactive_rl.shared.rewards import load_reward
     from proactive_rl.shared.schemas import RL_DATA, read_table
@@ -65,7 +68,14 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
         logger.info("%s is already published: nothing to do", out_dir)
         return
     checkpoints = resolve_checkpoints(config.checkpoint_specs(), paths)
-    resolve_backend(config.backend)  # an engine that cannot run here fails now, not after a model
+    # one engine for every checkpoint (vLLM reloads weights in place); an engine that cannot
+    # run here fails now, not after a model
+    backend = make_backend(
+        config.backend,
+        config.precision,
+        config.vllm,
+        config.sampling.max_prompt_tokens + config.sampling.max_new_tokens,
+    )
     if config.plots and importlib.util.find_spec("matplotlib") is None:
         # found out now, not after sampling every checkpoint
         raise UserError("the plots need matplotlib: pip install matplotlib, or set plots=false")
@@ -93,7 +103,7 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     all_samples: list[dict[str, Any]] = []
     for index, ckpt in enumerate(checkpoints):
         started = time.perf_counter()
-        samples = sample_checkpoint(ckpt.label, ckpt.path, records, config, reward_fn)
+        samples = sample_checkpoint(ckpt.label, ckpt.path, records, config, reward_fn, backend)
         summary = summarize(samples)
         buckets = bucket_table(samples)
         cal = calibration(buckets)
@@ -125,6 +135,7 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             summary["mean_reward"],
         )
     metrics_log.close()
+    backend.close()
 
     report = {
         "name": config.name,
@@ -169,26 +180,17 @@ def sample_checkpoint(
     records: list[dict[str, Any]],
     config: EvalConfig,
     reward_fn: Any,
+    backend: Backend,
 ) -> list[dict[str, Any]]:
     """n graded samples per question from one model folder. The seeds depend only on the batch,
     so every checkpoint is sampled with the same random numbers."""
-    import gc
-
-    import torch
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
     from proactive_rl.eval.metrics import difficulty_bucket, grade, group_accuracy, tag_format
-    from proactive_rl.rollout.backend import make_backend
     from proactive_rl.shared.rewards import score_group
     from proactive_rl.shared.tags import parse_response
 
-    backend = make_backend(
-        config.backend,
-        config.precision,
-        config.vllm,
-        config.sampling.max_prompt_tokens + config.sampling.max_new_tokens,
-    )
     backend.load(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.chat_template is None:
@@ -242,11 +244,6 @@ def sample_checkpoint(
                         "reward": score,
                     }
                 )
-    # The next checkpoint gets the memory back (matters for 8B models on one GPU).
-    del backend
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
     accuracy = group_accuracy(samples)
     for s in samples:
         s["group_accuracy"] = accuracy[s["question_index"]]

@@ -27,6 +27,8 @@ class Backend(Protocol):
         self, prompts: list[list[int]], n: int, sampling: SamplingConfig, seed: int
     ) -> list[list[Sample]]: ...
 
+    def close(self) -> None: ...
+
 
 def pick_dtype(precision: str):  # -> torch.dtype
     import torch
@@ -55,6 +57,7 @@ class TransformersBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         torch.set_flush_denormal(True)  # CPU generation in fp32 slows 5-9x on denormals
+        self.close()  # the old policy goes before the new one loads: one copy in memory
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=self.dtype)
         self.model.to(self.device).eval()
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -65,6 +68,17 @@ class TransformersBackend:
         self.pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
         )
+
+    def close(self) -> None:
+        """Drop the model (a GPU's memory goes back to other work)."""
+        import gc
+
+        import torch
+
+        self.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def generate(
         self, prompts: list[list[int]], n: int, sampling: SamplingConfig, seed: int
@@ -114,10 +128,11 @@ class TransformersBackend:
 class VllmBackend:
     """vLLM's offline `LLM.generate`: n samples per prompt with the sampled tokens' logprobs.
 
-    The engine is built on the first `load`; every later `load` streams the new policy's
-    safetensors into the running engine (`PolicyLoader.load_policy`, run on each worker through
-    `collective_rpc`) and resets the prefix cache, whose entries were computed by the old
-    weights. No engine restart, no second copy of the model in GPU memory.
+    The engine is built on the first `load`; every later `load` has each worker reload the new
+    policy's safetensors in place (vLLM's own `reload_weights`, through `collective_rpc`: the
+    weights are copied into the existing parameters, so CUDA graphs, compiled kernels and the KV
+    cache survive) and resets the prefix cache, whose entries were computed by the old weights.
+    No engine restart, no second copy of the model in GPU memory.
     """
 
     def __init__(self, precision: str, settings: VllmConfig, max_len: int) -> None:
@@ -126,29 +141,79 @@ class VllmBackend:
         self.max_len = settings.max_model_len or max_len
         self.llm = None
         self.loaded: Path | None = None
+        self.shape: dict[str, object] = {}
 
     def load(self, model_dir: Path) -> None:
+        shape = model_shape(model_dir)
+        if self.llm is not None and shape != self.shape:
+            # another architecture (eval comparing unrelated models): weights cannot be copied
+            # into this engine's parameters, so it is shut down and a new one started
+            self.close()
         if self.llm is None:
-            import torch
             from vllm import LLM
 
-            self.llm = LLM(
-                model=str(model_dir),
-                dtype="bfloat16" if pick_dtype(self.precision) == torch.bfloat16 else "float32",
-                tensor_parallel_size=self.settings.tensor_parallel_size,
-                gpu_memory_utilization=self.settings.gpu_memory_utilization,
-                enforce_eager=self.settings.enforce_eager,
-                enable_prefix_caching=self.settings.enable_prefix_caching,
-                max_model_len=self.max_len,
-                # logprobs of softmax(logits / temperature), what the trainer scores (with
-                # top_p/top_k they are of the truncated distribution: documented in grpo.md)
-                logprobs_mode="processed_logprobs",
-                worker_extension_cls="proactive_rl.rollout.vllm_worker.PolicyLoader",
-            )
+            self.llm = LLM(**self.engine_args(model_dir))
         else:
-            self.llm.collective_rpc("load_policy", args=(str(model_dir),))
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_dir)})
             self.llm.reset_prefix_cache()
         self.loaded = model_dir
+        self.shape = shape
+
+    def close(self) -> None:
+        """Shut the engine's processes down and give their GPU memory back."""
+        import gc
+
+        import torch
+
+        if self.llm is None:
+            return
+        self.llm.llm_engine.engine_core.shutdown()
+        self.llm = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def engine_args(self, model_dir: Path) -> dict[str, object]:
+        """`vllm.LLM` keyword arguments for a policy folder."""
+        import torch
+
+        return {
+            "model": str(model_dir),
+            "dtype": "bfloat16" if pick_dtype(self.precision) == torch.bfloat16 else "float32",
+            "tensor_parallel_size": self.settings.tensor_parallel_size,
+            "gpu_memory_utilization": self.settings.gpu_memory_utilization,
+            "enforce_eager": self.settings.enforce_eager,
+            "enable_prefix_caching": self.settings.enable_prefix_caching,
+            "max_model_len": self.max_len,
+            # logprobs of softmax(logits / temperature), what the trainer scores (with
+            # top_p/top_k they are of the truncated distribution: documented in grpo.md)
+            "logprobs_mode": "processed_logprobs",
+        }
+
+    @staticmethod
+    def request_args(
+        count: int, n: int, sampling: SamplingConfig, seed: int
+    ) -> list[dict[str, object]]:
+        """`vllm.SamplingParams` keyword arguments for `count` prompts of one batch."""
+        import random
+
+        # vLLM seeds sample j of a request with its seed + j: spread the requests' seeds so no
+        # two samples of a batch share a random stream (seed + i would)
+        rng = random.Random(seed)
+        seeds = [rng.getrandbits(31) for _ in range(count)]
+        return [
+            {
+                "n": n,
+                "temperature": sampling.temperature,
+                "top_p": sampling.top_p,
+                "top_k": sampling.top_k if sampling.top_k > 0 else 0,  # 0: no top-k
+                "max_tokens": sampling.max_new_tokens,
+                "logprobs": 0,  # the sampled token's own logprob
+                "seed": request_seed,
+                "detokenize": False,  # the stage decodes what it keeps; vLLM's text is unused
+            }
+            for request_seed in seeds
+        ]
 
     def generate(
         self, prompts: list[list[int]], n: int, sampling: SamplingConfig, seed: int
@@ -158,18 +223,7 @@ class VllmBackend:
         assert self.llm is not None, "load() a policy first"
         outputs = self.llm.generate(
             [{"prompt_token_ids": ids} for ids in prompts],
-            [
-                SamplingParams(
-                    n=n,
-                    temperature=sampling.temperature,
-                    top_p=sampling.top_p,
-                    top_k=sampling.top_k if sampling.top_k > 0 else -1,
-                    max_tokens=sampling.max_new_tokens,
-                    logprobs=0,  # the sampled token's own logprob
-                    seed=seed + i,
-                )
-                for i in range(len(prompts))
-            ],
+            [SamplingParams(**args) for args in self.request_args(len(prompts), n, sampling, seed)],
             use_tqdm=False,
         )
         groups: list[list[Sample]] = []
@@ -184,6 +238,18 @@ class VllmBackend:
                 group.append(Sample(tokens, logprobs, finish))
             groups.append(group)
         return groups
+
+
+# config.json keys that do not change the parameters' names or shapes
+_NOT_SHAPE = {"_name_or_path", "torch_dtype", "dtype", "transformers_version", "use_cache"}
+
+
+def model_shape(model_dir: Path) -> dict[str, object]:
+    """What must match for a folder's weights to load into an engine built from another."""
+    import json
+
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    return {k: v for k, v in config.items() if k not in _NOT_SHAPE}
 
 
 def vllm_usable() -> bool:

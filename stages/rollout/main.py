@@ -85,6 +85,7 @@ def run(config: RolloutConfig, run_dir: Path, data_dir: Path, resume: bool, clea
         # is abandoned as soon as the new one appears, so the worker follows the current plan.
         while not follow_plan(config, paths, data_dir, started, reward_fn, backend):
             logger.info("the plan changed (grpo started over): following the new plan")
+    backend.close()
 
 
 def wait_plan(config: RolloutConfig, paths: RunPaths, started: float):
