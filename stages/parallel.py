@@ -3,7 +3,9 @@
 strategy "single": one process (CPU or one GPU). "ddp": torch DistributedDataParallel, one
 process per GPU (or per CPU worker with gloo: how the CPU tests check the multi-process maths).
 "zero2"/"zero3": DeepSpeed ZeRO (optimizer state, gradients, and for zero3 the parameters
-partitioned over the processes; `cpu_offload` moves optimizer state to host memory).
+partitioned over the processes; `cpu_offload` moves optimizer state to host memory). Without a
+GPU DeepSpeed runs on its CPU accelerator over gloo: slow, but the same code, which is how the
+ZeRO paths are tested on machines without GPUs.
 
 A stage relaunches itself under torchrun (`relaunch`) so `proactive sft|grpo` stays one command
 in compose. sft hands the strategy to the Trainer (`trainer_deepspeed_config`); for grpo,
@@ -33,11 +35,23 @@ def relaunch(strategy: str, num_processes: int | None) -> None:
 
         from proactive_rl.shared.errors import UserError
 
-        if importlib.util.find_spec("deepspeed") is None or not torch.cuda.is_available():
+        if importlib.util.find_spec("deepspeed") is None:
             raise UserError(
-                f"strategy={strategy} needs DeepSpeed and CUDA GPUs (the CUDA images: "
-                "FLAVOR=cuda); on a CPU use strategy=single or ddp"
+                f"strategy={strategy} needs DeepSpeed, a dependency of proactive-rl that is "
+                "missing here (make install, or the images, install it); or use "
+                "strategy=single or ddp"
             )
+        if not torch.cuda.is_available():
+            import shutil
+
+            if shutil.which("c++") is None:
+                raise UserError(
+                    f"strategy={strategy} without a GPU runs DeepSpeed on its CPU accelerator, "
+                    "which compiles a shared-memory op on first use and needs a C++ compiler "
+                    "(apt-get install g++ python3-dev); or use strategy=single or ddp"
+                )
+            # DeepSpeed would guess the CPU too, with a warning in every process
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if strategy == "single" or "LOCAL_RANK" in os.environ:
         return
     count = num_processes or max(torch.cuda.device_count(), 1)
@@ -153,8 +167,11 @@ class Parallel:
         if self.strategy in ("zero2", "zero3"):
             import deepspeed
 
+            bf16 = next(model.parameters()).dtype == torch.bfloat16  # the precision chosen
             self.engine, *_ = deepspeed.initialize(
-                model=model, optimizer=optimizer, config=deepspeed_config(self.strategy, config)
+                model=model,
+                optimizer=optimizer,
+                config=deepspeed_config(self.strategy, config, bf16),
             )
             return self.engine
         return model
@@ -191,7 +208,7 @@ class Parallel:
         return None
 
 
-def deepspeed_config(strategy: str, config: Any) -> dict[str, Any]:
+def deepspeed_config(strategy: str, config: Any, bf16: bool) -> dict[str, Any]:
     """ZeRO settings from the GRPO config; the optimizer and schedule stay ours (torch AdamW, so
     nothing is JIT-compiled), gradient accumulation is driven per micro-batch by `backward`."""
     zero: dict[str, Any] = {
@@ -208,7 +225,7 @@ def deepspeed_config(strategy: str, config: Any) -> dict[str, Any]:
         "train_micro_batch_size_per_gpu": config.micro_batch_size,
         "gradient_accumulation_steps": 1,
         "gradient_clipping": config.grad_clip,
-        "bf16": {"enabled": config.precision != "fp32"},
+        "bf16": {"enabled": bf16},
         "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,
         "zero_force_ds_cpu_optimizer": False,

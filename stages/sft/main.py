@@ -165,6 +165,22 @@ def read_conversations(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def checkpointing_option(enabled: bool) -> dict[str, bool]:
+    """transformers 5.24 (CPU lock) renamed `gradient_checkpointing` to
+    `activation_checkpointing`; 5.20 (the CUDA lock: vLLM bounds it) has only the old name."""
+    import dataclasses
+
+    from trl import SFTConfig
+
+    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    key = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in names
+        else "gradient_checkpointing"
+    )
+    return {key: enabled}
+
+
 def train(
     config: SftConfig,
     paths: RunPaths,
@@ -215,7 +231,7 @@ def train(
         bf16=use_bf16,
         # Without it the Trainer refuses bf16 on a machine without a GPU (CPU autocast works).
         use_cpu=not torch.cuda.is_available(),
-        activation_checkpointing=config.gradient_checkpointing,  # the new name of the option
+        **checkpointing_option(config.gradient_checkpointing),
         seed=config.seed,
         data_seed=config.seed,
         # Prompt/completion rows: labels are -100 on the prompt (the system and user turns).
@@ -275,7 +291,15 @@ def train(
             state_dir,
             sorted(published),
         )
-    logger.info("sft: %d conversations, %d epochs, bf16=%s", samples, config.epochs, use_bf16)
+    logger.info(
+        "sft: %d conversations, %d epochs, bf16=%s; training: %s x%d%s",
+        samples,
+        config.epochs,
+        use_bf16,
+        config.strategy,
+        args.world_size,
+        " (DeepSpeed)" if trainer.is_deepspeed_enabled else "",
+    )
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
     finally:

@@ -1,8 +1,10 @@
 """Choosing engines: backend 'auto' falls back to transformers where vLLM cannot run, and
-asking for vLLM (or a DeepSpeed strategy) where it cannot run is a clear error instead of an
-import traceback."""
+asking for vLLM, or for a DeepSpeed strategy, where it cannot run is a clear error instead of an
+import or compiler traceback."""
 
 from __future__ import annotations
+
+import importlib.util
 
 import pytest
 import torch
@@ -31,10 +33,22 @@ def test_vllm_usable_needs_cuda():
     assert not vllm_usable()
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 @pytest.mark.parametrize("strategy", ["zero2", "zero3"])
-def test_zero_strategies_without_a_gpu_are_a_user_error(strategy):
+def test_zero_strategies_without_deepspeed_are_a_user_error(strategy, monkeypatch):
     from proactive_rl.parallel import relaunch
 
-    with pytest.raises(UserError, match=f"strategy={strategy} needs DeepSpeed and CUDA GPUs"):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name)
+    )
+    with pytest.raises(UserError, match=f"strategy={strategy} needs DeepSpeed, a dependency"):
         relaunch(strategy, None)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_zero_on_a_cpu_without_a_compiler_is_a_user_error(monkeypatch):
+    from proactive_rl.parallel import relaunch
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(UserError, match="needs a C\\+\\+ compiler"):
+        relaunch("zero2", None)
