@@ -45,8 +45,9 @@ def rollout_rows(vocab: int, groups: int = 5, seed: int = 0) -> list[dict]:
     return rows
 
 
-def config() -> GrpoConfig:
+def config(cpu_offload: bool = False) -> GrpoConfig:
     return GrpoConfig(
+        cpu_offload=cpu_offload,
         n=N,
         mini_batch_prompts=2,  # 5 groups -> mini-batches of 2, 2, 1 groups: uneven shards
         micro_batch_size=3,
@@ -57,7 +58,13 @@ def config() -> GrpoConfig:
 
 
 def one_step(
-    model_dir: str, rank: int, world: int, out: str, port: int, strategy: str = "ddp"
+    model_dir: str,
+    rank: int,
+    world: int,
+    out: str,
+    port: int,
+    strategy: str = "ddp",
+    cpu_offload: bool = False,
 ) -> None:
     if world > 1:
         os.environ.update(
@@ -68,7 +75,7 @@ def one_step(
             MASTER_PORT=str(port),
         )
     torch.manual_seed(0)
-    cfg = config()
+    cfg = config(cpu_offload)
     par = Parallel.start(strategy if world > 1 else "single")
     # float64 shows the maths is exact; DeepSpeed's ZeRO keeps float32 (or bf16) partitions
     dtype = torch.float32 if strategy.startswith("zero") else torch.float64
@@ -101,11 +108,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spread_step(model_dir, world: int, out, strategy: str) -> None:
+def spread_step(model_dir, world: int, out, strategy: str, cpu_offload: bool = False) -> None:
     port = free_port()
     ctx = mp.get_context("spawn")
     procs = [
-        ctx.Process(target=one_step, args=(model_dir, r, world, str(out), port, strategy))
+        ctx.Process(
+            target=one_step,
+            args=(model_dir, r, world, str(out), port, strategy, cpu_offload),
+        )
         for r in range(world)
     ]
     for p in procs:
@@ -142,11 +152,15 @@ def test_ddp_processes_make_the_same_update_as_one(tiny_model, tmp_path, world):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["zero2", "zero3"])
-def test_zero_processes_make_the_same_update_as_one(tiny_model, tmp_path, strategy, monkeypatch):
+@pytest.mark.parametrize(
+    ("strategy", "cpu_offload"), [("zero2", False), ("zero3", False), ("zero3", True)]
+)
+def test_zero_processes_make_the_same_update_as_one(
+    tiny_model, tmp_path, strategy, cpu_offload, monkeypatch
+):
     monkeypatch.setenv("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
     one_step(str(tiny_model), 0, 1, str(tmp_path / "single.pt"), 0, strategy)
-    spread_step(str(tiny_model), 2, tmp_path / "zero.pt", strategy)
+    spread_step(str(tiny_model), 2, tmp_path / "zero.pt", strategy, cpu_offload)
     original = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     compare(
         torch.load(tmp_path / "single.pt"),
