@@ -11,7 +11,8 @@ Layout (docs/contract.md has the full contract):
       base_models/                 materialised builtin models
       sft/epoch_000001/            HF model folder per epoch
       policies/plan.json           the RL schedule (written by grpo)
-      policies/step_000000/        policy version N (HF folder); version 0 = starting model
+      policies/step_000000/        policy version N (HF folder, or a LoRA adapter folder whose
+                                   adapter_config.json names its base); version 0 = starting model
       rollouts/step_000000/        rollouts.parquet for RL step N
       eval/<name>/                 report.json, report.md, samples.jsonl, *.png
       logs/<stage>/                metrics.jsonl + tensorboard events
@@ -19,6 +20,8 @@ Layout (docs/contract.md has the full contract):
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,28 @@ def step_name(step: int) -> str:
 
 def epoch_name(epoch: int) -> str:
     return f"epoch_{epoch:06d}"
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def adapter_base(folder: Path) -> Path | None:
+    """The base model of a LoRA adapter folder (None: `folder` is a whole model). The adapter
+    names it relative to itself, so a run directory can be moved or mounted elsewhere."""
+    config = Path(folder) / ADAPTER_CONFIG
+    if not config.is_file():
+        return None
+    base = Path(json.loads(config.read_text())["base_model_name_or_path"])
+    return base if base.is_absolute() else (Path(folder) / base).resolve()
+
+
+def relative_base(base: Path, adapter: Path) -> str:
+    """How an adapter published at `adapter` names `base` (relative when both are on one
+    volume, e.g. the run's SFT epoch; absolute otherwise)."""
+    try:
+        return os.path.relpath(Path(base).resolve(), Path(adapter).resolve())
+    except ValueError:  # another drive (Windows)
+        return str(Path(base).resolve())
 
 
 def numbered_children(parent: Path, pattern: re.Pattern[str] = STEP_RE) -> list[tuple[int, Path]]:

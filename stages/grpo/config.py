@@ -43,6 +43,31 @@ class LossConfig(StageConfig):
     mask_truncated: bool = Field(False, description="Give responses cut at max_new_tokens no loss.")
 
 
+class LoraSettings(StageConfig):
+    enabled: bool = Field(
+        False,
+        description="Train a LoRA adapter on the frozen starting model instead of every weight: "
+        "each policy version is published as a small adapter folder (vLLM loads it as a new "
+        "adapter, no weight reload) and the KL reference is the model with the adapter off.",
+    )
+    rank: int = Field(16, ge=1, le=512, description="LoRA rank r.")
+    alpha: float = Field(32.0, gt=0, description="LoRA scaling alpha (the update is alpha/r).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ],  # fmt: skip
+        min_length=1,
+        description="Linear layers that get adapters (names inside the model).",
+    )
+
+
 class GrpoConfig(StageConfig):
     init_model: str = Field(
         "sft",
@@ -105,6 +130,7 @@ class GrpoConfig(StageConfig):
         "Under ZeRO it is ~12 bytes per parameter (96 GB for 8B): save it less often there. "
         "--resume from a policy newer than the state restarts the optimizer (with a warning).",
     )
+    lora: LoraSettings = Field(default_factory=LoraSettings)
     keep_policies: int | None = Field(
         None, ge=1, description="Keep only the newest N policy folders (None = keep all)."
     )

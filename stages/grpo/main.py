@@ -43,7 +43,8 @@ logger = logging.getLogger(__name__)
 @click.command(
     help="GRPO trainer worker: publish the RL plan and policy version 0, then for each step "
     "wait for <run-dir>/rollouts/step_N, update the policy and publish "
-    "<run-dir>/policies/step_{N+1} (a Hugging Face safetensors folder). Runs beside "
+    "<run-dir>/policies/step_{N+1} (a Hugging Face safetensors folder, or with lora.enabled a "
+    "LoRA adapter folder). Runs beside "
     "`proactive rollout`; metrics in <run-dir>/logs/grpo (tensorboard + metrics.jsonl).",
     epilog="\b\nConfig fields (--set key=value, dotted for nested):\n" + describe(GrpoConfig),
 )
@@ -70,15 +71,24 @@ def resolve_init_model(spec: str, paths: RunPaths) -> Path:
 
 
 def publish_policy(
-    model, tokenizer, paths: RunPaths, version: int, meta: dict[str, Any], state_dict=None
+    model,
+    tokenizer,
+    paths: RunPaths,
+    version: int,
+    meta: dict[str, Any],
+    init_dir: Path,
+    state_dict=None,
 ) -> float:
-    """Save a complete Hugging Face folder (the consolidated weights under ZeRO-3) and publish
-    it; vLLM and transformers load it as it is."""
+    """Save a complete Hugging Face folder (the consolidated weights under ZeRO-3), or a LoRA
+    adapter naming its base, and publish it; vLLM and transformers load it as it is."""
+    from proactive_rl.grpo.policy import save_policy
+
     start = time.perf_counter()
-    staging = staging_dir(paths.policy(version))
-    model.save_pretrained(staging, safe_serialization=True, state_dict=state_dict)
+    final = paths.policy(version)
+    staging = staging_dir(final)
+    save_policy(model, staging, final, init_dir, state_dict)
     tokenizer.save_pretrained(staging)
-    publish_dir(staging, paths.policy(version), {"version": version, **meta})
+    publish_dir(staging, final, {"version": version, **meta})
     return time.perf_counter() - start
 
 
@@ -99,8 +109,9 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     import contextlib
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    from proactive_rl.grpo.policy import build_policy, reference_model
     from proactive_rl.grpo.update import train_step
     from proactive_rl.parallel import Parallel, relaunch
     from proactive_rl.rollout.backend import pick_dtype
@@ -134,20 +145,18 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
         )
 
         tokenizer = AutoTokenizer.from_pretrained(start_dir)
-        model = AutoModelForCausalLM.from_pretrained(start_dir, dtype=dtype).to(device)
+        model = build_policy(config, start_dir, init_dir, dtype).to(device)
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.train()
-        ref_model = None
-        if config.loss.kl_coef > 0:
-            # a full copy per process (not partitioned): a forward-only model in bf16
-            ref_model = AutoModelForCausalLM.from_pretrained(init_dir, dtype=dtype).to(device)
-            ref_model.eval().requires_grad_(False)
+        ref_model = reference_model(config, model, init_dir, dtype, device)
 
         mini_batches = math.ceil(plan.batch / config.mini_batch_prompts)
         total_updates = plan.total_steps * config.ppo_epochs * mini_batches
         optimizer = torch.optim.AdamW(
-            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+            [p for p in model.parameters() if p.requires_grad],  # LoRA: the adapter alone
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config, total_updates))
         if start_step == 0 and par.is_main:
@@ -158,13 +167,16 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                 paths,
                 0,
                 {"plan_id": plan.plan_id, "step": None, "init_model": str(init_dir)},
+                init_dir,
             )
-        module = par.wrap(model, optimizer, config)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        module = par.wrap(model, optimizer, config)  # ZeRO-3 partitions: count before
         if start_step > 0:
             load_optimizer(paths, par, optimizer, scheduler, start_step, device)
         logger.info(
             "plan %s: %d steps (%d per epoch, pool %d) x %d prompts x n=%d, max_staleness=%d; "
-            "training: %s x%d on %s",
+            "training: %s x%d on %s, %s of %s weights trainable%s",
             plan.plan_id,
             plan.total_steps,
             plan.steps_per_epoch,
@@ -175,6 +187,9 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             config.strategy,
             par.world,
             device,
+            f"{trainable:,}",
+            f"{total:,}",
+            f" (LoRA r={config.lora.rank})" if config.lora.enabled else "",
         )
 
         metrics = MetricsLogger(paths.logs("grpo")) if par.is_main else None
@@ -227,6 +242,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                     paths,
                     step + 1,
                     {"plan_id": plan.plan_id, "step": step, "reward_mean": stats["reward/mean"]},
+                    init_dir,
                     state_dict=state,
                 )
                 prune_policies(paths, config.keep_policies)

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from proactive_rl.rollout.config import SamplingConfig, VllmConfig
 from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.paths import adapter_base
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,20 @@ def pick_dtype(precision: str):  # -> torch.dtype
     return torch.float32
 
 
+def load_causal_lm(folder: Path, dtype):  # -> PreTrainedModel
+    """A policy folder as one plain model: a whole model as it is, a LoRA adapter merged into
+    its base (so generation costs what the base costs)."""
+    from transformers import AutoModelForCausalLM
+
+    base = adapter_base(folder)
+    if base is None:
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    from peft import PeftModel
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    return PeftModel.from_pretrained(model, folder).merge_and_unload()
+
+
 class TransformersBackend:
     """`model.generate` with sampling; logprobs recomputed from the returned raw logits."""
 
@@ -54,11 +69,11 @@ class TransformersBackend:
 
     def load(self, model_dir: Path) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         torch.set_flush_denormal(True)  # CPU generation in fp32 slows 5-9x on denormals
         self.close()  # the old policy goes before the new one loads: one copy in memory
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=self.dtype)
+        self.model = load_causal_lm(model_dir, self.dtype)
         self.model.to(self.device).eval()
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         eos = self.model.generation_config.eos_token_id
@@ -132,7 +147,9 @@ class VllmBackend:
     policy's safetensors in place (vLLM's own `reload_weights`, through `collective_rpc`: the
     weights are copied into the existing parameters, so CUDA graphs, compiled kernels and the KV
     cache survive) and resets the prefix cache, whose entries were computed by the old weights.
-    No engine restart, no second copy of the model in GPU memory.
+    No engine restart, no second copy of the model in GPU memory. A LoRA policy (an adapter
+    folder) leaves the base weights alone: each version is a new adapter the engine loads from
+    the folder on its first request.
     """
 
     def __init__(self, precision: str, settings: VllmConfig, max_len: int) -> None:
@@ -141,22 +158,35 @@ class VllmBackend:
         self.max_len = settings.max_model_len or max_len
         self.llm = None
         self.loaded: Path | None = None
+        self.weights: Path | None = None  # the folder the engine's own weights came from
         self.shape: dict[str, object] = {}
+        self.lora = None  # the LoRARequest of the loaded adapter policy
+        self.adapters = 0
 
     def load(self, model_dir: Path) -> None:
-        shape = model_shape(model_dir)
+        base = adapter_base(model_dir)
+        weights = base or Path(model_dir)
+        rank = lora_rank(model_dir) if base is not None else None
+        shape = {**model_shape(weights), "lora_rank": rank}
         if self.llm is not None and shape != self.shape:
-            # another architecture (eval comparing unrelated models): weights cannot be copied
-            # into this engine's parameters, so it is shut down and a new one started
+            # another architecture (eval comparing unrelated models) or LoRA settings: weights
+            # cannot be copied into this engine, so it is shut down and a new one started
             self.close()
         if self.llm is None:
             from vllm import LLM
 
-            self.llm = LLM(**self.engine_args(model_dir))
-        else:
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_dir)})
+            self.llm = LLM(**self.engine_args(weights, rank))
+        elif weights != self.weights:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(weights)})
             self.llm.reset_prefix_cache()
-        self.loaded = model_dir
+        self.lora = None
+        if base is not None:
+            from vllm.lora.request import LoRARequest
+
+            self.adapters += 1  # a new id per version: vLLM caches adapters by id
+            self.lora = LoRARequest(f"policy-{self.adapters}", self.adapters, str(model_dir))
+        self.loaded = Path(model_dir)
+        self.weights = weights
         self.shape = shape
 
     def close(self) -> None:
@@ -168,15 +198,23 @@ class VllmBackend:
         if self.llm is None:
             return
         self.llm.llm_engine.engine_core.shutdown()
-        self.llm = None
+        self.llm = self.weights = self.lora = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def engine_args(self, model_dir: Path) -> dict[str, object]:
-        """`vllm.LLM` keyword arguments for a policy folder."""
+    def engine_args(self, model_dir: Path, lora_rank: int | None = None) -> dict[str, object]:
+        """`vllm.LLM` keyword arguments for a model folder (with LoRA adapters up to a rank)."""
         import torch
 
+        lora: dict[str, object] = {}
+        if lora_rank is not None:
+            supported = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's max_lora_rank values
+            lora = {
+                "enable_lora": True,
+                "max_lora_rank": next(r for r in supported if r >= lora_rank),
+                "max_loras": 1,  # one policy version at a time
+            }
         return {
             "model": str(model_dir),
             "dtype": "bfloat16" if pick_dtype(self.precision) == torch.bfloat16 else "float32",
@@ -188,6 +226,7 @@ class VllmBackend:
             # logprobs of softmax(logits / temperature), what the trainer scores (with
             # top_p/top_k they are of the truncated distribution: documented in grpo.md)
             "logprobs_mode": "processed_logprobs",
+            **lora,
         }
 
     @staticmethod
@@ -225,6 +264,7 @@ class VllmBackend:
             [{"prompt_token_ids": ids} for ids in prompts],
             [SamplingParams(**args) for args in self.request_args(len(prompts), n, sampling, seed)],
             use_tqdm=False,
+            lora_request=self.lora,
         )
         groups: list[list[Sample]] = []
         for request in outputs:
@@ -242,6 +282,12 @@ class VllmBackend:
 
 # config.json keys that do not change the parameters' names or shapes
 _NOT_SHAPE = {"_name_or_path", "torch_dtype", "dtype", "transformers_version", "use_cache"}
+
+
+def lora_rank(adapter_dir: Path) -> int:
+    import json
+
+    return int(json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"])
 
 
 def model_shape(model_dir: Path) -> dict[str, object]:

@@ -1,0 +1,112 @@
+"""The model the GRPO trainer updates, its KL reference, and how a policy version is saved:
+either every weight of the starting model (the default), or a LoRA adapter on the frozen
+starting model (`lora.enabled`), published as a small adapter folder that names its base."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from proactive_rl.grpo.config import GrpoConfig
+from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.paths import adapter_base, relative_base
+
+
+def build_policy(
+    config: GrpoConfig, start_dir: Path, init_dir: Path, dtype: torch.dtype
+) -> torch.nn.Module:
+    """The trainable policy as of `start_dir` (the starting model, or the policy --resume
+    continues from)."""
+    from transformers import AutoModelForCausalLM
+
+    resumed_adapter = adapter_base(start_dir) is not None
+    if not config.lora.enabled:
+        if resumed_adapter:
+            raise UserError(
+                f"{start_dir} is a LoRA adapter: this run trains with lora.enabled=true "
+                "(set it again to --resume, or start over with --clean)"
+            )
+        return AutoModelForCausalLM.from_pretrained(start_dir, dtype=dtype)
+
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if start_dir != init_dir and not resumed_adapter:
+        raise UserError(
+            f"{start_dir} is a whole model: this run trained every weight (lora.enabled=false); "
+            "set it again to --resume, or start over with --clean"
+        )
+    base = AutoModelForCausalLM.from_pretrained(init_dir, dtype=dtype)
+    if resumed_adapter:
+        model = PeftModel.from_pretrained(base, start_dir, is_trainable=True)
+    else:
+        lora = config.lora
+        model = get_peft_model(
+            base,
+            LoraConfig(
+                r=lora.rank,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=lora.target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
+    if config.gradient_checkpointing:
+        # the frozen embeddings' output needs a grad for checkpointed layers to backpropagate
+        model.enable_input_require_grads()
+    return model
+
+
+def is_adapter(model: torch.nn.Module) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+class AdapterOff(torch.nn.Module):
+    """The KL reference of a LoRA policy: the same module with its adapter disabled, i.e. the
+    frozen starting model, without a second copy of its weights."""
+
+    def __init__(self, policy: torch.nn.Module) -> None:
+        super().__init__()
+        self._policy = [policy]  # a list: not registered as a submodule (no second .parameters())
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        policy = self._policy[0]
+        with policy.disable_adapter():
+            return policy(*args, **kwargs)
+
+
+def reference_model(
+    config: GrpoConfig, policy: torch.nn.Module, init_dir: Path, dtype: torch.dtype, device
+) -> torch.nn.Module | None:
+    """The frozen model the KL penalty compares with (None without a KL penalty)."""
+    if config.loss.kl_coef <= 0:
+        return None
+    if is_adapter(policy):
+        return AdapterOff(policy)
+    from transformers import AutoModelForCausalLM
+
+    # a full copy per process (not partitioned): a forward-only model in the training dtype
+    ref = AutoModelForCausalLM.from_pretrained(init_dir, dtype=dtype).to(device)
+    return ref.eval().requires_grad_(False)
+
+
+def save_policy(
+    model: torch.nn.Module,
+    folder: Path,
+    final: Path,
+    init_dir: Path,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Write a policy version into `folder` (staging for `final`): a whole Hugging Face folder,
+    or for LoRA the adapter alone, naming its base relative to `final`."""
+    if not is_adapter(model):
+        model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
+        return
+    model.peft_config["default"].base_model_name_or_path = relative_base(init_dir, final)
+    # save_embedding_layers=False: peft's "auto" may look the base model up on the Hub
+    model.save_pretrained(
+        folder, safe_serialization=True, state_dict=state_dict, save_embedding_layers=False
+    )
