@@ -57,6 +57,7 @@ bench-learning: $(VENV)/.installed ## SmolLM2-135M: SFT -> GRPO -> eval on CPU (
 
 # Needs a CUDA GPU and the CUDA lock from PyPI (or PIP_FIND_LINKS=.build/cuda/wheelhouse
 # PIP_NO_INDEX=1 after `FLAVOR=cuda scripts/wheelhouse.sh`); no Docker, no model download.
+# GPU_CHECK_ARGS="--lora" checks LoRA mode; "--shape qwen3-1.7b" the bigger shape.
 gpu-check: ## On a CUDA machine: SFT + vLLM rollout + GRPO on a random Qwen3-0.6B-shaped model, throughput/MFU, gpu tests
 	$(MAKE) install FLAVOR=cuda
 	.venv-cuda/bin/python scripts/gpu_check.py $(GPU_CHECK_ARGS)

@@ -6,7 +6,8 @@
 
 It looks at the run directory from the outside (no proactive_rl imports), the way a user would:
 every rollout file holds whole groups of n, the last policy loads with
-AutoModelForCausalLM.from_pretrained, and every eval report is a JSON object. Exit 1 on failure.
+AutoModelForCausalLM.from_pretrained (a LoRA policy: on its base, with peft), and every eval
+report is a JSON object. Exit 1 on failure.
 """
 
 from __future__ import annotations
@@ -51,7 +52,16 @@ def check(run: Path, n: int | None) -> list[str]:
     if policies:
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(policies[-1])
+        adapter = policies[-1] / "adapter_config.json"
+        if adapter.is_file():  # a LoRA policy: its base is named relative to the adapter
+            from peft import PeftModel
+
+            base = policies[-1] / json.loads(adapter.read_text())["base_model_name_or_path"]
+            model = PeftModel.from_pretrained(
+                AutoModelForCausalLM.from_pretrained(base.resolve()), policies[-1]
+            )
+        else:
+            model = AutoModelForCausalLM.from_pretrained(policies[-1])
         count = sum(p.numel() for p in model.parameters())
         print(f"check_run: {policies[-1]} loads: {type(model).__name__}, {count:,} parameters")
     else:

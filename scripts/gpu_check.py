@@ -7,7 +7,7 @@ installed, else transformers). The outputs are checked and the figures printed a
 <workdir>/gpu_check.json: rollout tokens/s, update tokens/s and MFU, the seconds to publish a
 policy and to load it into the rollout engine.
 
-Usage: python scripts/gpu_check.py [--shape qwen3-0.6b|qwen3-1.7b|tiny] [--steps 3]
+Usage: python scripts/gpu_check.py [--shape qwen3-0.6b|qwen3-1.7b|tiny] [--steps 3] [--lora]
        (--allow-cpu runs the same checks on a CPU with the tiny shape: how CI keeps this script
        working on machines without a GPU)
 """
@@ -49,8 +49,9 @@ def read_jsonl(path: Path) -> list[dict]:
 @click.option("--prompts", default=16, show_default=True, help="Prompts per GRPO step.")
 @click.option("--n", default=8, show_default=True, help="Responses per prompt.")
 @click.option("--max-new-tokens", default=256, show_default=True)
+@click.option("--lora", is_flag=True, help="GRPO in LoRA mode (adapters as policy versions).")
 @click.option("--allow-cpu", is_flag=True, help="Run without a GPU (tiny shape, CI).")
-def main(workdir, shape, steps, prompts, n, max_new_tokens, allow_cpu) -> None:
+def main(workdir, shape, steps, prompts, n, max_new_tokens, lora, allow_cpu) -> None:
     import torch
 
     from proactive_rl.models import SHAPES, build_tiny_model
@@ -68,6 +69,7 @@ def main(workdir, shape, steps, prompts, n, max_new_tokens, allow_cpu) -> None:
     click.echo(
         f"gpu-check: {device} x{torch.cuda.device_count() if gpu else 0}, "
         f"torch {torch.__version__}, model {shape}, rollout backend {backend}"
+        + (", LoRA" if lora else "")
     )
 
     shutil.rmtree(workdir, ignore_errors=True)
@@ -122,6 +124,7 @@ def main(workdir, shape, steps, prompts, n, max_new_tokens, allow_cpu) -> None:
         f"gradient_checkpointing={str(gpu).lower()}",
         "--set",
         "micro_batch_size=8",
+        *(("--set", "lora.enabled=true", "--set", "lora.rank=16") if lora else ()),
         cwd=REPO,
     )
     rollout = proactive(
@@ -145,8 +148,11 @@ def main(workdir, shape, steps, prompts, n, max_new_tokens, allow_cpu) -> None:
     problems = []
     if len(metrics) != steps:
         problems.append(f"{len(metrics)} GRPO steps logged, expected {steps}")
-    if not (RunPaths(run).policy(steps) / "STABLE.json").is_file():
+    last = RunPaths(run).policy(steps)
+    if not (last / "STABLE.json").is_file():
         problems.append(f"policy {steps} was not published")
+    elif lora != (last / "adapter_model.safetensors").is_file():
+        problems.append(f"policy {steps} is {'not ' if lora else ''}a LoRA adapter")
     for m in metrics:
         for key in ("reward/mean", "opt/grad_norm", "loss/pg_loss"):
             if m.get(key) is None or not math.isfinite(m[key]):
@@ -171,15 +177,17 @@ def main(workdir, shape, steps, prompts, n, max_new_tokens, allow_cpu) -> None:
         upd_tokens += sum(len(r["prompt_ids"]) + len(r["response_ids"]) for r in table)
         gen_s += m["time/generate_s"]
         upd_s += m["time/update_s"]
-    # trained tokens cost 6N; each extra forward (old logprobs; the KL reference) 2N
+    # trained tokens cost 6N (LoRA: 4N, no weight gradients of the frozen base); each extra
+    # forward (old logprobs; the KL reference) 2N
     kl = json.loads((run / "configs" / "grpo.json").read_text())["loss"]["kl_coef"] > 0
-    flops = upd_tokens * params * (6 + 2 + (2 if kl else 0))
+    flops = upd_tokens * params * ((4 if lora else 6) + 2 + (2 if kl else 0))
     peak = next((v for k, v in PEAK_BF16.items() if k in device), None)
     figures = {
         "device": device,
         "shape": shape,
         "parameters": params,
         "backend": backend,
+        "lora": lora,
         "steps": steps,
         "prompts_x_n": f"{prompts}x{n}",
         "max_new_tokens": tokens,

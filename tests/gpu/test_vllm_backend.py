@@ -125,3 +125,47 @@ def test_vllm_seeds_make_sampling_reproducible(small_qwen3):
     tokens = lambda gs: [s.token_ids for g in gs for s in g]  # noqa: E731
     assert tokens(first) == tokens(again)
     assert tokens(first) != tokens(other)
+
+
+def test_vllm_samples_lora_policies_as_adapters(small_qwen3, tmp_path):
+    """LoRA mode: the engine keeps the base weights and each policy version is a new adapter;
+    the sampler's logprobs are those of the adapted model, not the base."""
+    from proactive_rl.grpo.config import GrpoConfig
+    from proactive_rl.grpo.policy import build_policy, save_policy
+    from proactive_rl.rollout.backend import VllmBackend, load_causal_lm
+    from proactive_rl.rollout.config import SamplingConfig, VllmConfig
+
+    policy = build_policy(
+        GrpoConfig(lora={"enabled": True, "rank": 16}), small_qwen3, small_qwen3, torch.bfloat16
+    )
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    folder = tmp_path / "policies" / "step_000001"
+    save_policy(policy, folder, folder, small_qwen3)
+
+    def merged_logprobs(prompts, groups):
+        from proactive_rl.grpo.update import logprobs_of
+
+        model = load_causal_lm(folder, torch.bfloat16).cuda()
+        rows = [
+            {"prompt_ids": p, "response_ids": s.token_ids}
+            for p, g in zip(prompts, groups, strict=True)
+            for s in g
+        ]
+        out = logprobs_of(model, rows, 1.0, 8, torch.device("cuda"))
+        del model
+        torch.cuda.empty_cache()
+        return out
+
+    backend = VllmBackend("bf16", VllmConfig(gpu_memory_utilization=0.3, enforce_eager=True), 512)
+    backend.load(folder)
+    assert backend.lora is not None
+    prompts = prompts_of(small_qwen3)
+    groups = backend.generate(prompts, 4, SamplingConfig(temperature=1.0, max_new_tokens=24), 0)
+    _, base = trainer_logprobs(small_qwen3, prompts, groups, 1.0)
+    adapted = merged_logprobs(prompts, groups)
+    assert mean_abs_diff(groups, adapted) < 0.05
+    assert mean_abs_diff(groups, adapted) < mean_abs_diff(groups, base) / 2
+    backend.close()

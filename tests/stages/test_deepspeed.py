@@ -72,3 +72,38 @@ def test_sft_and_grpo_with_zero(workdir, tiny_model, strategy, processes):
     lines = [json.loads(x) for x in (paths.logs("grpo") / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [0, 1]
     assert all(x["opt/grad_norm"] > 0 for x in lines)
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "zero3"])
+def test_grpo_lora_over_processes_publishes_adapters(workdir, strategy):
+    """LoRA under DDP and ZeRO-3 (the adapter gathered from the partitions for publishing)."""
+    from proactive_rl.rollout.backend import load_causal_lm
+    from proactive_rl.shared.paths import adapter_base
+
+    run = workdir / "checkpoints" / "run"
+    common = ["--run-dir", str(run)]
+    proactive("prep", "--set", "max_rl_rows=24", cwd=workdir)
+    grpo = start(
+        "grpo", *common, "--set", "init_model=builtin:tiny", "--set", "max_steps=2",
+        "--set", "prompts_per_step=4", "--set", "n=4", "--set", "learning_rate=1e-2",
+        "--set", "loss.entropy_coef=0.1", "--set", "lora.enabled=true", "--set", "lora.rank=4",
+        "--set", f"strategy={strategy}", "--set", "num_processes=2", cwd=workdir,
+    )  # fmt: skip
+    rollout = start(
+        "rollout", *common, "--set", "sampling.max_new_tokens=16", "--set", "backend=transformers",
+        cwd=workdir,
+    )  # fmt: skip
+    out_r, _ = rollout.communicate(timeout=900)
+    out_g, _ = grpo.communicate(timeout=900)
+    assert rollout.returncode == 0, out_r
+    assert grpo.returncode == 0, out_g
+    assert f"training: {strategy} x2" in out_g and "(LoRA r=4)" in out_g
+    paths = RunPaths(run)
+    for version in (0, 1, 2):
+        verify(paths.policy(version))
+        assert (paths.policy(version) / "adapter_model.safetensors").is_file()
+    base = AutoModelForCausalLM.from_pretrained(adapter_base(paths.policy(2)), dtype=torch.float32)
+    last = load_causal_lm(paths.policy(2), torch.float32)
+    ids = torch.tensor([[5, 9, 14, 3, 7]])
+    with torch.no_grad():
+        assert (last(input_ids=ids).logits - base(input_ids=ids).logits).abs().max() > 1e-4

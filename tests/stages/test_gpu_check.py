@@ -14,7 +14,8 @@ from tests.conftest import REPO
 
 
 @pytest.mark.slow
-def test_gpu_check_runs_the_pipeline_and_reports_figures(tmp_path):
+@pytest.mark.parametrize("lora", [False, True])
+def test_gpu_check_runs_the_pipeline_and_reports_figures(tmp_path, lora):
     workdir = tmp_path / "gpu-check"
     proc = subprocess.run(
         [
@@ -29,6 +30,7 @@ def test_gpu_check_runs_the_pipeline_and_reports_figures(tmp_path):
             "4",
             "--n",
             "4",
+            *(["--lora"] if lora else []),
         ],
         cwd=REPO,
         capture_output=True,
@@ -39,6 +41,7 @@ def test_gpu_check_runs_the_pipeline_and_reports_figures(tmp_path):
     figures = json.loads((workdir / "gpu_check.json").read_text())
     assert figures["problems"] == []
     assert figures["shape"] == "tiny" and figures["backend"] == "transformers"
+    assert figures["lora"] is lora
     assert figures["parameters"] > 100_000
     assert figures["rollout_tokens_per_s"] > 0 and figures["update_tokens_per_s"] > 0
     assert figures["publish_policy_s"] > 0 and figures["reload_policy_s"] > 0

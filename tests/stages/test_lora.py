@@ -133,5 +133,5 @@ def test_eval_reads_adapter_policies(lora_run):
         "--set", "sampling.max_new_tokens=8", "--set", "checkpoints=base,final",
         "--set", "plots=false", cwd=workdir,
     )  # fmt: skip
-    report = json.loads(RunPaths(paths.root).eval_report("default").read_text())
+    report = json.loads(RunPaths(paths.root).eval_report("report").read_text())
     assert [c["spec"] for c in report["checkpoints"]] == ["base", "final"]

@@ -32,6 +32,22 @@ def test_engine_args_are_vllm_engine_args(backend, tmp_path):
     assert args["tensor_parallel_size"] == 2 and args["max_model_len"] == 2048
 
 
+def test_lora_engine_args_and_requests_are_vllm_ones(backend, tmp_path):
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.lora.request import LoRARequest
+
+    args = backend.engine_args(tmp_path, lora_rank=12)
+    assert set(args) <= {f.name for f in dataclasses.fields(EngineArgs)}
+    assert args["max_lora_rank"] in vllm.config.lora.MaxLoRARanks.__args__
+    request = LoRARequest("policy-3", 3, str(tmp_path))
+    assert (request.lora_name, request.lora_int_id, request.lora_path) == (
+        "policy-3",
+        3,
+        str(tmp_path),
+    )
+    assert "lora_request" in inspect.signature(vllm.LLM.generate).parameters
+
+
 def test_request_args_make_valid_sampling_params():
     from vllm import SamplingParams
 
@@ -65,3 +81,25 @@ def test_the_model_runner_reloads_in_place_from_a_path():
 
     params = inspect.signature(GPUModelRunner.reload_weights).parameters
     assert "weights_path" in params
+
+
+def test_published_adapters_pass_vllms_own_checks(tiny_model, tmp_path):
+    """A LoRA policy as grpo publishes it is an adapter vLLM accepts (its PEFT checks: rank,
+    no bias, no DoRA, no saved modules), with the engine's max_lora_rank."""
+    import torch
+    from vllm.config.lora import LoRAConfig
+    from vllm.lora.peft_helper import PEFTHelper
+
+    from proactive_rl.grpo.config import GrpoConfig
+    from proactive_rl.grpo.policy import build_policy, save_policy
+    from proactive_rl.rollout.backend import VllmBackend, lora_rank
+    from proactive_rl.rollout.config import VllmConfig
+
+    config = GrpoConfig(lora={"enabled": True, "rank": 12})
+    policy = build_policy(config, tiny_model, tiny_model, torch.float32)
+    folder = tmp_path / "policies" / "step_000001"
+    save_policy(policy, folder, folder, tiny_model)
+    engine = VllmBackend("bf16", VllmConfig(), 512).engine_args(tiny_model, lora_rank(folder))
+    helper = PEFTHelper.from_local_dir(str(folder), max_position_embeddings=512)
+    helper.validate_legal(LoRAConfig(max_lora_rank=engine["max_lora_rank"]))
+    assert helper.r == 12 and set(helper.target_modules) == set(config.lora.target_modules)

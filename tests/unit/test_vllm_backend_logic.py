@@ -54,8 +54,8 @@ class StandInLLM:
     def reset_prefix_cache(self):
         self.calls.append(("reset_prefix_cache",))
 
-    def generate(self, prompts, params, use_tqdm):
-        self.calls.append(("generate", prompts, params))
+    def generate(self, prompts, params, use_tqdm, lora_request=None):
+        self.calls.append(("generate", prompts, params, lora_request))
         answers = []
         for prompt, p in zip(prompts, params, strict=True):
             first = prompt["prompt_token_ids"][0]
@@ -79,7 +79,12 @@ def engines(monkeypatch):
     fake = types.ModuleType("vllm")
     fake.LLM = llm
     fake.SamplingParams = dict  # the backend's keyword arguments, as given
+    lora = types.ModuleType("vllm.lora")
+    request = types.ModuleType("vllm.lora.request")
+    request.LoRARequest = lambda name, id_, path: (name, id_, path)
     monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setitem(sys.modules, "vllm.lora", lora)
+    monkeypatch.setitem(sys.modules, "vllm.lora.request", request)
     return made
 
 
@@ -125,7 +130,8 @@ def test_outputs_become_samples_with_the_sampled_tokens_logprobs(engines, tmp_pa
     ]
     assert all(s.logprobs == [-0.5, -1.5] for g in groups for s in g)
     assert [s.finish_reason for s in groups[0]] == ["length", "stop", "stop"]
-    _, prompts, params = engines[0].calls[-1]
+    _, prompts, params, lora = engines[0].calls[-1]
+    assert lora is None
     assert prompts == [{"prompt_token_ids": [10, 11]}, {"prompt_token_ids": [20]}]
     assert params == VllmBackend.request_args(2, 3, sampling, 4)
 
@@ -147,3 +153,33 @@ def test_model_shape_ignores_bookkeeping_but_not_sizes(tmp_path):
     a = model_shape(model_folder(tmp_path / "a"))
     assert a == model_shape(model_folder(tmp_path / "b", dtype="float32"))
     assert a != model_shape(model_folder(tmp_path / "c", hidden=32))
+
+
+def adapter_folder(path, base, rank=4):
+    path.mkdir(parents=True)
+    config = {"base_model_name_or_path": str(base), "r": rank, "peft_type": "LORA"}
+    (path / "adapter_config.json").write_text(json.dumps(config))
+    return path
+
+
+def test_lora_policies_are_new_adapters_on_an_unchanged_engine(engines, tmp_path):
+    base = model_folder(tmp_path / "base")
+    backend = VllmBackend("bf16", VllmConfig(), 1024)
+    backend.load(adapter_folder(tmp_path / "policies" / "step_0", "../../base", rank=12))
+    assert len(engines) == 1
+    args = engines[0].kwargs
+    assert args["model"] == str(base.resolve())  # the engine holds the base weights
+    assert args["enable_lora"] is True and args["max_lora_rank"] == 16  # vLLM's next size up
+    assert args["max_loras"] == 1
+    first = backend.lora
+    assert first == ("policy-1", 1, str(tmp_path / "policies" / "step_0"))
+
+    backend.load(adapter_folder(tmp_path / "policies" / "step_1", "../../base", rank=12))
+    assert len(engines) == 1 and engines[0].calls == []  # no weight reload, no restart
+    assert backend.lora == ("policy-2", 2, str(tmp_path / "policies" / "step_1"))
+    backend.generate([[10]], 2, SamplingConfig(), seed=0)
+    assert engines[0].calls[-1][3] == backend.lora  # sampled with the newest adapter
+
+    backend.load(base)  # a whole model: another engine (no LoRA), no adapter on requests
+    assert len(engines) == 2 and engines[0].shut_down
+    assert "enable_lora" not in engines[1].kwargs and backend.lora is None
