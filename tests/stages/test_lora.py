@@ -85,13 +85,17 @@ def test_the_run_moves_with_its_adapters(lora_run, tmp_path):
     )
 
 
-def test_resume_refuses_to_continue_adapters_as_a_whole_model(lora_run):
+def test_resume_continues_adapters_and_refuses_a_whole_model(lora_run):
     workdir, paths = lora_run
     common = ["--run-dir", str(paths.root), "--set", "init_model=builtin:tiny"]
     full = proactive("grpo", *common, "--resume", cwd=workdir, check=False)
     assert full.returncode != 0
     assert "is a LoRA adapter" in full.stdout + full.stderr
     assert "Traceback" not in full.stdout + full.stderr
+    # in LoRA mode it continues from the newest adapter (here: every step is done already)
+    again = proactive("grpo", *common, *LORA, "--resume", cwd=workdir)
+    assert "resuming plan" in again.stdout + again.stderr
+    assert "(LoRA r=4)" in again.stdout + again.stderr
 
 
 def test_the_reference_is_the_policy_with_its_adapter_off(tiny_model):
