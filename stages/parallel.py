@@ -200,12 +200,21 @@ class Parallel:
         optimizer.zero_grad(set_to_none=True)
         return norm
 
-    def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    def full_state_dict(
+        self, model: torch.nn.Module, trainable_only: bool = False
+    ) -> dict[str, torch.Tensor] | None:
         """The whole model's weights for publishing (collective under ZeRO-3: every rank calls
-        it; rank 0 gets the dict). None = save the module as it is."""
-        if self.strategy == "zero3":
+        it; rank 0 gets the dict). None = save the module as it is. `trainable_only` (LoRA)
+        gathers just the trainable parameters instead of the whole model."""
+        if self.strategy != "zero3":
+            return None
+        if not trainable_only:
             return self.engine._zero3_consolidated_16bit_state_dict()
-        return None
+        import deepspeed
+
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        with deepspeed.zero.GatheredParameters([p for _, p in named]):
+            return {n: p.detach().cpu().clone() for n, p in named} if self.is_main else None
 
 
 def deepspeed_config(strategy: str, config: Any, bf16: bool) -> dict[str, Any]:

@@ -111,7 +111,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     import torch
     from transformers import AutoTokenizer
 
-    from proactive_rl.grpo.policy import build_policy, reference_model
+    from proactive_rl.grpo.policy import build_policy, is_adapter, reference_model
     from proactive_rl.grpo.update import train_step
     from proactive_rl.parallel import Parallel, relaunch
     from proactive_rl.rollout.backend import pick_dtype
@@ -169,6 +169,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                 {"plan_id": plan.plan_id, "step": None, "init_model": str(init_dir)},
                 init_dir,
             )
+        lora_rank = model.peft_config["default"].r if is_adapter(model) else None
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
         module = par.wrap(model, optimizer, config)  # ZeRO-3 partitions: count before
@@ -189,7 +190,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             device,
             f"{trainable:,}",
             f"{total:,}",
-            f" (LoRA r={config.lora.rank})" if config.lora.enabled else "",
+            f" (LoRA r={lora_rank})" if lora_rank is not None else "",
         )
 
         metrics = MetricsLogger(paths.logs("grpo")) if par.is_main else None
@@ -234,7 +235,8 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             t_pub = time.perf_counter()
             if (step + 1) % config.state_every_steps == 0 or step + 1 == plan.total_steps:
                 save_optimizer(paths, par, optimizer, scheduler, step + 1)
-            state = par.full_state_dict(model)  # collective under ZeRO-3
+            # collective under ZeRO-3 (LoRA: the adapter's parameters only)
+            state = par.full_state_dict(model, trainable_only=lora_rank is not None)
             if par.is_main:
                 publish_policy(
                     model,
