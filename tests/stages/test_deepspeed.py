@@ -73,6 +73,16 @@ def test_sft_and_grpo_with_zero(workdir, tiny_model, strategy, processes):
     assert [x["step"] for x in lines] == [0, 1]
     assert all(x["opt/grad_norm"] > 0 for x in lines)
 
+    # --resume reads the ZeRO optimizer state back (each process its partition); here every
+    # step is done, so it loads the state of policy 2 and ends
+    again = proactive(
+        "grpo", *common, "--set", "max_steps=2", "--set", "prompts_per_step=4", "--set", "n=4",
+        *parallel, "--resume", cwd=workdir,
+    )  # fmt: skip
+    said = again.stdout + again.stderr
+    assert "resuming plan" in said and "no optimizer state" not in said
+    assert (paths.grpo_state / "deepspeed" / "v2").is_dir()
+
 
 @pytest.mark.parametrize("strategy", ["ddp", "zero3"])
 def test_grpo_lora_over_processes_publishes_adapters(workdir, strategy):
