@@ -124,6 +124,11 @@ expect "sft/epoch_*/STABLE.json" "$(count sft 'epoch_*')" 1
 expect "policies/step_*/STABLE.json" "$(count policies 'step_*')" "${SMOKE_MIN_POLICIES:-3}"
 expect "rollouts/step_*/STABLE.json" "$(count rollouts 'step_*')" "${SMOKE_MIN_ROLLOUTS:-2}"
 expect "eval/**/report.json" "$(find "$run_dir/eval" -name report.json 2>/dev/null | wc -l)" 1
+if [[ "${GRPO_ARGS:-}" == *lora.enabled=true* ]]; then # LoRA mode: the policies are adapters
+    expect "policies/step_*/adapter_model.safetensors" \
+        "$(find "$run_dir/policies" -mindepth 2 -maxdepth 2 -name adapter_model.safetensors | wc -l)" \
+        "${SMOKE_MIN_POLICIES:-3}"
+fi
 
 # --- deeper checks from inside the image: whole groups of n, the last policy loads, JSON reports.
 if [ -d "$run_dir" ]; then
