@@ -53,7 +53,8 @@ def build_policy(
             ),
         )
     if config.gradient_checkpointing:
-        # the frozen embeddings' output needs a grad for checkpointed layers to backpropagate
+        # reentrant checkpointing (a non-default choice in transformers 5) backpropagates only
+        # from inputs that need a grad; the frozen embeddings' output does not by itself
         model.enable_input_require_grads()
     return model
 

@@ -139,3 +139,21 @@ def test_eval_reads_adapter_policies(lora_run):
     )  # fmt: skip
     report = json.loads(RunPaths(paths.root).eval_report("report").read_text())
     assert [c["spec"] for c in report["checkpoints"]] == ["base", "final"]
+
+
+def test_lora_with_gradient_checkpointing_trains_the_adapter(tiny_model):
+    """Checkpointed layers over a frozen base still backpropagate into the adapter."""
+    from proactive_rl.grpo.config import GrpoConfig
+    from proactive_rl.grpo.policy import build_policy
+
+    config = GrpoConfig(lora={"enabled": True, "rank": 4}, gradient_checkpointing=True)
+    policy = build_policy(config, tiny_model, tiny_model, torch.float32)
+    policy.gradient_checkpointing_enable()
+    policy.train()
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.01)  # B = 0 at the start would zero A's gradient
+    policy(input_ids=torch.tensor([[5, 9, 14, 3, 7]])).logits.logsumexp(-1).mean().backward()
+    grads = {n: p.grad for n, p in policy.named_parameters() if p.requires_grad}
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads.values())
