@@ -30,6 +30,21 @@ def weights(folder):
     return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).state_dict()
 
 
+def grpo_beside_rollout(workdir, common: list[str], *grpo_args: str) -> str:
+    """Run the GRPO trainer and a rollout worker to the end; returns the trainer's output."""
+    grpo = start("grpo", *common, *grpo_args, cwd=workdir)
+    # transformers: this test is about training; the tiny head_dim 16 is not for vLLM kernels
+    rollout = start(
+        "rollout", *common, "--set", "sampling.max_new_tokens=16", "--set", "backend=transformers",
+        cwd=workdir,
+    )  # fmt: skip
+    out_r, _ = rollout.communicate(timeout=900)
+    out_g, _ = grpo.communicate(timeout=900)
+    assert rollout.returncode == 0, out_r
+    assert grpo.returncode == 0, out_g
+    return out_g
+
+
 @pytest.mark.parametrize("strategy", ["zero2", "zero3"])
 @pytest.mark.parametrize("processes", process_counts())
 def test_sft_and_grpo_with_zero(workdir, tiny_model, strategy, processes):
@@ -49,21 +64,12 @@ def test_sft_and_grpo_with_zero(workdir, tiny_model, strategy, processes):
     assert any(not torch.equal(base[k], sft[k]) for k in base)
     assert f"training: {strategy} x{processes} (DeepSpeed)" in sft_run.stdout + sft_run.stderr
 
-    grpo = start(
-        "grpo", *common, "--set", "max_steps=2", "--set", "prompts_per_step=4", "--set", "n=4",
+    out_g = grpo_beside_rollout(
+        workdir, common, "--set", "max_steps=2", "--set", "prompts_per_step=4", "--set", "n=4",
         # the random tiny model earns the same reward on every sample (zero advantages): the
         # entropy bonus gives the update a gradient anyway
-        "--set", "learning_rate=1e-3", "--set", "loss.entropy_coef=0.1", *parallel, cwd=workdir,
+        "--set", "learning_rate=1e-3", "--set", "loss.entropy_coef=0.1", *parallel,
     )  # fmt: skip
-    # transformers: this test is about training; the tiny head_dim 16 is not for vLLM kernels
-    rollout = start(
-        "rollout", *common, "--set", "sampling.max_new_tokens=16", "--set", "backend=transformers",
-        cwd=workdir,
-    )  # fmt: skip
-    out_r, _ = rollout.communicate(timeout=900)
-    out_g, _ = grpo.communicate(timeout=900)
-    assert rollout.returncode == 0, out_r
-    assert grpo.returncode == 0, out_g
     assert f"training: {strategy} x{processes}" in out_g
     for version in (0, 1, 2):
         verify(paths.policy(version))
@@ -93,20 +99,12 @@ def test_grpo_lora_over_processes_publishes_adapters(workdir, strategy):
     run = workdir / "checkpoints" / "run"
     common = ["--run-dir", str(run)]
     proactive("prep", "--set", "max_rl_rows=24", cwd=workdir)
-    grpo = start(
-        "grpo", *common, "--set", "init_model=builtin:tiny", "--set", "max_steps=2",
+    out_g = grpo_beside_rollout(
+        workdir, common, "--set", "init_model=builtin:tiny", "--set", "max_steps=2",
         "--set", "prompts_per_step=4", "--set", "n=4", "--set", "learning_rate=1e-2",
         "--set", "loss.entropy_coef=0.1", "--set", "lora.enabled=true", "--set", "lora.rank=4",
-        "--set", f"strategy={strategy}", "--set", "num_processes=2", cwd=workdir,
+        "--set", f"strategy={strategy}", "--set", "num_processes=2",
     )  # fmt: skip
-    rollout = start(
-        "rollout", *common, "--set", "sampling.max_new_tokens=16", "--set", "backend=transformers",
-        cwd=workdir,
-    )  # fmt: skip
-    out_r, _ = rollout.communicate(timeout=900)
-    out_g, _ = grpo.communicate(timeout=900)
-    assert rollout.returncode == 0, out_r
-    assert grpo.returncode == 0, out_g
     assert f"training: {strategy} x2" in out_g and "(LoRA r=4)" in out_g
     paths = RunPaths(run)
     for version in (0, 1, 2):
