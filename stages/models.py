@@ -514,6 +514,11 @@ def resolve_base_model(spec: str, cache_dir: Path) -> Path:
             f"built-in model: {builtins}. Hub ids such as 'Qwen/Qwen3-0.6B' are not "
             "downloaded: this pipeline runs offline, so copy the model folder to the machine first."
         )
+    if (path / "adapter_config.json").is_file():
+        raise UserError(
+            f"{str(path)!r} is a LoRA adapter, not a whole model: start from its base model, or "
+            "from the adapter merged into it (grpo lora.enabled=true trains a new adapter)."
+        )
     if not (path / "config.json").is_file():
         raise UserError(
             f"Base model folder {str(path)!r} has no config.json, so it is not a Hugging Face "

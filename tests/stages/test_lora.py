@@ -157,3 +157,14 @@ def test_lora_with_gradient_checkpointing_trains_the_adapter(tiny_model):
     policy(input_ids=torch.tensor([[5, 9, 14, 3, 7]])).logits.logsumexp(-1).mean().backward()
     grads = {n: p.grad for n, p in policy.named_parameters() if p.requires_grad}
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads.values())
+
+
+def test_an_adapter_is_not_a_starting_model(lora_run):
+    workdir, paths = lora_run
+    proc = proactive(
+        "grpo", "--run-dir", str(workdir / "checkpoints" / "other"),
+        "--set", f"init_model={paths.policy(1)}", cwd=workdir, check=False,
+    )  # fmt: skip
+    said = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "is a LoRA adapter, not a whole model" in said
+    assert "Traceback" not in said
