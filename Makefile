@@ -63,8 +63,8 @@ gpu-check: ## On a CUDA machine: SFT + vLLM rollout + GRPO on a random Qwen3-0.6
 	.venv-cuda/bin/python scripts/gpu_check.py $(GPU_CHECK_ARGS)
 	.venv-cuda/bin/pytest -m gpu tests/gpu
 
-bench: ## Benchmarks (not yet)
-	@echo "bench: not implemented yet (a later issue adds throughput/latency benchmarks)."
+bench: $(VENV)/.installed ## Speed figures of this machine: reward throughput + the pipeline (checkpoints/bench)
+	$(VENV)/bin/python scripts/bench.py $(BENCH_ARGS)
 
 clean: ## Remove build outputs (.build, caches, data/processed) and the smoke run; keeps .venv, other runs
 	@if docker compose version >/dev/null 2>&1; then docker compose -p proactive-rl-smoke down --remove-orphans; \
