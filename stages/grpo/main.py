@@ -78,6 +78,7 @@ def publish_policy(
     meta: dict[str, Any],
     init_dir: Path,
     state_dict=None,
+    publish_dtype=None,
 ) -> float:
     """Save a complete Hugging Face folder (the consolidated weights under ZeRO-3), or a LoRA
     adapter naming its base, and publish it; vLLM and transformers load it as it is."""
@@ -86,7 +87,7 @@ def publish_policy(
     start = time.perf_counter()
     final = paths.policy(version)
     staging = staging_dir(final)
-    save_policy(model, staging, final, init_dir, state_dict)
+    save_policy(model, staging, final, init_dir, state_dict, publish_dtype)
     tokenizer.save_pretrained(staging)
     publish_dir(staging, final, {"version": version, **meta})
     return time.perf_counter() - start
@@ -111,7 +112,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     import torch
     from transformers import AutoTokenizer
 
-    from proactive_rl.grpo.policy import build_policy, is_adapter, reference_model
+    from proactive_rl.grpo.policy import build_policy, is_adapter, master_dtype, reference_model
     from proactive_rl.grpo.update import train_step
     from proactive_rl.parallel import Parallel, relaunch
     from proactive_rl.rollout.backend import pick_dtype
@@ -145,7 +146,10 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
         )
 
         tokenizer = AutoTokenizer.from_pretrained(start_dir)
-        model = build_policy(config, start_dir, init_dir, dtype).to(device)
+        weights_dtype = master_dtype(config, dtype)
+        # float32 masters compute in `dtype` (autocast); published in `dtype`
+        mixed = weights_dtype != dtype
+        model = build_policy(config, start_dir, init_dir, weights_dtype).to(device)
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.train()
@@ -168,6 +172,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                 0,
                 {"plan_id": plan.plan_id, "step": None, "init_model": str(init_dir)},
                 init_dir,
+                publish_dtype=dtype if mixed else None,
             )
         lora_rank = model.peft_config["default"].r if is_adapter(model) else None
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -177,7 +182,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             load_optimizer(paths, par, optimizer, scheduler, start_step, device)
         logger.info(
             "plan %s: %d steps (%d per epoch, pool %d) x %d prompts x n=%d, max_staleness=%d; "
-            "training: %s x%d on %s, %s of %s weights trainable%s",
+            "training: %s x%d on %s, %s of %s weights trainable%s, weights %s, compute %s",
             plan.plan_id,
             plan.total_steps,
             plan.steps_per_epoch,
@@ -191,6 +196,8 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             f"{trainable:,}",
             f"{total:,}",
             f" (LoRA r={lora_rank})" if lora_rank is not None else "",
+            str(weights_dtype).removeprefix("torch."),
+            str(dtype).removeprefix("torch."),
         )
 
         metrics = MetricsLogger(paths.logs("grpo")) if par.is_main else None
@@ -217,19 +224,20 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             check_rollouts(rows, plan, step, folder)
 
             t_update = time.perf_counter()
-            stats = train_step(
-                module,
-                ref_model,
-                optimizer,
-                scheduler,
-                rows,
-                config,
-                n=plan.n,
-                temperature=marker["temperature"],
-                max_new_tokens=marker["max_new_tokens"],
-                device=device,
-                par=par,
-            )
+            with torch.autocast(device.type, dtype=dtype, enabled=mixed):
+                stats = train_step(
+                    module,
+                    ref_model,
+                    optimizer,
+                    scheduler,
+                    rows,
+                    config,
+                    n=plan.n,
+                    temperature=marker["temperature"],
+                    max_new_tokens=marker["max_new_tokens"],
+                    device=device,
+                    par=par,
+                )
             update_s = time.perf_counter() - t_update
 
             t_pub = time.perf_counter()
@@ -246,6 +254,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                     {"plan_id": plan.plan_id, "step": step, "reward_mean": stats["reward/mean"]},
                     init_dir,
                     state_dict=state,
+                    publish_dtype=dtype if mixed else None,
                 )
                 prune_policies(paths, config.keep_policies)
             publish_s = time.perf_counter() - t_pub

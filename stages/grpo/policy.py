@@ -14,6 +14,17 @@ from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import adapter_base, relative_base
 
 
+def master_dtype(config: GrpoConfig, compute: torch.dtype) -> torch.dtype:
+    """The dtype the trainable weights are kept in. Full fine-tuning without ZeRO keeps float32
+    masters and computes in bf16 under autocast: a bf16 weight of size ~0.02 moves in steps of
+    ~1e-4, so an lr-1e-6 AdamW step on it rounds away and pure-bf16 training does not learn.
+    ZeRO keeps float32 masters itself (of bf16 weights); LoRA adapters are float32 (peft)."""
+    if compute == torch.bfloat16 and not config.lora.enabled:
+        if config.strategy in ("single", "ddp"):
+            return torch.float32
+    return compute
+
+
 def build_policy(
     config: GrpoConfig, start_dir: Path, init_dir: Path, dtype: torch.dtype
 ) -> torch.nn.Module:
@@ -100,10 +111,14 @@ def save_policy(
     final: Path,
     init_dir: Path,
     state_dict: dict[str, torch.Tensor] | None = None,
+    publish_dtype: torch.dtype | None = None,
 ) -> None:
     """Write a policy version into `folder` (staging for `final`): a whole Hugging Face folder,
     or for LoRA the adapter alone, naming its base relative to `final`."""
     if not is_adapter(model):
+        if state_dict is None and publish_dtype is not None:
+            # float32 masters are published in the compute dtype: what the sampler runs
+            state_dict = {k: v.to(publish_dtype) for k, v in model.state_dict().items()}
         model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
         return
     model.peft_config["default"].base_model_name_or_path = relative_base(init_dir, final)
