@@ -179,7 +179,9 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
         total = sum(p.numel() for p in model.parameters())
         module = par.wrap(model, optimizer, config)  # ZeRO-3 partitions: count before
         if start_step > 0:
-            load_optimizer(paths, par, optimizer, scheduler, start_step, device)
+            load_optimizer(
+                paths, par, optimizer, scheduler, start_step, device, model if mixed else None
+            )
         logger.info(
             "plan %s: %d steps (%d per epoch, pool %d) x %d prompts x n=%d, max_staleness=%d; "
             "training: %s x%d on %s, %s of %s weights trainable%s, weights %s, compute %s",
@@ -242,7 +244,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
 
             t_pub = time.perf_counter()
             if (step + 1) % config.state_every_steps == 0 or step + 1 == plan.total_steps:
-                save_optimizer(paths, par, optimizer, scheduler, step + 1)
+                save_optimizer(paths, par, optimizer, scheduler, step + 1, model if mixed else None)
             # collective under ZeRO-3 (LoRA: the adapter's parameters only)
             state = par.full_state_dict(model, trainable_only=lora_rank is not None)
             if par.is_main:
@@ -329,8 +331,9 @@ def choose_plan(
     return plan, 0, init_dir
 
 
-def save_optimizer(paths: RunPaths, par, optimizer, scheduler, version: int) -> None:
-    """Optimizer + schedule state for --resume, as of policy `version`."""
+def save_optimizer(paths: RunPaths, par, optimizer, scheduler, version: int, masters=None) -> None:
+    """Optimizer + schedule state for --resume, as of policy `version`; with `masters` (the
+    model holding float32 master weights) those too, since the published policy is bf16."""
     import torch
 
     if par.engine is not None:  # ZeRO: each process saves its partition (collective)
@@ -351,13 +354,16 @@ def save_optimizer(paths: RunPaths, par, optimizer, scheduler, version: int) -> 
             "optimizer": optimizer.state_dict() if par.engine is None else None,
             "scheduler": scheduler.state_dict(),
             "rng": torch.get_rng_state(),
+            "masters": masters.state_dict() if masters is not None else None,
         },
         tmp_state,
     )
     tmp_state.replace(state_file)
 
 
-def load_optimizer(paths: RunPaths, par, optimizer, scheduler, version: int, device) -> None:
+def load_optimizer(
+    paths: RunPaths, par, optimizer, scheduler, version: int, device, masters=None
+) -> None:
     import torch
 
     state_file = paths.grpo_state / "optimizer.pt"
@@ -380,6 +386,9 @@ def load_optimizer(paths: RunPaths, par, optimizer, scheduler, version: int, dev
         optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"].cpu())
+    if masters is not None and state.get("masters") is not None:
+        masters.load_state_dict(state["masters"])  # the float32 weights behind the bf16 policy
+        logger.info("resumed the float32 master weights of policy %d", version)
 
 
 def check_rollouts(rows: list[dict[str, Any]], plan: Plan, step: int, folder: Path) -> None:

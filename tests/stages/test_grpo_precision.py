@@ -1,6 +1,7 @@
 """precision=bf16 without ZeRO: the trainer keeps float32 master weights and computes in bf16
 (autocast), because an AdamW step of lr 1e-6 on a bf16 weight rounds away; the policies are
-published in bf16. Checked on the CPU (CPU autocast has bf16)."""
+published in bf16 and the masters kept for --resume. Checked on the CPU (CPU autocast has
+bf16)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from transformers import AutoModelForCausalLM
 from proactive_rl.grpo.config import GrpoConfig
 from proactive_rl.grpo.policy import master_dtype
 from proactive_rl.grpo.update import train_step
+from tests.conftest import proactive
 from tests.stages.test_grpo_parallel import N, rollout_rows
 from tests.stages.test_rl_loop import run_rl
 
@@ -69,3 +71,13 @@ def test_bf16_runs_train_float32_masters_and_publish_bf16(tmp_path, tiny_model):
             assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
     lines = [json.loads(x) for x in (paths.logs("grpo") / "metrics.jsonl").read_text().splitlines()]
     assert all(m["opt/grad_norm"] > 0 for m in lines)
+
+    # --resume state keeps the float32 masters: finer than the bf16 policy they publish
+    masters = torch.load(paths.grpo_state / "optimizer.pt", weights_only=False)["masters"]
+    assert {v.dtype for v in masters.values()} == {torch.float32}
+    assert any(not torch.equal(v, v.to(torch.bfloat16).float()) for v in masters.values())
+    again = proactive(
+        "grpo", "--run-dir", str(paths.root), "--set", f"init_model={tiny_model}",
+        "--set", "precision=bf16", "--resume", cwd=tmp_path,
+    )  # fmt: skip
+    assert "resumed the float32 master weights of policy 3" in again.stdout + again.stderr
