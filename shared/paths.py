@@ -57,12 +57,9 @@ def adapter_base(folder: Path) -> Path | None:
 
 
 def relative_base(base: Path, adapter: Path) -> str:
-    """How an adapter published at `adapter` names `base` (relative when both are on one
-    volume, e.g. the run's SFT epoch; absolute otherwise)."""
-    try:
-        return os.path.relpath(Path(base).resolve(), Path(adapter).resolve())
-    except ValueError:  # another drive (Windows)
-        return str(Path(base).resolve())
+    """How an adapter published at `adapter` names `base`: relative to the adapter (e.g.
+    ../../sft/epoch_000002), so the two can move together."""
+    return os.path.relpath(Path(base).resolve(), Path(adapter).resolve())
 
 
 def numbered_children(parent: Path, pattern: re.Pattern[str] = STEP_RE) -> list[tuple[int, Path]]:

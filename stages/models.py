@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.paths import adapter_base
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -514,7 +515,7 @@ def resolve_base_model(spec: str, cache_dir: Path) -> Path:
             f"built-in model: {builtins}. Hub ids such as 'Qwen/Qwen3-0.6B' are not "
             "downloaded: this pipeline runs offline, so copy the model folder to the machine first."
         )
-    if (path / "adapter_config.json").is_file():
+    if adapter_base(path) is not None:
         raise UserError(
             f"{str(path)!r} is a LoRA adapter, not a whole model: start from its base model, or "
             "from the adapter merged into it (grpo lora.enabled=true trains a new adapter)."

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from proactive_rl.rollout.config import SamplingConfig, VllmConfig
 from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.paths import adapter_base
+from proactive_rl.shared.paths import ADAPTER_CONFIG, adapter_base
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,6 @@ class VllmBackend:
         self.settings = settings
         self.max_len = settings.max_model_len or max_len
         self.llm = None
-        self.loaded: Path | None = None
         self.weights: Path | None = None  # the folder the engine's own weights came from
         self.shape: dict[str, object] = {}
         self.lora = None  # the LoRARequest of the loaded adapter policy
@@ -185,7 +184,6 @@ class VllmBackend:
 
             self.adapters += 1  # a new id per version: vLLM caches adapters by id
             self.lora = LoRARequest(f"policy-{self.adapters}", self.adapters, str(model_dir))
-        self.loaded = Path(model_dir)
         self.weights = weights
         self.shape = shape
 
@@ -287,7 +285,7 @@ _NOT_SHAPE = {"_name_or_path", "torch_dtype", "dtype", "transformers_version", "
 def lora_rank(adapter_dir: Path) -> int:
     import json
 
-    return int(json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"])
+    return int(json.loads((Path(adapter_dir) / ADAPTER_CONFIG).read_text())["r"])
 
 
 def model_shape(model_dir: Path) -> dict[str, object]:
