@@ -4,6 +4,7 @@ starting model (`lora.enabled`), published as a small adapter folder that names 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,8 @@ def master_dtype(config: GrpoConfig, compute: torch.dtype) -> torch.dtype:
     masters and computes in bf16 under autocast: a bf16 weight of size ~0.02 moves in steps of
     ~1e-4, so an lr-1e-6 AdamW step on it rounds away and pure-bf16 training does not learn.
     ZeRO keeps float32 masters itself (of bf16 weights); LoRA adapters are float32 (peft)."""
-    if compute == torch.bfloat16 and not config.lora.enabled:
-        if config.strategy in ("single", "ddp"):
-            return torch.float32
-    return compute
+    plain = not config.lora.enabled and config.strategy in ("single", "ddp")
+    return torch.float32 if compute == torch.bfloat16 and plain else compute
 
 
 def build_policy(
@@ -71,9 +70,9 @@ def build_policy(
 
 
 def is_adapter(model: torch.nn.Module) -> bool:
-    from peft import PeftModel
-
-    return isinstance(model, PeftModel)
+    # without peft imported nothing can be a PeftModel: full fine-tuning never imports it
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
 
 
 class AdapterOff(torch.nn.Module):
