@@ -54,8 +54,8 @@ def read_jsonl(path: Path) -> list[dict]:
 def main(workdir, shape, steps, prompts, n, max_new_tokens, lora, allow_cpu) -> None:
     import torch
 
+    from proactive_rl.generation import resolve_backend
     from proactive_rl.models import SHAPES, build_tiny_model
-    from proactive_rl.rollout.backend import resolve_backend
     from proactive_rl.shared.paths import RunPaths
 
     gpu = torch.cuda.is_available()

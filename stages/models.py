@@ -253,7 +253,8 @@ def _train_tokenizer(seed: int) -> PreTrainedTokenizerFast:
 # 4k vocabulary instead of Qwen's 152k, so no download is needed).
 # (hidden, intermediate, layers, heads, kv heads, head_dim)
 SHAPES = {
-    "tiny": (64, 128, 2, 4, 2, 16),
+    # head_dim 32: the smallest head size vLLM's CPU attention kernels take (16 is refused)
+    "tiny": (64, 128, 2, 4, 2, 32),
     "qwen3-0.6b": (1024, 3072, 28, 16, 8, 128),
     "qwen3-1.7b": (2048, 6144, 28, 16, 8, 128),
 }

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from proactive_rl.rollout.config import SamplingConfig, VllmConfig
+from proactive_rl.generation import SamplingConfig, VllmConfig
 from proactive_rl.shared.config import StageConfig
 
 
@@ -43,7 +43,7 @@ class EvalConfig(StageConfig):
     generation_batch_prompts: int = Field(8, ge=1, description="Prompts per generate call.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="As in rollout.")
     backend: Literal["auto", "transformers", "vllm"] = Field(
-        "auto", description="Generation engine, as in rollout (one fresh engine per checkpoint)."
+        "auto", description="Generation engine, as in rollout (one engine serves every checkpoint)."
     )
     vllm: VllmConfig = Field(default_factory=VllmConfig)
     seed: int = Field(

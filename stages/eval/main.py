@@ -32,7 +32,7 @@ from proactive_rl.shared.publish import (
 )
 
 if TYPE_CHECKING:
-    from proactive_rl.rollout.backend import Backend
+    from proactive_rl.generation import Backend
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     from proactive_rl.eval.checkpoints import resolve_checkpoints
     from proactive_rl.eval.metrics import bucket_table, by_category, calibration, summarize
     from proactive_rl.eval.report import acceptance, markdown, write_plots
-    from proactive_rl.rollout.backend import make_backend
+    from proactive_rl.generation import make_backend
     from proactive_rl.shared.metrics import MetricsLogger
     from proactive_rl.shared.rewards import load_reward
     from proactive_rl.shared.schemas import RL_DATA, read_table

@@ -112,10 +112,10 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     import torch
     from transformers import AutoTokenizer
 
+    from proactive_rl.generation import pick_dtype
     from proactive_rl.grpo.policy import build_policy, is_adapter, master_dtype, reference_model
     from proactive_rl.grpo.update import train_step
     from proactive_rl.parallel import Parallel, relaunch
-    from proactive_rl.rollout.backend import pick_dtype
     from proactive_rl.shared.metrics import MetricsLogger
     from proactive_rl.shared.schedule import write_plan
     from proactive_rl.shared.schemas import ROLLOUTS, read_table

@@ -62,7 +62,7 @@ def examine(step: int, prompt: str, truth: str, texts: list[str], scores: list[f
 
 
 def run(config: RolloutConfig, run_dir: Path, data_dir: Path, resume: bool, clean: bool) -> None:
-    from proactive_rl.rollout.backend import make_backend
+    from proactive_rl.generation import make_backend
     from proactive_rl.shared.rewards import load_reward
 
     paths = RunPaths(run_dir)

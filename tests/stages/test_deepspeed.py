@@ -33,7 +33,7 @@ def weights(folder):
 def grpo_beside_rollout(workdir, common: list[str], *grpo_args: str) -> str:
     """Run the GRPO trainer and a rollout worker to the end; returns the trainer's output."""
     grpo = start("grpo", *common, *grpo_args, cwd=workdir)
-    # transformers: this test is about training; the tiny head_dim 16 is not for vLLM kernels
+    # transformers: this test is about training (a vLLM engine would only add its start-up)
     rollout = start(
         "rollout", *common, "--set", "sampling.max_new_tokens=16", "--set", "backend=transformers",
         cwd=workdir,
@@ -93,7 +93,7 @@ def test_sft_and_grpo_with_zero(workdir, tiny_model, strategy, processes):
 @pytest.mark.parametrize("strategy", ["ddp", "zero3"])
 def test_grpo_lora_over_processes_publishes_adapters(workdir, strategy):
     """LoRA under DDP and ZeRO-3 (the adapter gathered from the partitions for publishing)."""
-    from proactive_rl.rollout.backend import load_causal_lm
+    from proactive_rl.generation import load_causal_lm
     from proactive_rl.shared.paths import adapter_base
 
     run = workdir / "checkpoints" / "run"

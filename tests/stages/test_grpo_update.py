@@ -8,11 +8,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from proactive_rl.generation import SamplingConfig, TransformersBackend
 from proactive_rl.grpo.config import LossConfig
 from proactive_rl.grpo.loss import Normalizer
 from proactive_rl.grpo.update import accumulate_gradients, logprobs_of
-from proactive_rl.rollout.backend import TransformersBackend
-from proactive_rl.rollout.config import SamplingConfig
 
 CPU = torch.device("cpu")
 

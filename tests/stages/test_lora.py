@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from proactive_rl.rollout.backend import load_causal_lm
+from proactive_rl.generation import load_causal_lm
 from proactive_rl.shared.paths import RunPaths, adapter_base, numbered_children
 from proactive_rl.shared.publish import verify
 from tests.conftest import REPO, proactive

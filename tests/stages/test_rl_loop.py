@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -26,7 +27,15 @@ def length_reward(prompt_str, responses, ground_truths, data_sources, extra_info
 """
 
 
-def run_rl(workdir, tiny_model, max_staleness: int, grpo_args: tuple[str, ...] = ()) -> RunPaths:
+def run_rl(
+    workdir,
+    tiny_model,
+    max_staleness: int,
+    grpo_args: tuple[str, ...] = (),
+    rollout_args: tuple[str, ...] = (),
+) -> RunPaths:
+    """prep, then grpo and rollout side by side to the end; their output in grpo.log and
+    rollout.log in the run directory."""
     proactive("prep", "--set", "max_rl_rows=12", "--set", "test_fraction=0.25", cwd=workdir)
     (workdir / "reward.py").write_text(USER_REWARD)
     run_dir = workdir / "checkpoints" / "run"
@@ -64,13 +73,16 @@ def run_rl(workdir, tiny_model, max_staleness: int, grpo_args: tuple[str, ...] =
         "sampling.max_new_tokens=12",
         "--set",
         "num_examine=1",
+        *rollout_args,
         cwd=workdir,
     )
-    out_g, _ = grpo.communicate(timeout=600)
-    out_r, _ = rollout.communicate(timeout=600)
+    # both pipes drained at once: a worker blocked on a full pipe would stall the other
+    with ThreadPoolExecutor(2) as pool:
+        out_g, out_r = pool.map(lambda p: p.communicate(timeout=600)[0], (grpo, rollout))
     assert grpo.returncode == 0, out_g
     assert rollout.returncode == 0, out_r
     (run_dir / "grpo.log").write_text(out_g)
+    (run_dir / "rollout.log").write_text(out_r)
     return RunPaths(run_dir)
 
 

