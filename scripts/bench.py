@@ -6,18 +6,23 @@
    machine's device: rollout tokens/s, update tokens/s, MFU on a GPU, the seconds to publish a
    policy and to load it. On a machine without a GPU the tiny model on the CPU (`--allow-cpu`):
    plumbing-sized figures, comparable only between runs on the same kind of machine.
+3. The generation engine (scripts/bench_engines.py), as ratios measured in this run on
+   SmolLM2-135M: vLLM / transformers tokens/s; a policy handoff (publish + in-place reload) /
+   a raw copy of its bytes; step time / max(generate, update) one step off-policy and
+   step time / (generate + update) on-policy.
 
 Figures go to <out>/bench.json and, as every number a user sees, to tensorboard and
 <out>/logs/bench/metrics.jsonl. Speed targets live here, not in timed tests.
 
 Usage: python scripts/bench.py [--out checkpoints/bench] [--groups 2000] [--n 16]
-       [--steps 3] [--quick]
+       [--steps 3] [--model builtin:smollm2] [--engine-steps 10] [--quick]
 """
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -85,16 +90,43 @@ def bench_pipeline(out: Path, steps: int, quick: bool) -> dict[str, object]:
 @click.option("--groups", default=2000, show_default=True, help="Reward: groups scored.")
 @click.option("--n", default=16, show_default=True, help="Reward: responses per group.")
 @click.option("--steps", default=3, show_default=True, help="Pipeline: GRPO steps.")
+@click.option(
+    "--model",
+    default="builtin:smollm2",
+    show_default=True,
+    help="Engines: the model (builtin:tiny, builtin:smollm2 or a folder).",
+)
+@click.option(
+    "--engine-steps",
+    default=10,
+    show_default=True,
+    help="Engines: GRPO steps of each overlap run (step 0 is left out).",
+)
 @click.option("--quick", is_flag=True, help="Small settings (the test of this script).")
-def main(out: Path, groups: int, n: int, steps: int, quick: bool) -> None:
+def main(
+    out: Path, groups: int, n: int, steps: int, model: str, engine_steps: int, quick: bool
+) -> None:  # fmt: skip
+    from bench_engines import bench_generate_and_handoff, bench_overlap
+
+    from proactive_rl.models import resolve_base_model
     from proactive_rl.shared.metrics import MetricsLogger
 
+    shutil.rmtree(out / "engines", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, object] = {"date": time.strftime("%Y-%m-%d %H:%M")}
     click.echo(f"bench: reward, {groups} groups x n={n}")
     figures.update(bench_reward(groups, n))
     click.echo("bench: pipeline (scripts/gpu_check.py)")
     figures.update(bench_pipeline(out / "pipeline", steps, quick))
+    model_dir = resolve_base_model(model, out / "base_models")
+    figures["engines/model"] = model
+    prompts, samples, tokens = (2, 2, 8) if quick else (8, 4, 64)
+    click.echo(f"bench: generate and handoff, {model}, {prompts} prompts x n={samples}")
+    figures.update(bench_generate_and_handoff(model_dir, out / "engines", prompts, samples, tokens))
+    click.echo(f"bench: overlap, grpo beside vLLM rollout, {engine_steps} steps x 2 runs")
+    figures.update(
+        bench_overlap(model_dir, out / "engines", engine_steps, prompts, samples, tokens)
+    )
     (out / "bench.json").write_text(json.dumps(figures, indent=2) + "\n")
     metrics = MetricsLogger(out / "logs" / "bench")
     numbers = {k: v for k, v in figures.items() if isinstance(v, int | float)}

@@ -12,6 +12,7 @@
 #                   unless SMOKE_KEEP_RUN=1
 #   COMPOSE         compose command (default: `docker compose` if it works, else docker-compose)
 #   SMOKE_TIMEOUT   seconds before the chain is stopped (default 1800)
+#   SMOKE_ENGINE    generation engine every rollout step must record (smoke.env: vllm)
 # Needs the images (make build-images) and a running Docker engine.
 set -euo pipefail
 
@@ -134,6 +135,7 @@ fi
 if [ -d "$run_dir" ]; then
     n_arg=()
     if [ -n "${RL_ROLLOUTS:-}" ]; then n_arg=(--n "$RL_ROLLOUTS"); fi
+    if [ -n "${SMOKE_ENGINE:-}" ]; then n_arg+=(--engine "$SMOKE_ENGINE"); fi
     if ! docker run --rm --user "$PROACTIVE_UID:$PROACTIVE_GID" \
         -v "$repo_root/checkpoints:/workspace/checkpoints:ro" \
         -v "$repo_root/scripts:/workspace/scripts:ro" \

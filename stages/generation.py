@@ -43,12 +43,15 @@ class VllmConfig(StageConfig):
         None,
         gt=0.0,
         description="KV cache size in GiB (vLLM's kv_cache_memory_bytes). None: on a GPU, what "
-        "gpu_memory_utilization leaves after the weights; on a CPU, 1 GiB (there vLLM would "
-        "otherwise reserve gpu_memory_utilization of the machine's RAM).",
+        "gpu_memory_utilization leaves after the weights; on a CPU, a fixed 1 GiB (there vLLM "
+        "would otherwise reserve gpu_memory_utilization of the machine's RAM).",
     )
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one vLLM engine spans.")
-    enforce_eager: bool = Field(
-        False, description="Skip CUDA graph capture (faster start, slower decoding)."
+    enforce_eager: bool | None = Field(
+        None,
+        description="Run the model eagerly: no CUDA graphs / torch.compile (faster start, slower "
+        "decoding). None: False on a GPU; True on a CPU, where compiling took ~50 s more start "
+        "for ~13% faster decoding on SmolLM2-135M and needs a C++ compiler at run time.",
     )
     enable_prefix_caching: bool = Field(
         True, description="Share the KV cache of the prompt across a group's n samples."
@@ -69,6 +72,8 @@ class Sample:
 
 
 class Backend(Protocol):
+    name: str  # "transformers" or "vllm": recorded with what it generates
+
     def load(self, model_dir: Path) -> None: ...
 
     def generate(
@@ -104,6 +109,8 @@ def load_causal_lm(folder: Path, dtype):  # -> PreTrainedModel
 
 class TransformersBackend:
     """`model.generate` with sampling; logprobs recomputed from the returned raw logits."""
+
+    name = "transformers"
 
     def __init__(self, precision: str = "auto") -> None:
         import torch
@@ -200,6 +207,8 @@ class VllmBackend:
     adapter the engine loads from the folder on its first request.
     """
 
+    name = "vllm"
+
     def __init__(self, precision: str, settings: VllmConfig, max_len: int) -> None:
         self.precision = precision
         self.settings = settings
@@ -268,8 +277,9 @@ class VllmBackend:
                 "max_lora_rank": next(r for r in supported if r >= lora_rank),
                 "max_loras": 1,  # one policy version at a time
             }
+        gpu = torch.cuda.is_available()
         kv_cache_gib = self.settings.kv_cache_gib
-        if kv_cache_gib is None and not torch.cuda.is_available():
+        if kv_cache_gib is None and not gpu:
             # vLLM's CPU build reads gpu_memory_utilization as a share of the machine's RAM
             kv_cache_gib = CPU_KV_CACHE_GIB
         return {
@@ -278,7 +288,9 @@ class VllmBackend:
             "tensor_parallel_size": self.settings.tensor_parallel_size,
             "gpu_memory_utilization": self.settings.gpu_memory_utilization,
             "kv_cache_memory_bytes": None if kv_cache_gib is None else int(kv_cache_gib * 2**30),
-            "enforce_eager": self.settings.enforce_eager,
+            "enforce_eager": (
+                not gpu if self.settings.enforce_eager is None else self.settings.enforce_eager
+            ),
             "enable_prefix_caching": self.settings.enable_prefix_caching,
             "max_model_len": self.max_len,
             # logprobs of softmax(logits / temperature), what the trainer scores (with
@@ -370,14 +382,12 @@ def vllm_installed() -> bool:
 
 
 def resolve_backend(name: str) -> str:
-    """'auto' -> the engine that runs fastest here; an engine that cannot run is a UserError
-    (raised before a stage claims its outputs or waits for anything)."""
-    import torch
-
+    """'auto' -> vLLM wherever it is installed, else transformers; an engine that cannot run
+    is a UserError (raised before a stage claims its outputs or waits for anything)."""
     if name == "auto":
-        # On a CPU, transformers' generate outpaces vLLM's CPU build on our models and vLLM's
-        # start-up costs a minute (docs/benchmarks.md); on a GPU vLLM wins by far.
-        return "vllm" if vllm_installed() and torch.cuda.is_available() else "transformers"
+        # vLLM's CPU build samples SmolLM2-135M ~6x faster than transformers' generate on our
+        # 2-core machines (docs/benchmarks.md), which repays its ~25 s start within a step or two
+        return "vllm" if vllm_installed() else "transformers"
     if name == "vllm" and not vllm_installed():
         raise UserError(
             "backend=vllm needs vLLM, which is not installed here: `make install` (CPU flavour: "

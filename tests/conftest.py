@@ -14,10 +14,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def command(args: tuple[str, ...]) -> list[str]:
+    """The command line of `proactive ARGS`. A rollout or eval run that names no engine gets
+    backend=transformers: backend=auto would start vLLM (~20 s each) in every stage test, and
+    the vLLM engine has tests of its own (tests/vllm, the container smoke)."""
+    if args and args[0] in ("rollout", "eval") and not any("backend=" in a for a in args):
+        args = (*args, "--set", "backend=transformers")
+    return [sys.executable, "-m", "proactive_rl.cli", *args]
+
+
 def proactive(*args: str, cwd: Path, check: bool = True, timeout: float = 600, env=None):
     """Run `proactive ARGS` in `cwd`; returns the CompletedProcess (stdout+stderr merged)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "proactive_rl.cli", *args],
+        command(args),
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -33,7 +42,7 @@ def proactive(*args: str, cwd: Path, check: bool = True, timeout: float = 600, e
 
 def start(*args: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "proactive_rl.cli", *args],
+        command(args),
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

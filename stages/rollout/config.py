@@ -15,8 +15,8 @@ class RolloutConfig(StageConfig):
     backend: Literal["auto", "transformers", "vllm"] = Field(
         "auto",
         description="Generation engine: 'vllm' (vLLM on a GPU, or its CPU build in the CPU "
-        "flavour), 'transformers' (`generate`, CPU or GPU) or 'auto' = vllm on a GPU, "
-        "transformers on a CPU (the faster there: docs/benchmarks.md).",
+        "flavour), 'transformers' (`generate`, CPU or GPU) or 'auto' = vllm where it is "
+        "installed (the faster on both: docs/benchmarks.md), else transformers.",
     )
     vllm: VllmConfig = Field(default_factory=VllmConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)

@@ -188,6 +188,7 @@ def follow_plan(
                 "groups": count // plan.n,
                 "n": plan.n,
                 "reward_mean": reward_mean,
+                "engine": backend.name,
                 # load: reading a new policy into the engine (0 when the version was loaded)
                 "seconds": {"wait": wait_s, "load": load_s, "generate": gen_s},
                 # the trainer scores tokens under the same sampling distribution

@@ -1,6 +1,7 @@
-"""scripts/bench.py (make bench) at small settings: it measures the reward and the pipeline,
-writes bench.json and logs the numbers to metrics.jsonl (no speed thresholds: figures are
-recorded in docs/benchmarks.md, not asserted)."""
+"""scripts/bench.py (make bench) at small settings: it measures the reward, the pipeline and the
+generation engines (the real vLLM engine, on the tiny model), writes bench.json and logs the
+numbers to metrics.jsonl (no speed thresholds: figures are recorded in docs/benchmarks.md, not
+asserted)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from tests.conftest import REPO
 
 
 @pytest.mark.slow
-def test_bench_measures_the_reward_and_the_pipeline(tmp_path):
+def test_bench_measures_the_reward_the_pipeline_and_the_engines(tmp_path):
     out = tmp_path / "bench"
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "bench.py"), "--out", str(out), "--quick",
-         "--groups", "50", "--n", "8", "--steps", "1"],
+         "--groups", "50", "--n", "8", "--steps", "1", "--model", "builtin:tiny",
+         "--engine-steps", "2"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -28,6 +30,17 @@ def test_bench_measures_the_reward_and_the_pipeline(tmp_path):
     assert 0 < figures["reward/mean_score"] < 1.1  # right, wrong and hedged responses graded
     assert figures["pipeline/rollout_tokens_per_s"] > 0
     assert figures["pipeline/update_tokens_per_s"] > 0
+    # the engine ratios: each a positive, finite figure of this run
+    for key in (
+        "generate/ratio_vllm_over_transformers",
+        "handoff/ratio_over_raw_copy",
+        "overlap/staleness1_ratio_over_max",
+        "overlap/staleness0_ratio_over_sum",
+    ):
+        assert 0 < figures[key] < 1e6, key
+    assert figures["generate/vllm_tokens_per_s"] > 0 and figures["handoff/reload_s"] > 0
+    # the on-policy step waits for generation, then updates: it cannot beat their sum by much
+    assert figures["overlap/staleness0_ratio_over_sum"] > 0.8
     logged = json.loads((out / "logs" / "bench" / "metrics.jsonl").read_text().splitlines()[-1])
     assert logged["reward/responses_per_s"] == figures["reward/responses_per_s"]
     assert logged["pipeline/update_tokens_per_s"] == figures["pipeline/update_tokens_per_s"]

@@ -1,0 +1,200 @@
+"""The generation engine's figures for `make bench` (scripts/bench.py), each a ratio of two
+things measured in the same run on the same model (SmolLM2-135M-Instruct by default):
+
+1. generate: vLLM tokens/s / transformers `generate` tokens/s (same prompts, n, max tokens;
+   each engine warmed up first; engine start-up reported apart);
+2. handoff: a policy version's publish (as grpo writes it) + its in-place reload into the
+   running vLLM engine / a plain copy of the same bytes (read, write, fsync);
+3. overlap: grpo beside a vLLM rollout worker for `steps` steps, at max_staleness=1: mean step
+   time / max(generate, update), and at max_staleness=0: step time / (generate + update). The
+   trainer and the engine each get one core of their own (the GPU layout has separate GPUs for
+   them), so the ratios measure the pipelining, not two jobs fighting over the same cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+QUESTIONS = (
+    "What is the capital of France?",
+    "Who wrote Hamlet?",
+    "What is 7 times 8?",
+    "Name the largest planet of the solar system.",
+    "In which year did the Second World War end?",
+    "What is the chemical symbol of gold?",
+    "Who painted the Mona Lisa?",
+    "What is the boiling point of water in Celsius?",
+)
+
+
+def chat_prompts(model_dir: Path, count: int) -> list[list[int]]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    messages = [[{"role": "user", "content": q}] for q in QUESTIONS[:count]]
+    texts = [
+        tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False)
+        for m in messages
+    ]
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def timed_generate(backend, prompts, n: int, tokens: int) -> tuple[float, int]:
+    """(seconds, generated tokens) of one batch, after a short warm-up batch."""
+    from proactive_rl.generation import SamplingConfig
+
+    backend.generate(prompts[:1], 1, SamplingConfig(max_new_tokens=4), seed=0)
+    start = time.perf_counter()
+    groups = backend.generate(prompts, n, SamplingConfig(max_new_tokens=tokens), seed=1)
+    seconds = time.perf_counter() - start
+    return seconds, sum(len(s.token_ids) for group in groups for s in group)
+
+
+def copy_bytes(src: Path, dst: Path) -> float:
+    """Seconds to copy a folder's files and fsync them: the floor of any handoff."""
+    dst.mkdir(parents=True)
+    start = time.perf_counter()
+    for path in sorted(src.iterdir()):
+        if path.is_file():
+            with open(path, "rb") as fin, open(dst / path.name, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 16 << 20)
+                fout.flush()
+                os.fsync(fout.fileno())
+    return time.perf_counter() - start
+
+
+def bench_generate_and_handoff(model_dir: Path, work: Path, prompts: int, n: int, tokens: int):
+    import torch
+
+    from proactive_rl.generation import (
+        TransformersBackend,
+        VllmBackend,
+        VllmConfig,
+        load_causal_lm,
+        pick_dtype,
+    )
+    from proactive_rl.grpo.main import publish_policy
+    from proactive_rl.shared.paths import RunPaths
+
+    ids = chat_prompts(model_dir, prompts)
+    hf = TransformersBackend("auto")
+    hf.load(model_dir)
+    hf_s, hf_tokens = timed_generate(hf, ids, n, tokens)
+    hf.close()
+
+    engine = VllmBackend("auto", VllmConfig(), 1024)
+    start = time.perf_counter()
+    engine.load(model_dir)
+    start_s = time.perf_counter() - start
+    vllm_s, vllm_tokens = timed_generate(engine, ids, n, tokens)
+
+    # the next policy version, published as grpo publishes it, then reloaded into the engine
+    paths = RunPaths(work / "run")
+    model = load_causal_lm(model_dir, pick_dtype("auto"))
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    start = time.perf_counter()
+    publish_policy(model, tokenizer, paths, 1, {"bench": True}, model_dir)
+    publish_s = time.perf_counter() - start
+    start = time.perf_counter()
+    engine.load(paths.policy(1))
+    reload_s = time.perf_counter() - start
+    engine.close()
+    copy_s = copy_bytes(paths.policy(1), work / "raw_copy")
+    size = sum(p.stat().st_size for p in paths.policy(1).iterdir() if p.is_file())
+    return {
+        "generate/prompts_x_n": f"{prompts}x{n}",
+        "generate/max_new_tokens": tokens,
+        "generate/transformers_tokens_per_s": round(hf_tokens / hf_s, 1),
+        "generate/vllm_tokens_per_s": round(vllm_tokens / vllm_s, 1),
+        "generate/vllm_engine_start_s": round(start_s, 1),
+        "generate/ratio_vllm_over_transformers": round(
+            (vllm_tokens / vllm_s) / (hf_tokens / hf_s), 2
+        ),
+        "handoff/policy_mb": round(size / 2**20, 1),
+        "handoff/publish_s": round(publish_s, 2),
+        "handoff/reload_s": round(reload_s, 2),
+        "handoff/raw_copy_s": round(copy_s, 2),
+        "handoff/ratio_over_raw_copy": round((publish_s + reload_s) / copy_s, 2),
+    }
+
+
+def one_core(core: int):
+    return lambda: os.sched_setaffinity(0, {core})
+
+
+def run_rl(
+    model_dir: Path, work: Path, staleness: int, steps: int, prompts: int, n: int, tokens: int
+):
+    """grpo (core 1) beside a vLLM rollout worker (core 0); returns grpo's per-step metrics."""
+    data = work / "data"
+    if not data.exists():
+        shutil.copytree(REPO / "data" / "sample", data / "sample")
+        subprocess.run([sys.executable, "-m", "proactive_rl.cli", "prep", "--data-dir", str(data)],
+                       check=True, capture_output=True)  # fmt: skip
+    run = work / f"staleness_{staleness}"
+    common = ["--data-dir", str(data), "--run-dir", str(run)]
+    cli = [sys.executable, "-m", "proactive_rl.cli"]
+    cores = len(os.sched_getaffinity(0)) >= 2
+    grpo = subprocess.Popen(
+        [*cli, "grpo", *common, "--set", f"init_model={model_dir}", "--set", f"n={n}",
+         "--set", f"prompts_per_step={prompts}", "--set", f"mini_batch_prompts={prompts}",
+         "--set", f"max_steps={steps}", "--set", f"max_staleness={staleness}",
+         "--set", "keep_policies=2", "--set", f"state_every_steps={steps}"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"} if cores else None,
+        preexec_fn=one_core(1) if cores else None,
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    rollout = subprocess.Popen(
+        [*cli, "rollout", *common, "--set", "backend=vllm",
+         "--set", f"sampling.max_new_tokens={tokens}"],
+        preexec_fn=one_core(0) if cores else None,
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    if rollout.wait() != 0 or grpo.wait() != 0:
+        raise RuntimeError(f"the staleness={staleness} run failed: see {run}/logs")
+    lines = (run / "logs" / "grpo" / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def overlap(metrics: list[dict]) -> dict[str, float]:
+    """Mean seconds per step of the trainer's loop, of generation (incl. the policy reload) and
+    of the update (incl. publishing); step 0 is left out (engine start and warm-up)."""
+    later = [m for m in metrics if m["step"] > 0]
+    mean = lambda key: statistics.fmean(key(m) for m in later)  # noqa: E731
+    return {
+        "step": mean(lambda m: m["time/wait_s"] + m["time/update_s"] + m["time/publish_s"]),
+        "generate": mean(lambda m: m["time/generate_s"] + m["time/policy_load_s"]),
+        "update": mean(lambda m: m["time/update_s"] + m["time/publish_s"]),
+    }
+
+
+def bench_overlap(model_dir: Path, work: Path, steps: int, prompts: int, n: int, tokens: int):
+    off = overlap(run_rl(model_dir, work, 1, steps, prompts, n, tokens))
+    on = overlap(run_rl(model_dir, work, 0, steps, prompts, n, tokens))
+    return {
+        "overlap/steps": steps,
+        "overlap/prompts_x_n": f"{prompts}x{n}",
+        "overlap/max_new_tokens": tokens,
+        "overlap/staleness1_step_s": round(off["step"], 2),
+        "overlap/staleness1_generate_s": round(off["generate"], 2),
+        "overlap/staleness1_update_s": round(off["update"], 2),
+        "overlap/staleness1_ratio_over_max": round(
+            off["step"] / max(off["generate"], off["update"]), 3
+        ),
+        "overlap/staleness0_step_s": round(on["step"], 2),
+        "overlap/staleness0_generate_s": round(on["generate"], 2),
+        "overlap/staleness0_update_s": round(on["update"], 2),
+        "overlap/staleness0_ratio_over_sum": round(on["step"] / (on["generate"] + on["update"]), 3),
+    }
