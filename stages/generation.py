@@ -50,8 +50,8 @@ class VllmConfig(StageConfig):
     enforce_eager: bool | None = Field(
         None,
         description="Run the model eagerly: no CUDA graphs / torch.compile (faster start, slower "
-        "decoding). None: False on a GPU; True on a CPU, where compiling took ~50 s more start "
-        "for ~13% faster decoding on SmolLM2-135M and needs a C++ compiler at run time.",
+        "decoding). None: False on a GPU; True on a CPU, where compiling the model took ~50 s "
+        "more start for ~13% faster decoding on SmolLM2-135M (2 cores).",
     )
     enable_prefix_caching: bool = Field(
         True, description="Share the KV cache of the prompt across a group's n samples."
@@ -385,8 +385,8 @@ def resolve_backend(name: str) -> str:
     """'auto' -> vLLM wherever it is installed, else transformers; an engine that cannot run
     is a UserError (raised before a stage claims its outputs or waits for anything)."""
     if name == "auto":
-        # vLLM's CPU build samples SmolLM2-135M ~6x faster than transformers' generate on our
-        # 2-core machines (docs/benchmarks.md), which repays its ~25 s start within a step or two
+        # vLLM's CPU build sampled SmolLM2-135M 2.0x as fast as transformers' generate on our
+        # 2-core machines (docs/benchmarks.md), which repays its ~16 s start within two steps
         return "vllm" if vllm_installed() else "transformers"
     if name == "vllm" and not vllm_installed():
         raise UserError(
