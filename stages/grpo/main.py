@@ -364,14 +364,24 @@ def save_optimizer(paths: RunPaths, par, optimizer, scheduler, version: int, mas
 def load_optimizer(
     paths: RunPaths, par, optimizer, scheduler, version: int, device, masters=None
 ) -> None:
+    import pickle
+
     import torch
 
     state_file = paths.grpo_state / "optimizer.pt"
-    state = (
-        torch.load(state_file, map_location=device, weights_only=False)
-        if state_file.is_file()
-        else None
-    )
+    state = None
+    if state_file.is_file():
+        try:
+            # tensors and plain containers only: whoever can write the run directory must not
+            # be able to run code in the trainer through a pickle
+            state = torch.load(state_file, map_location=device, weights_only=True)
+        except pickle.UnpicklingError as err:
+            first = str(err).splitlines()[0]
+            raise UserError(
+                f"{state_file} holds more than tensors and plain values, so it is not loaded "
+                f"(unpickling it could run code): {first}. Delete it to resume with a fresh "
+                "optimizer state, or start over with --clean"
+            ) from None
     if state is None or state["version"] != version:
         logger.warning("no optimizer state for policy version %d: starting it fresh", version)
         return
