@@ -192,6 +192,37 @@ def write_status(path: Path, state: str, **fields: Any) -> None:
 
 
 HEARTBEAT_S = 10.0
+# A peer's `failed` status counts if written up to this long before we started waiting: the two
+# workers start together, and one may fail (a bad config or reward file) before the other has
+# taken its start time. (`done` and heartbeats count only from our start.)
+FAILURE_GRACE_S = 30.0
+
+
+@contextmanager
+def failure_reported(path: Path) -> Iterator[None]:
+    """Around a worker's whole command, from before it reads its config: an error is written to
+    its status file as `failed`, which a peer waiting on it sees at its next poll, so a worker
+    that dies at start-up (bad config, reward file, model folder, a refused run directory) does
+    not leave its peer waiting for its timeout. A status file that another live worker of the
+    same kind is heartbeating is left alone: a second, refused instance must not stop it."""
+    try:
+        yield
+    except Exception as err:
+        if not _owned_by_another_live_worker(path):
+            detail = "".join(traceback.format_exception_only(type(err), err)).strip()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_status(path, "failed", error=detail)
+        raise
+
+
+def _owned_by_another_live_worker(path: Path) -> bool:
+    try:
+        status = read_json(path)
+    except (OSError, json.JSONDecodeError):
+        return False
+    mine = status.get("pid") == os.getpid() and status.get("host") == socket.gethostname()
+    fresh = time.time() - status.get("time", 0) < 3 * HEARTBEAT_S
+    return status.get("state") == "running" and fresh and not mine
 
 
 @contextmanager
@@ -256,7 +287,8 @@ def wait_for(
             beat = status.get("time", 0)
             fresh = started_after is None or beat >= started_after
             state = status.get("state")
-            if fresh and state == "failed":
+            news = started_after is None or beat >= started_after - FAILURE_GRACE_S
+            if news and state == "failed":
                 raise PeerFailed(
                     f"the {peer} worker failed while we waited for {what}: "
                     f"{status.get('error', 'no detail')} (see its logs)"

@@ -26,6 +26,7 @@ from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import EPOCH_RE, DataPaths, RunPaths, numbered_children
 from proactive_rl.shared.publish import (
     claim_outputs,
+    failure_reported,
     is_stable,
     publish_dir,
     published,
@@ -52,8 +53,10 @@ logger = logging.getLogger(__name__)
 @config_options
 @reuse_options
 def command(run_dir, data_dir, recipe, config_file, overrides, resume, clean):
-    config = load_config(GrpoConfig, config_file, overrides, recipe or None, "grpo")
-    run(config, run_dir, data_dir, resume=resume, clean=clean)
+    # any failure, from the config on, reaches the peer through this worker's status file
+    with failure_reported(RunPaths(run_dir).status("grpo")):
+        config = load_config(GrpoConfig, config_file, overrides, recipe or None, "grpo")
+        run(config, run_dir, data_dir, resume=resume, clean=clean)
 
 
 def resolve_init_model(spec: str, paths: RunPaths) -> Path:

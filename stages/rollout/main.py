@@ -23,6 +23,7 @@ from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import DataPaths, RunPaths, numbered_children
 from proactive_rl.shared.publish import (
     claim_outputs,
+    failure_reported,
     is_stable,
     publish_dir,
     read_marker,
@@ -44,8 +45,10 @@ logger = logging.getLogger(__name__)
 @config_options
 @reuse_options
 def command(run_dir, data_dir, recipe, config_file, overrides, resume, clean):
-    config = load_config(RolloutConfig, config_file, overrides, recipe or None, "rollout")
-    run(config, run_dir, data_dir, resume=resume, clean=clean)
+    # any failure, from the config on, reaches the peer through this worker's status file
+    with failure_reported(RunPaths(run_dir).status("rollout")):
+        config = load_config(RolloutConfig, config_file, overrides, recipe or None, "rollout")
+        run(config, run_dir, data_dir, resume=resume, clean=clean)
 
 
 def latest_policy(paths: RunPaths, plan_id: str) -> tuple[int, Path] | None:
