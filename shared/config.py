@@ -6,6 +6,7 @@ validated by the stage's model; unknown keys fail with the list of valid ones.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,6 +52,18 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
             raise UserError(f"override {assignment!r}: {part!r} is not a section")
         node = child
     node[leaf] = parse_value(raw)
+
+
+def _seed_dict_default(model: type[BaseModel], data: dict[str, Any], assignment: str) -> None:
+    """`--set reward_kwargs.foo=1` edits one key of a dict field, so it starts from the field's
+    default (keeping beta) rather than from nothing; `--set reward_kwargs={...}` replaces it."""
+    head, dot, _ = assignment.partition("=")[0].strip().partition(".")
+    field = model.model_fields.get(head)
+    if not dot or head in data or field is None:
+        return
+    default = field.get_default(call_default_factory=True)
+    if isinstance(default, dict):
+        data[head] = copy.deepcopy(default)
 
 
 def _field_names(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -119,6 +132,7 @@ def load_config(
     if config_file is not None:
         data = _merge(data, read_toml(config_file))
     for assignment in overrides:
+        _seed_dict_default(model, data, assignment)
         apply_override(data, assignment)
     try:
         return model.model_validate(data)

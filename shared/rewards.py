@@ -302,6 +302,7 @@ def load_reward(spec: str, reward_kwargs: Mapping[str, Any] | None = None) -> Re
     True
     """
     if spec in REWARDS:
+        _check_builtin_kwargs(spec, dict(reward_kwargs or {}))
         return REWARDS[spec]  # built-ins take **reward_kwargs and ignore what they don't use
     valid = ", ".join(sorted(REWARDS))
     if ":" not in spec:
@@ -363,6 +364,32 @@ def _import_file(path: Path) -> Any:
             f"reward file {path} failed to import: {type(exc).__name__}: {exc}"
         ) from exc
     return module
+
+
+# The range a built-in's `beta` (the pay for a hedge on a question the group never answers)
+# makes sense in: above 1 a hedge would pay more than a correct answer.
+BETA_RANGE = (0.0, 1.0)
+
+
+def _check_builtin_kwargs(spec: str, reward_kwargs: dict[str, Any]) -> None:
+    """A built-in's numeric keyword arguments are numbers, and `beta` is in BETA_RANGE: a text
+    beta would otherwise crash the reward at the first hedge, long after start-up."""
+    params = inspect.signature(REWARDS[spec]).parameters
+    for name, value in reward_kwargs.items():
+        param = params.get(name)
+        numeric = name == "beta" or (param is not None and isinstance(param.default, int | float))
+        if not numeric:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UserError(
+                f"reward_kwargs.{name} of reward {spec!r} must be a number, got {value!r}"
+            )
+        low, high = BETA_RANGE
+        if name == "beta" and not low <= value <= high:
+            raise UserError(
+                f"reward_kwargs.beta of reward {spec!r} must be within [{low}, {high}] "
+                f"(the pay for hedging on a question the group never answers), got {value!r}"
+            )
 
 
 def _check_signature(fn: Callable[..., Any], spec: str, reward_kwargs: dict[str, Any]) -> None:

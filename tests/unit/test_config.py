@@ -317,3 +317,15 @@ def test_recipe_with_a_bad_key_names_it(tmp_path):
     recipe.write_text("[grpo]\nprompts_per_stepp = 4\n")
     with pytest.raises(UserError, match="unknown key 'prompts_per_stepp'"):
         load_config(GrpoConfig, recipe=str(recipe), stage="grpo")
+
+
+@pytest.mark.parametrize("model", [RolloutConfig, EvalConfig])
+def test_a_dotted_reward_kwarg_keeps_the_other_defaults(model):
+    """--set reward_kwargs.scale=2 edits one key; beta stays 0.5 (it used to vanish, leaving
+    the reward function's own default). A whole value replaces the dict, as written."""
+    edited = load_config(model, overrides=["reward_kwargs.scale=2"])
+    assert edited.reward_kwargs == {"beta": 0.5, "scale": 2}
+    replaced = load_config(model, overrides=['reward_kwargs={"scale": 2}'])
+    assert replaced.reward_kwargs == {"scale": 2}
+    both = load_config(model, overrides=["reward_kwargs.beta=0.3", "reward_kwargs.scale=2"])
+    assert both.reward_kwargs == {"beta": 0.3, "scale": 2}

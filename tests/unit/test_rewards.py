@@ -494,3 +494,23 @@ def test_load_reward_rejects_kwargs_the_user_function_does_not_take(tmp_path):
     assert load_reward(spec, {}) is not None
     with pytest.raises(UserError, match=r"does not accept the configured reward_kwargs \['beta'\]"):
         load_reward(spec, {"beta": 0.5})
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"beta": "high"}, "reward_kwargs.beta of reward 'proactive' must be a number, got 'high'"),
+        ({"beta": True}, "must be a number, got True"),
+        ({"beta": -0.1}, "must be within [0.0, 1.0]"),
+        ({"beta": 1.5}, "must be within [0.0, 1.0]"),
+    ],
+)
+def test_built_in_reward_kwargs_are_checked_at_start(kwargs, fragment):
+    with pytest.raises(UserError) as err:
+        load_reward("proactive", kwargs)
+    assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs", [{"beta": 0}, {"beta": 1}, {"beta": 0.5, "other": "text"}])
+def test_sensible_built_in_reward_kwargs_pass(kwargs):
+    assert load_reward("proactive", kwargs) is not None
