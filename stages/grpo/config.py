@@ -86,7 +86,12 @@ class GrpoConfig(StageConfig):
         description="Train on the first N rows of the RL train split only (None = all). A small "
         "pool over several epochs lets a short run compare the same prompts early and late.",
     )
-    n: int = Field(16, ge=1, description="Responses per prompt, the group size (RL_ROLLOUTS).")
+    n: int = Field(
+        16,
+        ge=2,
+        description="Responses per prompt, the group size (RL_ROLLOUTS). At least 2: a group of "
+        "one has a zero advantage, so nothing would be learned.",
+    )
     max_staleness: int = Field(
         0,
         ge=0,

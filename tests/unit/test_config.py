@@ -329,3 +329,10 @@ def test_a_dotted_reward_kwarg_keeps_the_other_defaults(model):
     assert replaced.reward_kwargs == {"scale": 2}
     both = load_config(model, overrides=["reward_kwargs.beta=0.3", "reward_kwargs.scale=2"])
     assert both.reward_kwargs == {"beta": 0.3, "scale": 2}
+
+
+def test_a_group_of_one_is_refused():
+    """n=1: every advantage is zero, so a run would spend its hours learning nothing."""
+    with pytest.raises(UserError, match=r"n: Input should be greater than or equal to 2"):
+        load_config(GrpoConfig, overrides=["n=1"])
+    assert load_config(GrpoConfig, overrides=["n=2"]).n == 2
