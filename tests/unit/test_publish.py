@@ -408,7 +408,9 @@ def test_wait_for_times_out_naming_what_and_peer():
 # (state the peer wrote, its time relative to our start, expected outcome)
 PEER_CASES = [
     ("failed", +1.0, PeerFailed),  # failed during this run: fail at once
+    ("failed", -10.0, PeerFailed),  # failed at start-up, before we took our start time
     ("failed", -60.0, WaitTimeout),  # stale failure of an earlier run: ignored
+    ("done", -10.0, WaitTimeout),  # the grace is for failures only
     ("running", +1.0, WaitTimeout),  # alive (fresh heartbeat): keep waiting
     ("done", +1.0, PeerFailed),  # finished without publishing what we wait for
     ("done", -60.0, WaitTimeout),  # an earlier run's peer finished: ignored
