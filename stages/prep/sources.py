@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import random
 from collections import Counter
@@ -16,24 +17,49 @@ from typing import Any
 from proactive_rl.shared.errors import UserError
 
 SIMPLEQA_CATEGORY = "simpleQA"
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def read_text(path: Path) -> str:
+    """A whole input file as text: UTF-8 with or without a byte-order mark (what many Windows
+    editors write), LF or CRLF line ends; a .gz is decompressed. Anything else is one error
+    naming the file, the line and the byte offset."""
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give the path of a file")
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
+    data = path.read_bytes()
+    if data[:2] == GZIP_MAGIC:
+        if not path.name.lower().endswith(".gz"):
+            raise UserError(f"{path} is gzip-compressed: decompress it, or name it {path.name}.gz")
+        try:
+            data = gzip.decompress(data)
+        except (gzip.BadGzipFile, EOFError, OSError) as err:
+            raise UserError(f"{path}: a damaged gzip file ({err})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise UserError(
+            f"{path}:{line}: not UTF-8 text (byte {data[err.start : err.start + 1]!r} at offset "
+            f"{err.start}); save the file as UTF-8"
+        ) from None
+    return text.replace("\r\n", "\n")
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any], str]]:
     """(line number, object, raw line) for every non-blank line; bad JSON names file and line."""
-    if not path.is_file():
-        raise UserError(f"{path} does not exist")
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
-            if not isinstance(obj, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object")
-            rows.append((lineno, obj, line.rstrip("\n")))
+    for lineno, line in enumerate(read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
+        if not isinstance(obj, dict):
+            raise UserError(f"{path}:{lineno}: expected a JSON object")
+        rows.append((lineno, obj, line))
     return rows
 
 
@@ -89,13 +115,10 @@ def read_rl_questions(path: Path) -> list[dict[str, Any]]:
 def read_simpleqa_csv(path: Path) -> list[dict[str, Any]]:
     """SimpleQA rows (this repo's copy names the columns question/true_answer, OpenAI's original
     problem/answer); a .csv.gz is read compressed. Every row's sub_category is 'simpleQA'."""
-    if not path.is_file():
-        raise UserError(f"{path} does not exist")
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    text = read_text(path)
     try:
-        with opener(path, "rt", encoding="utf-8", newline="") as fh:
-            return _simpleqa_rows(path, csv.DictReader(fh))
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, csv.Error) as err:
+        return _simpleqa_rows(path, csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error as err:
         raise UserError(f"{path}: not a readable CSV file ({err})") from err
 
 
