@@ -98,6 +98,9 @@ def sample_sft_file(config: PrepConfig, source: Path) -> tuple[list[str], int]:
     from proactive_rl.shared.tags import has_proactive
 
     rows = read_jsonl(source)
+    if not rows:
+        # refused before anything is written: an empty file must not replace good SFT data
+        raise UserError(f"{source} holds no conversations (no non-blank line)")
     for lineno, obj, _ in rows:
         check_sft_row(source, lineno, obj)
     if len(rows) < config.num_sft_samples:

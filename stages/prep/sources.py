@@ -98,12 +98,24 @@ def read_rl_questions(path: Path) -> list[dict[str, Any]]:
                 f"{path}:{lineno}: needs a user turn (the question) and an assistant turn "
                 "(the ground truth)"
             )
-        answer = str(assistant[-1].get("content", "")).strip()
+        question, truth = user[0].get("content"), assistant[-1].get("content")
+        if not isinstance(question, str) or not question.strip():
+            raise UserError(
+                f"{path}:{lineno}: the user turn (the question) must be non-empty text, "
+                f"got {question!r}"
+            )
+        # a number is a fine ground truth ("42"); null or a list is not ("None" would be graded)
+        if isinstance(truth, bool) or not isinstance(truth, str | int | float):
+            raise UserError(
+                f"{path}:{lineno}: the assistant turn (the ground truth) must be text or a "
+                f"number, got {truth!r}"
+            )
+        answer = str(truth).strip()
         if not answer:
             raise UserError(f"{path}:{lineno}: the assistant turn (ground truth) is empty")
         questions.append(
             {
-                "question": str(user[0].get("content", "")),
+                "question": question,
                 "answer": answer,
                 "original_id": str(obj.get("id", lineno - 1)),
                 "sub_category": str(obj.get("sub_category", "")),

@@ -80,6 +80,18 @@ def test_prep_bad_json_line_names_file_and_line(workdir):
     assert not (workdir / "data/processed").exists()  # nothing half-written
 
 
+def test_an_empty_sft_file_does_not_replace_good_data(workdir):
+    proactive("prep", cwd=workdir)
+    out = workdir / "data/processed"
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    empty = workdir / "data/sample/empty_sft.jsonl"
+    empty.write_text("\n\n")
+    proc = proactive("prep", "--set", f"sft_source={empty}", cwd=workdir, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "empty_sft.jsonl holds no conversations" in proc.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
 def test_prep_unknown_key_lists_valid_keys(workdir):
     proc = proactive("prep", "--set", "num_sft_sample=5", cwd=workdir, check=False)
     assert proc.returncode == 2

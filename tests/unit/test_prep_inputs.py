@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from proactive_rl.prep.sources import read_jsonl, read_simpleqa_csv
+from proactive_rl.prep.sources import read_jsonl, read_rl_questions, read_simpleqa_csv
 from proactive_rl.shared.errors import UserError
 
 ROWS = [{"id": 1, "q": "Café?"}, {"id": 2, "q": "Zürich?"}]
@@ -81,3 +81,34 @@ def test_simpleqa_csv_in_latin1_names_the_line(tmp_path):
     path.write_bytes((CSV + "Où est Genève?,Suisse\n").encode("latin-1"))
     with pytest.raises(UserError, match=r"simple_qa.csv:4: not UTF-8 text"):
         read_simpleqa_csv(path)
+
+
+def rl_line(question, truth) -> str:
+    messages = [{"role": "user", "content": question}, {"role": "assistant", "content": truth}]
+    return json.dumps({"id": 1, "messages": messages})
+
+
+@pytest.mark.parametrize(
+    "question, truth, fragment",
+    [
+        ("Who?", None, "the ground truth) must be text or a number, got None"),
+        ("Who?", ["a", "b"], "must be text or a number, got ['a', 'b']"),
+        ("Who?", True, "must be text or a number, got True"),
+        (42, "x", "the user turn (the question) must be non-empty text, got 42"),
+        ("  ", "x", "must be non-empty text"),
+    ],
+)
+def test_rl_rows_with_a_null_truth_or_a_non_text_question_are_refused(
+    tmp_path, question, truth, fragment
+):
+    path = tmp_path / "rl.jsonl"
+    path.write_text(rl_line("Fine?", "yes") + "\n" + rl_line(question, truth) + "\n")
+    with pytest.raises(UserError) as err:
+        read_rl_questions(path)
+    assert f"{path}:2: " in str(err.value) and fragment in str(err.value)
+
+
+def test_a_number_is_a_ground_truth(tmp_path):
+    path = tmp_path / "rl.jsonl"
+    path.write_text(rl_line("What is 6 * 7?", 42) + "\n")
+    assert read_rl_questions(path)[0]["answer"] == "42"
