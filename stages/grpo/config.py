@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from proactive_rl.shared.config import StageConfig
+from proactive_rl.shared.publish import HEARTBEAT_S
 
 
 class LossConfig(StageConfig):
@@ -141,6 +142,13 @@ class GrpoConfig(StageConfig):
     )
     wait_timeout: float = Field(
         3600.0, gt=0, description="Seconds to wait for a step's rollouts before failing."
+    )
+    peer_quiet_timeout: float = Field(
+        120.0,
+        gt=HEARTBEAT_S,
+        description="Seconds without a heartbeat from the peer worker (it refreshes its status "
+        f"every {HEARTBEAT_S:.0f} s while it runs) before it is taken for dead (killed, out of "
+        "memory) and this worker stops, naming it.",
     )
 
     @model_validator(mode="after")

@@ -223,6 +223,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                 peer="rollout",
                 peer_status=paths.status("rollout"),
                 started_after=started,
+                quiet_after=config.peer_quiet_timeout,
             )
             wait_s = time.perf_counter() - t_wait
             rows = read_table(paths.rollout_file(step), ROLLOUTS).to_pylist()

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from proactive_rl.generation import SamplingConfig, VllmConfig
 from proactive_rl.shared.config import StageConfig
+from proactive_rl.shared.publish import HEARTBEAT_S
 
 
 class RolloutConfig(StageConfig):
@@ -38,5 +39,12 @@ class RolloutConfig(StageConfig):
     seed: int = Field(1234, description="Sampling seed (combined with the step number).")
     wait_timeout: float = Field(
         3600.0, gt=0, description="Seconds to wait for a policy version before failing."
+    )
+    peer_quiet_timeout: float = Field(
+        120.0,
+        gt=HEARTBEAT_S,
+        description="Seconds without a heartbeat from the peer worker (it refreshes its status "
+        f"every {HEARTBEAT_S:.0f} s while it runs) before it is taken for dead (killed, out of "
+        "memory) and this worker stops, naming it.",
     )
     num_examine: int = Field(5, ge=0, description="Groups printed to the log per step.")

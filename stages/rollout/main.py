@@ -101,6 +101,7 @@ def wait_plan(config: RolloutConfig, paths: RunPaths, started: float):
         peer="grpo",
         peer_status=paths.status("grpo"),
         started_after=started,
+        quiet_after=config.peer_quiet_timeout,
     )
 
 
@@ -156,6 +157,7 @@ def follow_plan(
             peer="grpo",
             peer_status=paths.status("grpo"),
             started_after=started,
+            quiet_after=config.peer_quiet_timeout,
         )
         if found == "replan":
             return False

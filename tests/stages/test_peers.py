@@ -88,3 +88,30 @@ def test_a_refused_second_worker_leaves_a_running_one_alone(tmp_path):
         pass
     failed = json.loads(status.read_text())
     assert failed["state"] == "failed" and "bad config" in failed["error"]
+
+
+def test_a_quiet_peer_is_taken_for_dead_after_the_configured_limit(workdir):
+    """A peer killed without a word (kill -9, out of memory) stops heartbeating; the waiting
+    worker gives up after `peer_quiet_timeout` seconds (default 120), naming it."""
+    from proactive_rl.shared.publish import write_status
+
+    run = workdir / "checkpoints" / "run"
+    status = RunPaths(run).status("grpo")
+    rollout = start(
+        "rollout", "--run-dir", str(run), *WAIT, "--set", "peer_quiet_timeout=12", cwd=workdir
+    )
+    for _ in range(8):  # a live grpo while the rollout worker starts, then silence
+        write_status(status, "running")
+        time.sleep(1.0)
+    started = time.monotonic() - 1.0  # since the last heartbeat
+    out, _ = rollout.communicate(timeout=120)
+    seconds = time.monotonic() - started
+    assert rollout.returncode == 2, out
+    assert "the grpo worker went quiet (no heartbeat for" in out
+    assert 12 <= seconds < 12 + DETECT_S, f"noticed after {seconds:.1f} s"
+
+
+def test_the_quiet_limit_must_exceed_the_heartbeat(workdir):
+    proc = proactive("rollout", "--set", "peer_quiet_timeout=5", cwd=workdir, check=False)
+    assert proc.returncode == 2 and "peer_quiet_timeout" in proc.stderr
+    assert "greater than 10" in proc.stderr
