@@ -96,7 +96,31 @@ def tokens_of(groups):
 
 
 def engine_processes() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True)}
+    """This process's vLLM engine processes (vLLM titles them VLLM::EngineCore, VLLM::Worker);
+    Python's own helpers, such as multiprocessing's resource tracker, live on and do not count."""
+    found = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.name().startswith("VLLM::") or "VLLM::" in " ".join(child.cmdline()):
+                found.add(child.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def assert_ended(pids: set[int], within: float = 30.0) -> None:
+    """Every process in `pids` exits (or is a zombie awaiting its parent) within `within` s."""
+
+    def alive(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + within
+    while any(alive(p) for p in pids):
+        assert time.monotonic() < deadline, f"engine processes left running: {pids}"
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -178,10 +202,7 @@ def test_close_ends_every_engine_process(tiny):
     started = engine_processes() - before
     assert started, "the engine runs its core in processes of its own"
     backend.close()
-    deadline = time.monotonic() + 30
-    while any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in started):
-        assert time.monotonic() < deadline, f"engine processes left running: {started}"
-        time.sleep(0.2)
+    assert_ended(started)
     assert backend.llm is None
     backend.close()  # a second close is harmless
 
@@ -197,12 +218,14 @@ def test_another_architecture_gets_a_new_engine(tiny, tmp_path):
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "wider")
     AutoTokenizer.from_pretrained(tiny).save_pretrained(tmp_path / "wider")
     backend = VllmBackend(PRECISION, SETTINGS, 256)
+    before = engine_processes()  # the module's shared engine runs beside this one
     try:
         backend.load(tiny)
-        first, first_processes = backend.llm, engine_processes()
+        first, first_processes = backend.llm, engine_processes() - before
+        assert first_processes
         backend.load(tmp_path / "wider")
         assert backend.llm is not first
-        assert not any(psutil.pid_exists(p) for p in first_processes - engine_processes())
+        assert_ended(first_processes)  # the old engine was shut down, not left running
         prompts = chat_prompts(tiny)
         groups = backend.generate(prompts, 2, sampling(), seed=0)
         worst, _ = differences(groups, trainer_logprobs(tmp_path / "wider", prompts, groups))
