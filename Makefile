@@ -1,6 +1,6 @@
 # proactive-rl: `make help` lists the targets. Everything runs from a fresh clone:
-#   make test                          # host venv (.venv) + unit/stage tests on CPU
-#   make build-images && make smoke    # the container pipeline on the tiny model
+#   make demo     # Docker set up if missing, images built if stale, the pipeline on SmolLM2
+#   make test     # host venv (.venv) + the tests on CPU
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -53,12 +53,14 @@ lint: $(VENV)/.installed ## ruff check + ruff format --check
 build-images: ## Build proactive-rl/{base,prep,sft,rollout,grpo,eval}:cpu images (no registry)
 	scripts/build-images.sh
 
-smoke: ## Run the container chain on smoke-size settings and check every service and output
+smoke: ## The container chain on the tiny model, smoke-size, every service and output checked
 	scripts/smoke.sh
 
 # The demo is the checked container run on SmolLM2-135M with CPU-sized settings
 # (scripts/demo.env) into checkpoints/demo. The compose defaults are the users' GPU recipe.
-demo: ## The container pipeline on SmolLM2-135M, CPU-sized (~4 min; scripts/demo.env)
+# Both it and smoke set up what is missing first: Docker (scripts/ensure-docker.sh) and the
+# images (scripts/build-images.sh, nothing to do when they are current).
+demo: ## The README's first command: the container pipeline on SmolLM2-135M to its report
 	SMOKE_SETTINGS=scripts/demo.env scripts/smoke.sh
 
 bench-learning: $(VENV)/.installed ## SmolLM2-135M: SFT -> GRPO -> eval on CPU (~30-45 min), report in checkpoints/bench-learning

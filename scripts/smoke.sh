@@ -13,7 +13,11 @@
 #   COMPOSE         compose command (default: `docker compose` if it works, else docker-compose)
 #   SMOKE_TIMEOUT   seconds before the chain is stopped (default 1800)
 #   SMOKE_ENGINE    generation engine every rollout step must record (smoke.env: vllm)
-# Needs the images (make build-images) and a running Docker engine.
+#   SMOKE_BUILD     0: use the images as they are (default 1: make sure they are built and
+#                   current first - a second when they are, minutes on a fresh machine)
+# Does its own set-up: Docker installed and started where missing (scripts/ensure-docker.sh:
+# apt on Debian as root, otherwise it says the command to run), images built when missing or
+# stale (scripts/build-images.sh).
 set -euo pipefail
 
 # The Debian docker CLI first: a newer CLI in /usr/local/bin may lack the compose/buildx plugins.
@@ -33,6 +37,12 @@ if [ -n "$settings" ]; then
     done <"$settings"
 fi
 export RUN_NAME="${RUN_NAME:-default}"
+
+# --- set-up: an engine with compose, then current images (both no-ops when already so).
+scripts/ensure-docker.sh
+if [ "${SMOKE_BUILD:-1}" != 0 ]; then
+    scripts/build-images.sh
+fi
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-proactive-rl-$RUN_NAME}"
 run_dir="checkpoints/$RUN_NAME"
 
