@@ -1,14 +1,17 @@
 """Atomic publishing and waiting: the rules every producer and consumer on the volume follows.
 
-- A producer writes an artifact folder under a temporary name, fsyncs it, renames it into place
-  with `os.replace`, and writes `STABLE.json` (file sizes + sha256, row counts, metadata) last.
+- A producer writes an artifact folder under a temporary name (`staged`), fsyncs it, renames it
+  into place with `os.replace`, and writes `STABLE.json` (file sizes + checksums, row counts,
+  metadata) last. A failed write removes the temporary folder; a full disk is one clear error.
 - A consumer acts on `STABLE.json` only, waits with a timeout and a heartbeat log line, and fails
-  fast, naming the peer, when that peer's status file says it failed.
+  fast, naming the peer, when that peer's status file says it failed. Before it uses an artifact
+  it checks the files against the marker (`verified`), once per publication.
 - A stage refuses to start over outputs of an earlier run unless told `--resume` or `--clean`.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -21,9 +24,10 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import STEP_RE, numbered_children
@@ -60,12 +64,45 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def sha256_file(path: Path) -> str:
+# The checksum of new markers. blake3 hashes one file on every core at ~7.6 GB/s on a 2-core
+# machine against sha256's ~1.2-2 GB/s (SHA extensions, one core): verifying an 8B policy costs
+# ~3% of its handoff instead of ~20% (docs/benchmarks.md, scripts/bench_hash.py). A marker names
+# its algorithm per file, so markers written with sha256 before verify as they are.
+HASH = "blake3"
+HASHES = ("blake3", "sha256")
+
+
+def file_digest(path: Path, algorithm: str = HASH) -> str:
+    """Hex digest of a file's bytes with `algorithm` (one of HASHES)."""
+    if algorithm == "blake3":
+        from blake3 import blake3
+
+        # Memory-mapped, so its threads hash the whole file at once (reading it through a
+        # buffer halves the rate). Callers check the size first: a file truncated while mapped
+        # would fault.
+        return blake3(max_threads=blake3.AUTO).update_mmap(path).hexdigest()
+    if algorithm != "sha256":
+        raise UserError(f"{path}: unknown checksum algorithm {algorithm!r} (known: {HASHES})")
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+    buffer = bytearray(8 << 20)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as fh:
+        while size := fh.readinto(buffer):
+            digest.update(view[:size])  # releases the GIL: files hash in parallel threads
     return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    return file_digest(path, "sha256")
+
+
+def digest_files(paths: list[Path], algorithm: str = HASH) -> list[str]:
+    """Digests of several files, hashed in parallel threads (both hashes release the GIL), so
+    the shards of a policy take about the time of one pass over their bytes on all cores."""
+    if len(paths) <= 1:
+        return [file_digest(p, algorithm) for p in paths]
+    with ThreadPoolExecutor(min(len(paths), os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda p: file_digest(p, algorithm), paths))
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -99,15 +136,15 @@ def publish_dir(staging: Path, final: Path, meta: dict[str, Any] | None = None) 
     A leftover `final` without a marker (a crash between rename and marker) is replaced; a
     published one is replaced too, because callers decide about reuse before they produce.
     """
-    files: dict[str, dict[str, Any]] = {}
-    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+    paths = sorted(p for p in staging.rglob("*") if p.is_file())
+    for path in paths:
         # transformers writes weights 0600; other uids sharing the volume must read them
         path.chmod(0o644)
         _fsync_file(path)
-        files[str(path.relative_to(staging))] = {
-            "bytes": path.stat().st_size,
-            "sha256": sha256_file(path),
-        }
+    files = {
+        str(path.relative_to(staging)): {"bytes": path.stat().st_size, HASH: digest}
+        for path, digest in zip(paths, digest_files(paths), strict=True)
+    }
     _fsync_dir(staging)
     if final.exists():
         shutil.rmtree(final)
@@ -116,6 +153,68 @@ def publish_dir(staging: Path, final: Path, meta: dict[str, Any] | None = None) 
     marker = {"files": files, "published_at": time.time(), **(meta or {})}
     write_json_atomic(final / MARKER, marker)
     return marker
+
+
+# Writes the volume refuses for reasons the user fixes there, not in our code: one message each.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+
+
+@contextmanager
+def staged(final: Path, meta: dict[str, Any] | None = None) -> Iterator[Path]:
+    """Write an artifact into the staging folder this yields; leaving the block publishes it as
+    `final` with `meta`, which the block may still fill in (row counts known after writing):
+
+        with staged(paths.rollout(step), meta) as tmp:
+            meta["rows"] = write_table(rows, ROLLOUTS, tmp / "rollouts.parquet")
+
+    On any error the staging folder is removed (and `final`, if it was renamed into place but
+    never got its marker); earlier publications stay as they were. A write the volume refuses
+    (full, over quota, read-only, no permission) becomes one UserError naming the folder, the
+    reason and the space left, instead of a library's traceback."""
+    tmp: Path | None = None
+    try:
+        tmp = staging_dir(final)
+        yield tmp
+        publish_dir(tmp, final, meta)
+    except BaseException as err:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if final.is_dir() and not is_stable(final):
+            shutil.rmtree(final, ignore_errors=True)
+        code = disk_errno(err)
+        if code is None:
+            raise
+        raise UserError(
+            f"could not write {final} (in {tmp or final.parent}): {os.strerror(code)} "
+            f"({errno.errorcode[code]}); {_free_space(final)}. The unfinished folder was "
+            "removed and earlier outputs are intact: free some space (or fix the folder's "
+            "permissions) and run the command again"
+        ) from None
+
+
+def disk_errno(err: BaseException) -> int | None:
+    """The DISK_ERRNOS code behind `err` or an exception it was raised from. Libraries written
+    in Rust (safetensors, tokenizers) report it in their text only: "... (os error 28)"."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_ERRNOS:
+            return seen.errno
+        for found in re.findall(r"(?:os error |\[Errno )(\d+)", str(seen)):
+            if int(found) in DISK_ERRNOS:
+                return int(found)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _free_space(path: Path) -> str:
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        usage = shutil.disk_usage(folder)
+    except OSError as err:
+        return f"free space unknown ({err.strerror})"
+    return f"{usage.free / 1e6:,.1f} MB free of {usage.total / 1e6:,.1f} MB on {folder}"
 
 
 def is_stable(folder: Path) -> bool:
@@ -131,15 +230,54 @@ def read_marker(folder: Path) -> dict[str, Any]:
     return read_json(folder / MARKER)
 
 
-def verify(folder: Path) -> None:
-    """Check every file the marker lists against its size and sha256."""
+def verify(folder: Path, fix: str = "") -> dict[str, Any]:
+    """Check every file the marker lists against its size and checksum (with the algorithm the
+    marker names for it); return the marker. A mismatch is a UserError naming the file, with
+    `fix` (what the user can do about it) appended."""
     marker = read_marker(folder)
+    todo: list[tuple[Path, str, str]] = []
     for name, info in marker["files"].items():
         path = folder / name
-        if not path.is_file() or path.stat().st_size != info["bytes"]:
-            raise UserError(f"{path}: missing or wrong size; the artifact {folder} is damaged")
-        if sha256_file(path) != info["sha256"]:
-            raise UserError(f"{path}: checksum mismatch; the artifact {folder} is damaged")
+        if not path.is_file():
+            _damaged(path, folder, "missing", fix)
+        if path.stat().st_size != info["bytes"]:
+            size = path.stat().st_size
+            _damaged(path, folder, f"{size} bytes where {info['bytes']} were published", fix)
+        algorithm = next((a for a in HASHES if a in info), None)
+        if algorithm is None:
+            _damaged(path, folder, f"no checksum of a known kind {HASHES} in {MARKER}", fix)
+        todo.append((path, algorithm, info[algorithm]))
+    for algorithm in {a for _, a, _ in todo}:
+        group = [(p, want) for p, a, want in todo if a == algorithm]
+        digests = digest_files([p for p, _ in group], algorithm)
+        for (path, want), got in zip(group, digests, strict=True):
+            if got != want:
+                _damaged(path, folder, f"{algorithm} checksum mismatch (same size)", fix)
+    return marker
+
+
+def _damaged(path: Path, folder: Path, what: str, fix: str) -> NoReturn:
+    raise UserError(
+        f"{path}: {what}; the published artifact {folder} was changed or damaged after "
+        f"{MARKER} was written, so it is not used" + (f". {fix}" if fix else "")
+    )
+
+
+# (folder, marker inode, marker mtime) -> marker, for what this process already verified
+_verified: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
+def verified(folder: Path, fix: str = "") -> dict[str, Any]:
+    """`verify(folder)` the first time a consumer uses a publication, its marker afterwards: a
+    folder used again (an SFT epoch under every LoRA policy, the data for every plan) is hashed
+    once. A republished folder has a new marker file, so it is checked again."""
+    stat = (folder / MARKER).stat()
+    key = (str(Path(folder).resolve()), stat.st_ino, stat.st_mtime_ns)
+    if key not in _verified:
+        started = time.perf_counter()
+        _verified[key] = verify(folder, fix)
+        logger.info("verified %s (%.2fs)", folder, time.perf_counter() - started)
+    return _verified[key]
 
 
 def remove_unpublished(parent: Path) -> None:
@@ -210,9 +348,18 @@ def failure_reported(path: Path) -> Iterator[None]:
     except Exception as err:
         if not _owned_by_another_live_worker(path):
             detail = "".join(traceback.format_exception_only(type(err), err)).strip()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_status(path, "failed", error=detail)
+            _record_failure(path, error=detail)
         raise
+
+
+def _record_failure(path: Path, **fields: Any) -> None:
+    """Write a `failed` status if the volume lets us: on a full or read-only volume the error
+    being reported is the one the user must see, not a second one from writing the status."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_status(path, "failed", **fields)
+    except OSError as err:
+        logger.warning("could not record the failure in %s: %s", path, err)
 
 
 def _owned_by_another_live_worker(path: Path) -> bool:
@@ -245,7 +392,7 @@ def worker_status(path: Path, **fields: Any) -> Iterator[None]:
         stop.set()
         thread.join()
         detail = "".join(traceback.format_exception_only(type(err), err)).strip()
-        write_status(path, "failed", error=detail, **fields)
+        _record_failure(path, error=detail, **fields)
         raise
     stop.set()
     thread.join()
@@ -269,7 +416,10 @@ def wait_for(
     With `peer_status`, fail at once, naming the peer, when that peer (as seen after
     `started_after`, so a stale file from an earlier run does not count) wrote `failed`,
     finished (`done`) without publishing what we wait for, or stopped refreshing its `running`
-    heartbeat for `quiet_after` seconds (killed, e.g. out of memory).
+    heartbeat for `quiet_after` seconds (killed, e.g. out of memory); and when its status file
+    has not been written since `started_after` for `quiet_after` seconds (a worker restarted
+    alone after both died: its peer is not coming). A peer without a status file has never
+    started in this run directory and is waited for up to `timeout`.
     """
     start = time.monotonic()
     last_log = start
@@ -302,6 +452,18 @@ def wait_for(
                 raise PeerFailed(
                     f"the {peer} worker went quiet (no heartbeat for {time.time() - beat:.0f}s) "
                     f"while we waited for {what}; was it killed (out of memory?) - check its logs"
+                )
+            if (
+                started_after is not None
+                and not fresh
+                and time.time() - started_after > quiet_after
+            ):
+                # its status is from before our start (both workers died, one was restarted)
+                raise PeerFailed(
+                    f"the {peer} worker has not run since we started "
+                    f"{time.time() - started_after:.0f}s ago (its status file says {state!r}, "
+                    f"written {time.time() - beat:.0f}s ago) while we waited for {what}: "
+                    f"start the {peer} worker with --resume too"
                 )
         if now - start > timeout:
             raise WaitTimeout(

@@ -65,6 +65,35 @@ def workdir(tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.fixture()
+def small_volume(tmp_path):
+    """A 2 MB tmpfs at tmp_path/volume: a volume that fills up. Mounting needs root (as in our
+    containers and CI); where it fails the test is skipped with mount's error."""
+    folder = tmp_path / "volume"
+    folder.mkdir()
+    try:
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+        )
+    except OSError as err:
+        pytest.skip(f"cannot mount a tmpfs here: {err}")
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+def fill(volume: Path, leave: int) -> None:
+    """Fill `volume` with a ballast file until `leave` bytes are free."""
+    free = shutil.disk_usage(volume).free
+    with open(volume / "ballast", "wb") as fh:
+        fh.write(b"\0" * max(free - leave, 0))
+
+
 def pytest_collection_modifyitems(config, items):
     """`gpu` tests run only where CUDA is; elsewhere they are reported as skipped, with why."""
     import torch

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from blake3 import blake3
 
 from proactive_rl.shared import publish
 from proactive_rl.shared.errors import UserError
@@ -67,7 +70,7 @@ def test_publish_dir_moves_staging_and_lists_every_file(tmp_path):
     assert marker["rows"] == 32 and marker["plan_id"] == "abc"
     assert isinstance(marker["published_at"], float)
     expected = {
-        name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        name: {"bytes": len(data), "blake3": blake3(data).hexdigest()}
         for name, data in FILES.items()
     }
     assert marker["files"] == expected
@@ -180,8 +183,8 @@ def _append(path: Path) -> None:
     [
         (_flip_first_byte, "model.safetensors", "checksum mismatch"),
         (_flip_first_byte, "sub/tokenizer.json", "checksum mismatch"),
-        (_truncate, "model.safetensors", "wrong size"),
-        (_append, "sub/deeper/empty.bin", "wrong size"),
+        (_truncate, "model.safetensors", "10239 bytes where 10240 were published"),
+        (_append, "sub/deeper/empty.bin", "1 bytes where 0 were published"),
         (Path.unlink, "config.json", "missing"),
     ],
 )
@@ -192,6 +195,153 @@ def test_verify_detects_damage(tmp_path, damage, name, message):
     with pytest.raises(UserError, match=message) as err:
         verify(final)
     assert name.split("/")[-1] in str(err.value)
+
+
+def _sha256_marker(final: Path) -> None:
+    """Rewrite the marker as markers were written before blake3: sha256 per file."""
+    marker = read_marker(final)
+    for name, info in marker["files"].items():
+        del info["blake3"]
+        info["sha256"] = hashlib.sha256((final / name).read_bytes()).hexdigest()
+    write_json_atomic(final / MARKER, marker)
+
+
+def test_verify_reads_markers_written_with_sha256(tmp_path):
+    final = tmp_path / "old"
+    published(final)
+    _sha256_marker(final)
+    verify(final)
+    _flip_first_byte(final / "model.safetensors")
+    with pytest.raises(UserError, match="model.safetensors: sha256 checksum mismatch"):
+        verify(final)
+
+
+def test_verify_refuses_a_checksum_of_an_unknown_kind(tmp_path):
+    final = tmp_path / "a"
+    published(final)
+    marker = read_marker(final)
+    marker["files"]["config.json"] = {"bytes": len(FILES["config.json"]), "md5": "0" * 32}
+    write_json_atomic(final / MARKER, marker)
+    with pytest.raises(UserError, match="config.json: no checksum of a known kind"):
+        verify(final)
+
+
+def test_verify_says_what_to_do(tmp_path):
+    final = tmp_path / "processed"
+    published(final)
+    _truncate(final / "model.safetensors")
+    with pytest.raises(UserError, match=r"so it is not used\. Rerun `proactive prep`$"):
+        verify(final, fix="Rerun `proactive prep`")
+
+
+def test_verified_hashes_a_publication_once_and_a_republication_again(tmp_path):
+    final = tmp_path / "sft" / "epoch_000001"
+    published(final)
+    assert publish.verified(final)["files"].keys() == FILES.keys()
+    # damage after the first check is not looked for again: the same marker was verified
+    _flip_first_byte(final / "model.safetensors")
+    publish.verified(final)
+    # a new publication of the folder (a new marker file) is checked again
+    published(final, meta={"epoch": 1})
+    _flip_first_byte(final / "model.safetensors")
+    with pytest.raises(UserError, match="checksum mismatch"):
+        publish.verified(final)
+
+
+def test_digest_files_in_parallel_matches_one_by_one(tmp_path):
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"shard{i}")
+        paths[-1].write_bytes(os.urandom(1 << 16) * (i + 1))
+    for algorithm in publish.HASHES:
+        one_by_one = [publish.file_digest(p, algorithm) for p in paths]
+        assert publish.digest_files(paths, algorithm) == one_by_one
+    assert (
+        publish.file_digest(paths[0], "sha256") == hashlib.sha256(paths[0].read_bytes()).hexdigest()
+    )
+    assert publish.file_digest(paths[0]) == blake3(paths[0].read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------- staged: publish or clean up
+
+
+def test_staged_publishes_with_meta_filled_in_the_block(tmp_path):
+    final = tmp_path / "rollouts" / "step_000003"
+    meta = {"plan_id": "p"}
+    with publish.staged(final, meta) as tmp:
+        assert tmp.parent == final.parent and tmp.name.startswith(".step_000003.tmp-")
+        (tmp / "rollouts.parquet").write_bytes(b"rows")
+        meta["rows"] = 4  # known only once written
+    marker = verify(final)
+    assert marker["plan_id"] == "p" and marker["rows"] == 4
+    assert sorted(p.name for p in final.parent.iterdir()) == ["step_000003"]
+
+
+def test_staged_removes_the_staging_folder_and_reraises_other_errors(tmp_path):
+    final = tmp_path / "policies" / "step_000001"
+    published(final, meta={"version": 1})
+    with pytest.raises(ValueError, match="bad weights"):
+        with publish.staged(final, {"version": 1}) as tmp:
+            (tmp / "model.safetensors").write_bytes(b"half")
+            raise ValueError("bad weights")
+    assert sorted(p.name for p in final.parent.iterdir()) == ["step_000001"]
+    assert read_marker(final)["version"] == 1
+    verify(final)  # the earlier publication is intact
+
+
+def test_a_full_volume_is_one_clear_error_and_leaves_no_staging_folder(small_volume):
+    from tests.conftest import fill
+
+    earlier = small_volume / "sft" / "epoch_000001"
+    published(earlier)
+    fill(small_volume, leave=64 << 10)
+    final = small_volume / "sft" / "epoch_000002"
+    with pytest.raises(UserError) as err:
+        with publish.staged(final, {"epoch": 2}) as tmp:
+            (tmp / "model.safetensors").write_bytes(os.urandom(1 << 20))
+    message = str(err.value)
+    assert message.startswith(f"could not write {final} (in {final.parent}/.epoch_000002.tmp-")
+    assert "No space left on device (ENOSPC)" in message
+    assert " MB free of 2.1 MB on " in message and "earlier outputs are intact" in message
+    assert sorted(p.name for p in (small_volume / "sft").iterdir()) == ["epoch_000001"]
+    verify(earlier)
+
+
+def test_a_read_only_volume_is_one_clear_error(small_volume):
+    published(small_volume / "step_000000")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_volume)], check=True)
+    with pytest.raises(UserError, match=r"Read-only file system \(EROFS\)"):
+        with publish.staged(small_volume / "step_000001"):
+            raise AssertionError("not reached: the staging folder cannot be made")
+    verify(small_volume / "step_000000")
+
+
+@pytest.mark.parametrize(
+    "err, expected",
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), errno.ENOSPC),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), errno.EDQUOT),
+        (PermissionError(errno.EACCES, "Permission denied"), errno.EACCES),
+        (OSError(errno.ENOENT, "No such file"), None),
+        # safetensors and tokenizers (Rust) put the code in their text only
+        (Exception("Error while serializing: I/O error: No space left (os error 28)"), 28),
+        (RuntimeError("[Errno 30] Read-only file system: 'x'"), errno.EROFS),
+        (RuntimeError("unexpected pos 576 vs 534"), None),
+        (ValueError("os error 2"), None),
+    ],
+)
+def test_disk_errno_finds_the_code_in_errors_and_their_text(err, expected):
+    assert publish.disk_errno(err) == expected
+
+
+def test_disk_errno_follows_the_chain():
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as inner:
+            raise RuntimeError("saving failed") from inner
+    except RuntimeError as outer:
+        assert publish.disk_errno(outer) == errno.ENOSPC
 
 
 # ---------------------------------------------------------------- staging and atomic JSON
