@@ -74,8 +74,9 @@ gpu-check: ## On a CUDA machine: SFT + vLLM rollout + GRPO on a random Qwen3-0.6
 	.venv-cuda/bin/python scripts/gpu_check.py $(GPU_CHECK_ARGS)
 	.venv-cuda/bin/pytest -m "gpu or vllm"
 
-bench: $(VENV)/.installed ## Speed figures of this machine: reward throughput + the pipeline (checkpoints/bench)
+bench: $(VENV)/.installed ## Speed figures of this machine: reward throughput + the pipeline + checksums (checkpoints/bench)
 	$(VENV)/bin/python scripts/bench.py $(BENCH_ARGS)
+	$(VENV)/bin/python scripts/bench_hash.py
 
 clean: ## Remove build outputs (.build, caches, data/processed) and the smoke run; keeps .venv, other runs
 	@if docker compose version >/dev/null 2>&1; then docker compose -p proactive-rl-smoke down --remove-orphans; \

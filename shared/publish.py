@@ -64,10 +64,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-# The checksum of new markers. blake3 hashes one file on every core at ~7.6 GB/s on a 2-core
-# machine against sha256's ~1.2-2 GB/s (SHA extensions, one core): verifying an 8B policy costs
-# ~3% of its handoff instead of ~20% (docs/benchmarks.md, scripts/bench_hash.py). A marker names
-# its algorithm per file, so markers written with sha256 before verify as they are.
+# The checksum of new markers. blake3 hashes a file on every core: 14.6 GB/s on a 2-core machine
+# against sha256's 1.9 GB/s (SHA extensions; 3.6 GB/s with a thread per shard), so verifying an
+# 8B policy costs 2.5% of its handoff instead of 9-16% (scripts/bench_hash.py,
+# docs/benchmarks.md). A marker names the algorithm per file: sha256 markers verify as they are.
 HASH = "blake3"
 HASHES = ("blake3", "sha256")
 

@@ -44,3 +44,20 @@ def test_bench_measures_the_reward_the_pipeline_and_the_engines(tmp_path):
     logged = json.loads((out / "logs" / "bench" / "metrics.jsonl").read_text().splitlines()[-1])
     assert logged["reward/responses_per_s"] == figures["reward/responses_per_s"]
     assert logged["pipeline/update_tokens_per_s"] == figures["pipeline/update_tokens_per_s"]
+
+
+def test_bench_hash_times_the_handoff_and_every_hash(tmp_path):
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench_hash.py"), "--out", str(out),
+         "--gb", "0.02", "--shards", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads((out / "hash.json").read_text())
+    assert figures["shards"] == 2 and 0.015 < figures["policy_gb"] < 0.025
+    assert figures["handoff_gb_s (blake3)"] > 0
+    for name in ("sha256, one thread", "blake3, all cores", "verify() (blake3, sizes, marker)"):
+        assert figures[f"{name}: GB/s"] > 0, name
+        assert 0 < figures[f"{name}: / handoff"] < 1, name
+    assert not (out / "hash").exists()  # the written policy is removed
