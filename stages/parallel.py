@@ -173,6 +173,8 @@ class Parallel:
                 optimizer=optimizer,
                 config=deepspeed_config(self.strategy, config, bf16),
             )
+            # DeepSpeed's own loader unpickles anything (weights_only=False)
+            self.engine.checkpoint_engine.load = load_zero_file
             return self.engine
         return model
 
@@ -215,6 +217,47 @@ class Parallel:
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         with deepspeed.zero.GatheredParameters([p for _, p in named]):
             return {n: p.detach().cpu().clone() for n, p in named} if self.is_main else None
+
+
+def load_zero_file(path: str, map_location: Any = None) -> Any:
+    """Read one file of a DeepSpeed ZeRO checkpoint (grpo --resume) as tensors and plain values
+    only, so that whoever can write the run directory cannot run code in the trainer. The
+    optimizer state holds four DeepSpeed classes besides tensors; they are allowed, and no
+    other class or function. A file that needs more is a UserError naming it."""
+    import pickle
+
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    from proactive_rl.shared.errors import UserError
+
+    allowed = [LossScaler, DynamicLossScaler, fragment_address, ZeroStageEnum]
+    # Python pickles an enum member as getattr(ZeroStageEnum, name): under getattr's name the
+    # unpickler gets _enum_member, which returns that enum's members and nothing else
+    allowed += [(_enum_member, "__builtin__.getattr"), (_enum_member, "builtins.getattr")]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        lines = [line.strip() for line in str(err).splitlines()]
+        why = next((x for x in lines if x.startswith("WeightsUnpickler error")), lines[0])
+        why = why.removeprefix("WeightsUnpickler error: ").rstrip(".")
+        raise UserError(
+            f"{path} holds more than tensors and plain values, so it is not loaded (unpickling "
+            f"it could run code): {why}. Start over with --clean, or put back a copy of the "
+            "file you trust"
+        ) from None
+
+
+def _enum_member(owner: Any, name: str) -> Any:
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    if owner is ZeroStageEnum and name in ZeroStageEnum.__members__:
+        return ZeroStageEnum[name]
+    import pickle
+
+    raise pickle.UnpicklingError(f"getattr({owner!r}, {name!r}) is not an allowed enum member")
 
 
 def deepspeed_config(strategy: str, config: Any, bf16: bool) -> dict[str, Any]:
