@@ -85,7 +85,7 @@ fi
 echo "smoke: ${compose[*]} ($("${compose[@]}" version --short 2>/dev/null || echo '?')), project" \
      "$COMPOSE_PROJECT_NAME, run $run_dir, uid $PROACTIVE_UID:$PROACTIVE_GID"
 for var in FLAVOR NUM_SFT_SAMPLES SFT_EPOCHS BASE_MODEL_PATH RL_ROLLOUTS RL_EPOCHS RL_BETA \
-           RUN_MODE PREP_ARGS SFT_ARGS ROLLOUT_ARGS GRPO_ARGS EVAL_ARGS; do
+           RUN_MODE PREP_ARGS SFT_ARGS VERL_ARGS ROLLOUT_ARGS GRPO_ARGS EVAL_ARGS; do
     if [ -n "${!var:-}" ]; then echo "smoke:   $var=${!var}"; fi
 done
 

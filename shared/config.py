@@ -15,6 +15,7 @@ import tomllib
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.verl import translate
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -127,11 +128,12 @@ def load_config(
     recipe: str | None = None,
     stage: str = "",
 ) -> C:
-    """Build `model` from, lowest first: the recipe's `[stage]` table, a TOML file, overrides."""
+    """Build `model` from, lowest first: the recipe's `[stage]` table, a TOML file, overrides
+    (ours, or veRL's dotted keys: shared/verl.py rewrites those to `stage`'s fields)."""
     data: dict[str, Any] = recipe_section(recipe, stage) if recipe else {}
     if config_file is not None:
         data = _merge(data, read_toml(config_file))
-    for assignment in overrides:
+    for assignment in translate(overrides, stage):
         _seed_dict_default(model, data, assignment)
         apply_override(data, assignment)
     try:

@@ -298,3 +298,26 @@ def test_compose_gpu_config_resolves():
         assert services[name]["image"].endswith(":cuda"), name
         assert services[name]["environment"]["PROACTIVE_RECIPE"] == "qwen3-8b", name
     assert "deploy" not in services["prep"]
+
+
+def test_verl_args_reach_rollout_grpo_and_eval_and_the_stage_args_win():
+    """VERL_ARGS goes to the three RL stages; each takes the keys that set its own fields."""
+    services = load_compose()["services"]
+    env = {
+        "RL_ROLLOUTS": "16",
+        "VERL_ARGS": "--set actor_rollout_ref.rollout.n=8 "
+        "--set custom_reward_function.reward_kwargs.beta=0.7 "
+        "--set actor_rollout_ref.rollout.val_kwargs.n=2",
+        "EVAL_ARGS": "--set n=3",
+    }
+
+    def config(stage: str):
+        words = interpolate(services[stage]["command"], env)
+        return load_config(stage_config_class(stage), None, overrides_of(words), stage=stage)
+
+    assert config("grpo").n == 8  # over RL_ROLLOUTS, which comes first
+    assert config("rollout").reward_kwargs["beta"] == 0.7  # over RL_BETA's default
+    assert config("eval").n == 3  # EVAL_ARGS after VERL_ARGS
+    assert config("eval").reward_kwargs["beta"] == 0.7
+    for stage in ("prep", "sft"):
+        assert "${VERL_ARGS" not in services[stage]["command"], stage

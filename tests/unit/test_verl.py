@@ -1,0 +1,152 @@
+"""veRL's dotted overrides: every key in the tables lands on a real field of its stage, values
+are converted where veRL's meaning differs, and unsupported keys fail naming the nearest one."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from proactive_rl.eval.config import EvalConfig
+from proactive_rl.grpo.config import GrpoConfig
+from proactive_rl.rollout.config import RolloutConfig
+from proactive_rl.sft.config import SftConfig
+from proactive_rl.shared.config import _field_names, load_config
+from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.verl import CONVERT, IGNORED, RL_KEYS, SFT_KEYS, translate
+
+CONFIGS = {"sft": SftConfig, "rollout": RolloutConfig, "grpo": GrpoConfig, "eval": EvalConfig}
+
+
+def _targets(table):
+    for key, per_stage in table.items():
+        for stage, fields in per_stage.items():
+            for field in (fields,) if isinstance(fields, str) else fields:
+                yield key, stage, field
+
+
+@pytest.mark.parametrize("table", [RL_KEYS, SFT_KEYS], ids=["rl", "sft"])
+def test_every_target_is_a_field_of_its_stage(table):
+    for key, stage, field in _targets(table):
+        assert field in _field_names(CONFIGS[stage]), (key, stage, field)
+
+
+def test_the_users_keys_set_the_mapped_fields():
+    grpo = load_config(
+        GrpoConfig,
+        None,
+        [
+            "actor_rollout_ref.rollout.n=8",
+            "trainer.total_epochs=20",
+            "actor_rollout_ref.actor.optim.lr=3e-6",
+            "actor_rollout_ref.actor.clip_ratio=0.28",
+            "actor_rollout_ref.actor.kl_loss_type=low_var_kl",
+            "actor_rollout_ref.actor.kl_loss_coef=0.01",
+            "actor_rollout_ref.model.path=checkpoints/x/sft/epoch_000002",
+            "data.train_batch_size=64",
+            "custom_reward_function.reward_kwargs.beta=0.7",  # a rollout setting: left to it
+        ],
+        stage="grpo",
+    )
+    assert (grpo.n, grpo.epochs, grpo.learning_rate, grpo.prompts_per_step) == (8, 20, 3e-6, 64)
+    assert grpo.loss.clip_eps_low == grpo.loss.clip_eps_high == 0.28
+    assert (grpo.loss.kl_type, grpo.loss.kl_coef) == ("low_var_kl", 0.01)
+    assert grpo.init_model == "checkpoints/x/sft/epoch_000002"
+
+    rollout = load_config(
+        RolloutConfig,
+        None,
+        [
+            "custom_reward_function.reward_kwargs.beta=0.7",
+            "actor_rollout_ref.rollout.temperature=0.8",
+            "actor_rollout_ref.rollout.top_k=-1",
+            "data.max_response_length=512",
+            "actor_rollout_ref.rollout.n=8",  # grpo's: the plan carries it to the rollout
+        ],
+        stage="rollout",
+    )
+    assert rollout.reward_kwargs["beta"] == 0.7
+    assert rollout.reward_kwargs == {**RolloutConfig().reward_kwargs, "beta": 0.7}
+    assert (rollout.sampling.temperature, rollout.sampling.top_k) == (0.8, 0)
+    assert rollout.sampling.max_new_tokens == 512
+
+    sft = load_config(SftConfig, None, ["trainer.total_epochs=3", "optim.lr=2e-5"], stage="sft")
+    assert (sft.epochs, sft.learning_rate) == (3, 2e-5)
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "expected"),
+    [
+        ("actor_rollout_ref.actor.kl_loss_type", "kl", "k1"),
+        ("actor_rollout_ref.actor.kl_loss_type", "mse", "k2"),
+        ("actor_rollout_ref.actor.kl_loss_type", "k3", "low_var_kl"),
+        ("actor_rollout_ref.rollout.name", "hf", "transformers"),
+        ("actor_rollout_ref.rollout.name", "vllm", "vllm"),
+        ("algorithm.norm_adv_by_std_in_grpo", False, "none"),
+        ("algorithm.norm_adv_by_std_in_grpo", True, "group_std"),
+        ("actor_rollout_ref.rollout.top_k", -1, 0),
+    ],
+)
+def test_values_with_another_meaning_are_converted(key, raw, expected):
+    assert CONVERT[key](raw) == expected
+
+
+def test_use_kl_loss_false_turns_the_kl_term_off_whatever_the_order():
+    for overrides in (
+        ["actor_rollout_ref.actor.use_kl_loss=False", "actor_rollout_ref.actor.kl_loss_coef=0.1"],
+        ["actor_rollout_ref.actor.kl_loss_coef=0.1", "actor_rollout_ref.actor.use_kl_loss=false"],
+    ):
+        assert load_config(GrpoConfig, None, overrides, stage="grpo").loss.kl_coef == 0
+    on = ["actor_rollout_ref.actor.use_kl_loss=True", "actor_rollout_ref.actor.kl_loss_coef=0.1"]
+    assert load_config(GrpoConfig, None, on, stage="grpo").loss.kl_coef == 0.1
+
+
+def test_a_reward_file_is_path_and_function_name():
+    assert translate(
+        ["custom_reward_function.path=rewards/mine.py", "custom_reward_function.name=score"],
+        "rollout",
+    ) == ['reward="rewards/mine.py:score"']
+    # veRL's default function name
+    assert translate(["custom_reward_function.path=r.py"], "eval") == [
+        'reward="r.py:compute_score"'
+    ]
+    with pytest.raises(UserError, match="needs custom_reward_function.path"):
+        translate(["custom_reward_function.name=score"], "rollout")
+
+
+def test_an_unsupported_key_names_the_nearest_supported_one():
+    with pytest.raises(UserError, match="'actor_rollout_ref.rollout.temperature'"):
+        load_config(
+            RolloutConfig, None, ["actor_rollout_ref.rollout.temprature=1"], stage="rollout"
+        )
+    with pytest.raises(UserError, match="not supported"):
+        translate(["algorithm.kl_ctrl.kl_coef=0.1"], "grpo")
+
+
+def test_unsupported_values_are_refused():
+    with pytest.raises(UserError, match="adv_estimator='gae' is not supported"):
+        translate(["algorithm.adv_estimator=gae"], "grpo")
+    with pytest.raises(UserError, match="use_kl_in_reward"):
+        translate(["algorithm.use_kl_in_reward=True"], "grpo")
+    assert translate(["algorithm.adv_estimator=grpo"], "grpo") == []
+
+
+def test_launch_script_keys_without_a_meaning_here_are_a_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert translate(["trainer.logger=['console','tensorboard']"], "grpo") == []
+    assert IGNORED["trainer.logger"] in caplog.text
+
+
+def test_our_own_keys_pass_through_untouched():
+    ours = ["n=4", "loss.kl_coef=0.2", "reward_kwargs.beta=0.3"]
+    assert translate(ours, "grpo") == ours
+    # prep has no veRL table: a veRL-looking key stays and fails as an unknown field
+    assert translate(["data.train_batch_size=4"], "prep") == ["data.train_batch_size=4"]
+
+
+def test_docs_list_exactly_the_supported_and_ignored_keys():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "verl.md").read_text()
+    listed = set(re.findall(r"^\| `([a-z_.*]+)` \|", text, flags=re.MULTILINE))
+    assert listed == set(RL_KEYS) | set(SFT_KEYS) | set(IGNORED)
