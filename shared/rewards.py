@@ -10,10 +10,11 @@ against in the veRL recipe (so their files work here unmodified)::
 repeated within a group). Built-in rewards ignore reward kwargs they do not use, because the
 config passes the same kwargs (e.g. `beta`) whichever reward is selected.
 
-Grading (shared by all built-ins, see `is_correct`): a response is correct when the ground truth,
-stripped and lower-cased, is a substring of its lower-cased formal answer (`tags.formal_answer`).
-That is the recipe's rule with its known weaknesses kept, so results stay comparable: "2" matches
-"2012", and listing many candidates is rewarded.
+Grading (shared by all built-ins, `shared/grading.py`): by default a response is correct when
+the ground truth, stripped and lower-cased, is a substring of its lower-cased formal answer
+(`tags.formal_answer`). That is the recipe's rule with its known weaknesses kept, so results stay
+comparable: "2" matches "2012", and listing many candidates is rewarded. Every built-in takes
+`grader="normalised"` (a reward kwarg) for the stricter rule, and ground truths may list aliases.
 """
 
 from __future__ import annotations
@@ -22,16 +23,17 @@ import hashlib
 import importlib.util
 import inspect
 import math
-import re
 import statistics
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
 
 from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.tags import ParsedResponse, parse_response
+from proactive_rl.shared.grading import GRADERS, grade_group, success_rate
+from proactive_rl.shared.hedge_rewards import proactive_strict_reward, ternary_reward
+from proactive_rl.shared.tags import ParsedResponse
 
 RewardFn: TypeAlias = Callable[..., "list[float] | list[dict[str, Any]]"]
 
@@ -45,48 +47,6 @@ LENGTH_SATURATION = 100
 # dividing by them would turn rounding error into huge advantages.
 _STD_EPS = 1e-9
 
-_WHITESPACE = re.compile(r"\s+")
-
-
-def is_correct(formal: str, ground_truth: str) -> bool:
-    """Whether the ground truth (stripped, lower-cased) is a substring of the lower-cased answer.
-
-    An empty ground truth is never correct: "" is a substring of everything, so a row with a
-    missing answer would otherwise reward every response. Runs of whitespace inside the ground
-    truth are collapsed because the formal answer's are, otherwise "New  York" could never match.
-
-    >>> is_correct("It was Michio Sugeno.", " michio sugeno ")
-    True
-    >>> is_correct("In 2012", "2")  # the recipe's known weakness, kept on purpose
-    True
-    >>> is_correct("anything", "   ")
-    False
-    """
-    truth = _WHITESPACE.sub(" ", ground_truth).strip().lower()
-    return bool(truth) and truth in formal.lower()
-
-
-def success_rate(correct: Sequence[float]) -> float:
-    """Mean correctness of a group; 0.5 (no information) for an empty group.
-
-    >>> success_rate([1.0, 0.0, 0.0, 0.0]), success_rate([])
-    (0.25, 0.5)
-    """
-    return sum(correct) / len(correct) if correct else 0.5
-
-
-def _grade(
-    responses: list[str], ground_truths: list[str]
-) -> tuple[list[ParsedResponse], list[float]]:
-    if len(responses) != len(ground_truths):
-        raise ValueError(
-            f"{len(responses)} responses but {len(ground_truths)} ground truths; "
-            "a reward needs one ground truth per response"
-        )
-    parsed = [parse_response(r) for r in responses]
-    correct = [float(is_correct(p.formal, gt)) for p, gt in zip(parsed, ground_truths, strict=True)]
-    return parsed, correct
-
 
 def _quality(parsed: ParsedResponse, correct: float) -> float:
     return correct + LENGTH_WEIGHT * min(len(parsed.formal) / LENGTH_SATURATION, 1.0)
@@ -99,6 +59,7 @@ def proactive_reward(
     data_sources: list[str],
     extra_infos: list[dict[str, Any]],
     beta: float = 0.8,
+    grader: str = "substring",
     **reward_kwargs: Any,
 ) -> list[dict[str, float]]:
     """The default reward: abstaining pays more the harder the question is for this group.
@@ -127,7 +88,7 @@ def proactive_reward(
     [('correct', 0.0), ('format_bonus', 0.1), ('group_acc', 0.5), ('proactive', 1.0),
      ('score', 0.35), ('think', 1.0)]
     """
-    parsed, correct = _grade(responses, ground_truths)
+    parsed, correct = grade_group(responses, ground_truths, grader)
     group_acc = success_rate(correct)
     out: list[dict[str, float]] = []
     for p, c in zip(parsed, correct, strict=True):
@@ -152,6 +113,7 @@ def adaptive_difficulty_reward(
     ground_truths: list[str],
     data_sources: list[str],
     extra_infos: list[dict[str, Any]],
+    grader: str = "substring",
     **reward_kwargs: Any,
 ) -> list[dict[str, float]]:
     """A correct answer is worth more when the group mostly failed: correct * (2 - success_rate).
@@ -162,7 +124,7 @@ def adaptive_difficulty_reward(
     >>> [o["score"] for o in out]
     [1.5, 0.0, 1.5, 0.0]
     """
-    _, correct = _grade(responses, ground_truths)
+    _, correct = grade_group(responses, ground_truths, grader)
     rate = success_rate(correct)
     return [{"score": c * (2.0 - rate), "correct": c, "success_rate": rate} for c in correct]
 
@@ -173,6 +135,7 @@ def relative_quality_reward(
     ground_truths: list[str],
     data_sources: list[str],
     extra_infos: list[dict[str, Any]],
+    grader: str = "substring",
     **reward_kwargs: Any,
 ) -> list[dict[str, float]]:
     """Quality standardised within the group: (q - mean) / std, 0 for all if std is 0.
@@ -187,7 +150,7 @@ def relative_quality_reward(
     >>> [round(o["score"], 6) for o in out], [round(o["quality"], 6) for o in out]
     ([1.0, -1.0], [1.01, 0.004])
     """
-    parsed, correct = _grade(responses, ground_truths)
+    parsed, correct = grade_group(responses, ground_truths, grader)
     quality = [_quality(p, c) for p, c in zip(parsed, correct, strict=True)]
     if not quality:
         return []
@@ -205,6 +168,7 @@ def best_of_n_reward(
     ground_truths: list[str],
     data_sources: list[str],
     extra_infos: list[dict[str, Any]],
+    grader: str = "substring",
     **reward_kwargs: Any,
 ) -> list[dict[str, float]]:
     """1 for every response whose quality equals the group's best, when that best is > 0; else 0.
@@ -219,7 +183,7 @@ def best_of_n_reward(
     >>> [o["score"] for o in out]
     [0.0, 1.0, 0.0]
     """
-    parsed, correct = _grade(responses, ground_truths)
+    parsed, correct = grade_group(responses, ground_truths, grader)
     quality = [_quality(p, c) for p, c in zip(parsed, correct, strict=True)]
     best = max(quality, default=0.0)
     return [
@@ -235,6 +199,7 @@ def pass_at_k_reward(
     data_sources: list[str],
     extra_infos: list[dict[str, Any]],
     k: int = 1,
+    grader: str = "substring",
     **reward_kwargs: Any,
 ) -> list[dict[str, float]]:
     """Reward the group reaching k correct answers.
@@ -255,7 +220,7 @@ def pass_at_k_reward(
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise UserError(f"pass_at_k reward: k must be an integer >= 1, got {k!r}")
-    _, correct = _grade(responses, ground_truths)
+    _, correct = grade_group(responses, ground_truths, grader)
     num_correct = sum(correct)
     reached = num_correct >= k
     good, bad = (1.0, -0.1) if reached else (0.5, -0.2)
@@ -270,6 +235,7 @@ def correctness_reward(
     ground_truths: list[str],
     data_sources: list[str],
     extra_infos: list[dict[str, Any]],
+    grader: str = "substring",
     **reward_kwargs: Any,
 ) -> list[float]:
     """Plain correctness of the formal answer: 1.0 or 0.0 (no group statistics, no bonus).
@@ -278,7 +244,7 @@ def correctness_reward(
     ...     "", ["<think>Paris?</think> Lyon", "Paris"], ["paris"] * 2, [""] * 2, [{}] * 2)
     [0.0, 1.0]
     """
-    return _grade(responses, ground_truths)[1]
+    return grade_group(responses, ground_truths, grader)[1]
 
 
 REWARDS: dict[str, RewardFn] = {
@@ -288,6 +254,8 @@ REWARDS: dict[str, RewardFn] = {
     "best_of_n": best_of_n_reward,
     "pass_at_k": pass_at_k_reward,
     "correctness": correctness_reward,
+    "proactive_strict": proactive_strict_reward,
+    "ternary": ternary_reward,
 }
 
 
@@ -375,6 +343,12 @@ def _check_builtin_kwargs(spec: str, reward_kwargs: dict[str, Any]) -> None:
     """A built-in's numeric keyword arguments are numbers, and `beta` is in BETA_RANGE: a text
     beta would otherwise crash the reward at the first hedge, long after start-up."""
     params = inspect.signature(REWARDS[spec]).parameters
+    grader = reward_kwargs.get("grader", "substring")
+    if grader not in GRADERS:
+        raise UserError(
+            f"reward_kwargs.grader of reward {spec!r} must be one of {', '.join(GRADERS)}, "
+            f"got {grader!r}"
+        )
     for name, value in reward_kwargs.items():
         param = params.get(name)
         numeric = name == "beta" or (param is not None and isinstance(param.default, int | float))

@@ -19,7 +19,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from proactive_rl.shared.rewards import is_correct
+from proactive_rl.shared.grading import is_correct
 from proactive_rl.shared.tags import has_think
 
 Grade = Literal["correct", "incorrect", "not_attempted"]

@@ -24,7 +24,8 @@ class RolloutConfig(StageConfig):
     reward: str = Field(
         "proactive",
         description="Group reward: a built-in name (proactive, adaptive_difficulty, "
-        "relative_quality, best_of_n, pass_at_k, correctness) or path/to/file.py:function.",
+        "relative_quality, best_of_n, pass_at_k, correctness, proactive_strict, ternary) or "
+        "path/to/file.py:function.",
     )
     reward_kwargs: dict[str, Any] = Field(
         default_factory=lambda: {"beta": 0.5},

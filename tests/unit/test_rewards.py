@@ -14,21 +14,20 @@ from typing import Any
 
 import pytest
 
-from proactive_rl.shared import rewards, tags
+from proactive_rl.shared import grading, hedge_rewards, rewards, tags
 from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.grading import is_correct, success_rate
 from proactive_rl.shared.rewards import (
     REWARDS,
     GroupScore,
     adaptive_difficulty_reward,
     best_of_n_reward,
     correctness_reward,
-    is_correct,
     load_reward,
     pass_at_k_reward,
     proactive_reward,
     relative_quality_reward,
     score_group,
-    success_rate,
 )
 
 
@@ -299,6 +298,8 @@ def test_registry_names() -> None:
         "best_of_n",
         "pass_at_k",
         "correctness",
+        "proactive_strict",
+        "ternary",
     }
     for name, fn in REWARDS.items():
         assert load_reward(name) is fn
@@ -477,7 +478,9 @@ def test_score_group_lets_user_exceptions_through() -> None:
 # --- doctests ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", [tags, rewards], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module", [tags, rewards, grading, hedge_rewards], ids=lambda m: m.__name__
+)
 def test_doctests(module: ModuleType) -> None:
     result = doctest.testmod(module, verbose=False)
     assert result.attempted > 0

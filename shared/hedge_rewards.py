@@ -1,0 +1,130 @@
+"""Rewards beyond the recipe, selectable by name (`reward=proactive_strict`, `reward=ternary`).
+
+The recipe's proactive reward pays `beta * (1 - group_acc)` for any `<proactive>` block, so a
+model that always answers `<proactive></proactive>` and nothing else earns 0.55 on every question
+(beta 0.5): the empty hedge is the exploit. These two rewards close it in different ways:
+
+- ``proactive_strict`` - the recipe's reward, except that a hedge must say something: a block
+  with fewer than `min_hedge_words` words beyond stock phrases ("I don't know", "not sure") earns
+  no hedge reward, and the response is graded as the answer it gives.
+- ``ternary`` - +1 correct, 0 for a hedge, -1 wrong (TruthRL, arXiv 2509.25760): a hedge never
+  beats a right answer and always beats a wrong one, whatever the group does.
+
+Same signature as every reward (`shared/rewards.py`), and the same `grader` kwarg.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from proactive_rl.shared.grading import grade_group, success_rate
+from proactive_rl.shared.tags import ParsedResponse
+
+THINK_BONUS = 0.05
+PROACTIVE_BONUS = 0.05
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# Words that make up stock hedges; a hedge built only of these says nothing about the question.
+STOCK_WORDS = frozenset(
+    """i i'm im me my am is are was be it it's this that the a an to of about for on in
+    not no don't dont do does did know known sure unsure uncertain certain idea answer answers
+    question questions can't cannot can unable able sorry have has had any information info
+    exact exactly really so well hmm maybe perhaps""".split()
+)
+
+
+def hedge_words(parsed: ParsedResponse) -> int:
+    """How many words of the proactive block are more than a stock hedge.
+
+    >>> from proactive_rl.shared.tags import parse_response
+    >>> hedge_words(parse_response("<proactive>I'm not sure.</proactive> Lyon"))
+    0
+    >>> hedge_words(parse_response("<proactive>No records of the 2010 award</proactive> x"))
+    3
+    """
+    words = _WORD.findall(parsed.proactive_text.lower().replace("\u2019", "'"))
+    return sum(1 for w in words if w not in STOCK_WORDS)
+
+
+def proactive_strict_reward(
+    prompt_str: str,
+    responses: list[str],
+    ground_truths: list[str],
+    data_sources: list[str],
+    extra_infos: list[dict[str, Any]],
+    beta: float = 0.8,
+    min_hedge_words: int = 3,
+    grader: str = "substring",
+    **reward_kwargs: Any,
+) -> list[dict[str, float]]:
+    """The proactive reward with a hedge that must say something.
+
+    A proactive block with at least `min_hedge_words` words beyond stock phrases scores as in the
+    recipe: beta * (1 - group_acc) + format bonus. An empty or stock-only block earns no hedge
+    reward and no proactive bonus: the response scores as its answer (correct + think bonus).
+
+    Worked example, beta 0.5, truth "Paris", one of four correct (group_acc 0.25):
+    a real hedge -> 0.5 * 0.75 + 0.05 = 0.425; an empty hedge with no answer -> 0;
+    "I don't know." as the hedge, then "Paris" -> 1 (graded as its answer); "Lyon" -> 0.
+
+    >>> out = proactive_strict_reward(
+    ...     "Capital of France?",
+    ...     ["<proactive>No reliable record of French capitals here.</proactive>",
+    ...      "<proactive></proactive>",
+    ...      "<proactive>I don't know.</proactive> Paris", "Lyon"],
+    ...     ["Paris"] * 4, ["sampleQA"] * 4, [{}] * 4, beta=0.5)
+    >>> [round(o["score"], 4) for o in out]
+    [0.425, 0.0, 1.0, 0.0]
+    >>> [o["hedge"] for o in out]
+    [1.0, 0.0, 0.0, 0.0]
+    """
+    parsed, correct = grade_group(responses, ground_truths, grader)
+    group_acc = success_rate(correct)
+    out: list[dict[str, float]] = []
+    for p, c in zip(parsed, correct, strict=True):
+        hedge = p.proactive and hedge_words(p) >= min_hedge_words
+        bonus = THINK_BONUS * p.think + PROACTIVE_BONUS * hedge
+        score = beta * (1.0 - group_acc) + bonus if hedge else c + bonus
+        out.append(
+            {
+                "score": score,
+                "correct": c,
+                "group_acc": group_acc,
+                "proactive": float(p.proactive),
+                "hedge": float(hedge),
+                "think": float(p.think),
+                "format_bonus": bonus,
+            }
+        )
+    return out
+
+
+def ternary_reward(
+    prompt_str: str,
+    responses: list[str],
+    ground_truths: list[str],
+    data_sources: list[str],
+    extra_infos: list[dict[str, Any]],
+    grader: str = "substring",
+    **reward_kwargs: Any,
+) -> list[dict[str, float]]:
+    """+1 for a correct answer, 0 for a hedge (a proactive block), -1 for a wrong answer.
+
+    No group statistics and no format bonus: hedging pays exactly when the model would
+    otherwise be wrong, in expectation wherever its accuracy is below one half.
+
+    >>> out = ternary_reward(
+    ...     "", ["Paris", "<proactive>Unsure.</proactive> Paris", "Lyon"],
+    ...     ["paris"] * 3, [""] * 3, [{}] * 3)
+    >>> [o["score"] for o in out]
+    [1.0, 0.0, -1.0]
+    """
+    parsed, correct = grade_group(responses, ground_truths, grader)
+    return [
+        {
+            "score": 0.0 if p.proactive else (1.0 if c else -1.0),
+            "correct": c,
+            "proactive": float(p.proactive),
+        }
+        for p, c in zip(parsed, correct, strict=True)
+    ]
