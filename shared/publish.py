@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.paths import STEP_RE, numbered_children
+from proactive_rl.shared.paths import STEP_RE, DataPaths, adapter_base, numbered_children
 
 logger = logging.getLogger(__name__)
 
@@ -276,8 +276,31 @@ def verified(folder: Path, fix: str = "") -> dict[str, Any]:
     if key not in _verified:
         started = time.perf_counter()
         _verified[key] = verify(folder, fix)
-        logger.info("verified %s (%.2fs)", folder, time.perf_counter() - started)
+        logger.debug("verified %s (%.2fs)", folder, time.perf_counter() - started)
     return _verified[key]
+
+
+def verified_model(folder: Path, fix: str) -> None:
+    """Verify a published model folder before it is loaded, and the base a LoRA adapter names
+    (an SFT epoch: verified once for all the adapters on it). Folders without a marker (a
+    model the user brought) have nothing to check against."""
+    if is_stable(folder):
+        verified(folder, fix)
+    base = adapter_base(folder)
+    if base is not None and is_stable(base):
+        verified(base, fix)
+
+
+def verified_processed(data: DataPaths) -> dict[str, Any]:
+    """data/processed checked before a stage reads it (prep rebuilds what does not verify)."""
+    if not is_stable(data.processed):
+        raise UserError(
+            f"{data.processed} is not published (no {MARKER}): run `proactive prep` first"
+        )
+    return verified(
+        data.processed,
+        "Run `proactive prep` again to rebuild it (in compose: `docker compose run --rm prep`)",
+    )
 
 
 def remove_unpublished(parent: Path) -> None:

@@ -25,9 +25,10 @@ from proactive_rl.shared.paths import DataPaths, RunPaths
 from proactive_rl.shared.publish import (
     claim_outputs,
     is_stable,
-    publish_dir,
     read_marker,
-    staging_dir,
+    staged,
+    verified_model,
+    verified_processed,
     write_json_atomic,
 )
 
@@ -68,6 +69,8 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
         logger.info("%s is already published: nothing to do", out_dir)
         return
     checkpoints = resolve_checkpoints(config.checkpoint_specs(), paths)
+    for ckpt in checkpoints:  # all of them before sampling any: a damaged one fails in seconds
+        verified_model(ckpt.path, CHECKPOINT_DAMAGED)
     # one engine for every checkpoint (vLLM reloads weights in place); an engine that cannot
     # run here fails now, not after a model
     backend = make_backend(
@@ -85,6 +88,7 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     split = data.rl_test if config.split == "test" else data.rl_train
     if not split.is_file():
         raise UserError(f"{split} does not exist: run `proactive prep` first")
+    verified_processed(data)
     records = read_table(split, RL_DATA).to_pylist()[: config.max_questions]
     if not records:
         raise UserError(f"{split} has no questions")
@@ -151,20 +155,16 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     }
     report["acceptance"] = acceptance(report)
 
-    staging = staging_dir(out_dir)
-    plots = write_plots(report, staging) if config.plots else []
-    report["plots"] = plots
-    report["seconds"] = time.perf_counter() - t0
-    write_json_atomic(staging / "report.json", report)
-    (staging / "report.md").write_text(markdown(report, plots))
-    with open(staging / "samples.jsonl", "w") as fh:
-        for sample in all_samples:
-            fh.write(json.dumps(sample) + "\n")
-    publish_dir(
-        staging,
-        out_dir,
-        {"rows": len(all_samples), "questions": len(records), "checkpoints": len(results)},
-    )
+    meta = {"rows": len(all_samples), "questions": len(records), "checkpoints": len(results)}
+    with staged(out_dir, meta) as staging:
+        plots = write_plots(report, staging) if config.plots else []
+        report["plots"] = plots
+        report["seconds"] = time.perf_counter() - t0
+        write_json_atomic(staging / "report.json", report)
+        (staging / "report.md").write_text(markdown(report, plots))
+        with open(staging / "samples.jsonl", "w") as fh:
+            for sample in all_samples:
+                fh.write(json.dumps(sample) + "\n")
     for check in report["acceptance"]:
         logger.info(
             "acceptance %s: %s",
@@ -172,6 +172,9 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             check["check"],
         )
     logger.info("report: %s (and report.md, %d plots)", paths.eval_report(config.name), len(plots))
+
+
+CHECKPOINT_DAMAGED = "Leave it out of checkpoints (--set checkpoints=...), or train it again"
 
 
 def sample_checkpoint(

@@ -28,11 +28,12 @@ from proactive_rl.shared.publish import (
     claim_outputs,
     failure_reported,
     is_stable,
-    publish_dir,
     published,
     read_marker,
     sha256_file,
-    staging_dir,
+    staged,
+    verified,
+    verified_processed,
     wait_for,
     worker_status,
 )
@@ -67,6 +68,7 @@ def resolve_init_model(spec: str, paths: RunPaths) -> Path:
                 f"init_model='sft' but {paths.sft} holds no published epoch: run `proactive sft` "
                 "first, or set init_model to a model folder (or builtin:tiny) to skip SFT"
             )
+        verified(epochs[-1], "Run `proactive sft --clean` to publish the SFT epochs again")
         return epochs[-1]
     from proactive_rl.models import resolve_base_model
 
@@ -89,10 +91,9 @@ def publish_policy(
 
     start = time.perf_counter()
     final = paths.policy(version)
-    staging = staging_dir(final)
-    save_policy(model, staging, final, init_dir, state_dict, publish_dtype)
-    tokenizer.save_pretrained(staging)
-    publish_dir(staging, final, {"version": version, **meta})
+    with staged(final, {"version": version, **meta}) as staging:
+        save_policy(model, staging, final, init_dir, state_dict, publish_dtype)
+        tokenizer.save_pretrained(staging)
     return time.perf_counter() - start
 
 
@@ -127,6 +128,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     train_file = DataPaths(data_dir).rl_train
     if not train_file.is_file():
         raise UserError(f"{train_file} does not exist: run `proactive prep` first")
+    verified_processed(DataPaths(data_dir))
     relaunch(config.strategy, config.num_processes)  # ddp/zero*: this command, once per GPU
     par = Parallel.start(config.strategy)
     if par.is_main:
@@ -226,6 +228,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                 quiet_after=config.peer_quiet_timeout,
             )
             wait_s = time.perf_counter() - t_wait
+            verified(folder, ROLLOUTS_DAMAGED)
             rows = read_table(paths.rollout_file(step), ROLLOUTS).to_pylist()
             check_rollouts(rows, plan, step, folder)
 
@@ -317,6 +320,7 @@ def choose_plan(
             raise UserError(f"--resume: {train_file} changed since the run started; use --clean")
         start_step = max(published)
         logger.info("resuming plan %s at step %d", plan.plan_id, start_step)
+        verified(paths.policy(start_step), "Start over with --clean")
         return plan, start_step, paths.policy(start_step)
     plan = Plan(
         plan_id=uuid.uuid4().hex[:12],
@@ -403,6 +407,9 @@ def load_optimizer(
     if masters is not None and state.get("masters") is not None:
         masters.load_state_dict(state["masters"])  # the float32 weights behind the bf16 policy
         logger.info("resumed the float32 master weights of policy %d", version)
+
+
+ROLLOUTS_DAMAGED = "Check the volume for errors, then start both workers over with --clean"
 
 
 def check_rollouts(rows: list[dict[str, Any]], plan: Plan, step: int, folder: Path) -> None:

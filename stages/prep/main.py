@@ -31,13 +31,7 @@ from proactive_rl.prep.warmup import (
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import DataPaths
-from proactive_rl.shared.publish import (
-    is_stable,
-    publish_dir,
-    read_marker,
-    sha256_file,
-    staging_dir,
-)
+from proactive_rl.shared.publish import is_stable, read_marker, sha256_file, staged, verify
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +173,19 @@ def build_sft(
     return lines, n_proactive, meta
 
 
+def up_to_date(processed: Path, key: str) -> bool:
+    """data/processed was published from these inputs and this config, and its files are still
+    the ones published: a truncated or altered file is rebuilt, not kept."""
+    if not is_stable(processed) or read_marker(processed).get("fingerprint") != key:
+        return False
+    try:
+        verify(processed)
+    except UserError as err:
+        logger.warning("%s: rebuilding it", err)
+        return False
+    return True
+
+
 def run(config: PrepConfig, data_dir: Path, force: bool = False) -> None:
     import pyarrow as pa  # noqa: F401  (pyarrow is heavy-ish; keep --help instant)
 
@@ -195,11 +202,7 @@ def run(config: PrepConfig, data_dir: Path, force: bool = False) -> None:
             raise UserError(f"input file {source} does not exist")
 
     key = fingerprint(config, inputs)
-    if (
-        not force
-        and is_stable(paths.processed)
-        and read_marker(paths.processed).get("fingerprint") == key
-    ):
+    if not force and up_to_date(paths.processed, key):
         logger.info("inputs and config unchanged: %s is up to date, nothing to do", paths.processed)
         return
 
@@ -238,34 +241,32 @@ def run(config: PrepConfig, data_dir: Path, force: bool = False) -> None:
     if build:
         sft_lines, sft_proactive, warmup = build_sft(config, questions, train_idx, test_idx)
 
-    staging = staging_dir(paths.processed)
-    with open(staging / paths.sft_train.name, "w", encoding="utf-8") as fh:
-        for line in sft_lines:
-            fh.write(line + "\n")
-    n_train = write_table([records[i] for i in train_idx], RL_DATA, staging / paths.rl_train.name)
-    n_test = write_table([records[i] for i in test_idx], RL_DATA, staging / paths.rl_test.name)
     split_mix = {
         name: dict(Counter(questions[i]["sub_category"] for i in rows))
         for name, rows in (("train", train_idx), ("test", test_idx))
     }
-    publish_dir(
-        staging,
-        paths.processed,
-        {
-            "fingerprint": key,
-            "config": config.model_dump(mode="json"),
-            "inputs": {
-                "sft": "build" if build else str(sft_source),
-                # one path stays a string, as before; a mix is the list in order
-                "rl": str(rl_sources[0]) if len(rl_sources) == 1 else [str(p) for p in rl_sources],
-            },
-            "rows": {"sft_train": len(sft_lines), "rl_train": n_train, "rl_test": n_test},
-            "rl_sources": mix,
-            "rl_sub_categories": split_mix,
-            "sft_proactive": sft_proactive,
-            **({"warmup": warmup} if warmup is not None else {}),
+    meta = {
+        "fingerprint": key,
+        "config": config.model_dump(mode="json"),
+        "inputs": {
+            "sft": "build" if build else str(sft_source),
+            # one path stays a string, as before; a mix is the list in order
+            "rl": str(rl_sources[0]) if len(rl_sources) == 1 else [str(p) for p in rl_sources],
         },
-    )
+        "rl_sources": mix,
+        "rl_sub_categories": split_mix,
+        "sft_proactive": sft_proactive,
+        **({"warmup": warmup} if warmup is not None else {}),
+    }
+    train_rows, test_rows = [records[i] for i in train_idx], [records[i] for i in test_idx]
+    # a full disk removes the half-written folder; the earlier data/processed stays as it was
+    with staged(paths.processed, meta) as staging:
+        with open(staging / paths.sft_train.name, "w", encoding="utf-8") as fh:
+            for line in sft_lines:
+                fh.write(line + "\n")
+        n_train = write_table(train_rows, RL_DATA, staging / paths.rl_train.name)
+        n_test = write_table(test_rows, RL_DATA, staging / paths.rl_test.name)
+        meta["rows"] = {"sft_train": len(sft_lines), "rl_train": n_train, "rl_test": n_test}
     logger.info(
         "wrote %s: %d SFT conversations (%d proactive), %d RL train and %d RL test questions "
         "(train %s, test %s)",

@@ -25,9 +25,10 @@ from proactive_rl.shared.publish import (
     claim_outputs,
     failure_reported,
     is_stable,
-    publish_dir,
     read_marker,
-    staging_dir,
+    staged,
+    verified_model,
+    verified_processed,
     wait_for,
     worker_status,
 )
@@ -56,6 +57,9 @@ def latest_policy(paths: RunPaths, plan_id: str) -> tuple[int, Path] | None:
         if is_stable(folder) and read_marker(folder).get("plan_id") == plan_id:
             return version, folder
     return None
+
+
+POLICY_DAMAGED = "Check the volume for errors, then start both workers over with --clean"
 
 
 def examine(step: int, prompt: str, truth: str, texts: list[str], scores: list[float]) -> str:
@@ -117,6 +121,7 @@ def follow_plan(
 
     plan = wait_plan(config, paths, started)
     train_file = DataPaths(data_dir).rl_train
+    verified_processed(DataPaths(data_dir))
     train = read_table(train_file, RL_DATA).to_pylist()
     if len(train) != plan.train_rows:
         raise UserError(
@@ -166,6 +171,7 @@ def follow_plan(
         load_s = 0.0
         if version != loaded_version:
             t_load = time.perf_counter()
+            verified_model(folder, POLICY_DAMAGED)  # once a version, before the engine reads it
             backend.load(folder)
             tokenizer = AutoTokenizer.from_pretrained(folder)
             loaded_version = version
@@ -179,28 +185,23 @@ def follow_plan(
         if plan_changed():
             return False
 
-        staging = staging_dir(paths.rollout(step))
-        count = write_table(rows, ROLLOUTS, staging / paths.rollout_file(step).name)
         reward_mean = sum(r["reward"] for r in rows) / len(rows)
-        publish_dir(
-            staging,
-            paths.rollout(step),
-            {
-                "plan_id": plan.plan_id,
-                "step": step,
-                "policy_version": version,
-                "rows": count,
-                "groups": count // plan.n,
-                "n": plan.n,
-                "reward_mean": reward_mean,
-                "engine": backend.name,
-                # load: reading a new policy into the engine (0 when the version was loaded)
-                "seconds": {"wait": wait_s, "load": load_s, "generate": gen_s},
-                # the trainer scores tokens under the same sampling distribution
-                "temperature": config.sampling.temperature,
-                "max_new_tokens": config.sampling.max_new_tokens,
-            },
-        )
+        meta = {
+            "plan_id": plan.plan_id,
+            "step": step,
+            "policy_version": version,
+            "n": plan.n,
+            "reward_mean": reward_mean,
+            "engine": backend.name,
+            # load: reading a new policy into the engine (0 when the version was loaded)
+            "seconds": {"wait": wait_s, "load": load_s, "generate": gen_s},
+            # the trainer scores tokens under the same sampling distribution
+            "temperature": config.sampling.temperature,
+            "max_new_tokens": config.sampling.max_new_tokens,
+        }
+        with staged(paths.rollout(step), meta) as staging:
+            count = write_table(rows, ROLLOUTS, staging / paths.rollout_file(step).name)
+            meta.update(rows=count, groups=count // plan.n)
         logger.info(
             "step %d/%d: published %d responses from policy %d, mean reward %.3f "
             "(waited %.1fs, generated %.1fs)",

@@ -30,9 +30,9 @@ from proactive_rl.shared.paths import EPOCH_RE, DataPaths, RunPaths
 from proactive_rl.shared.publish import (
     claim_outputs,
     is_stable,
-    publish_dir,
     published,
-    staging_dir,
+    staged,
+    verified_processed,
     worker_status,
     write_json_atomic,
 )
@@ -78,6 +78,7 @@ def run(
             f"{data_file} is missing or not published (no {DataPaths(data_dir).processed}/"
             "STABLE.json). Run `proactive prep` first (in compose: `docker compose run --rm prep`)."
         )
+    verified_processed(DataPaths(data_dir))  # its files are still the ones prep published
     conversations = read_conversations(data_file)
     if config.max_samples is not None:
         conversations = conversations[: config.max_samples]
@@ -362,28 +363,24 @@ def epoch_callback(
             if not state.is_world_process_zero:
                 return
             final = paths.sft_epoch(epoch)
-            staging = staging_dir(final)
-            # The weights as trained (fp32 master weights), so GRPO starts from exactly them. The
-            # Trainer switches the KV cache off for training; the published model is for
-            # generation, so its config gets it back.
-            use_cache, model.config.use_cache = model.config.use_cache, True
-            try:
-                model.save_pretrained(staging, safe_serialization=True, state_dict=weights)
-            finally:
-                model.config.use_cache = use_cache
-            tokenizer.save_pretrained(staging)  # tokenizer + chat_template.jinja
             train_loss = sum(losses) / len(losses) if losses else None
-            publish_dir(
-                staging,
-                final,
-                {
-                    "epoch": epoch,
-                    "global_step": state.global_step,
-                    "train_loss": train_loss,
-                    "base_model": base_model,
-                    "samples": conversations,
-                },
-            )
+            meta = {
+                "epoch": epoch,
+                "global_step": state.global_step,
+                "train_loss": train_loss,
+                "base_model": base_model,
+                "samples": conversations,
+            }
+            with staged(final, meta) as staging:  # a full disk: one message, no leftovers
+                # The weights as trained (fp32 master weights), so GRPO starts from exactly
+                # them. The Trainer switches the KV cache off for training; the published model
+                # is for generation, so its config gets it back.
+                use_cache, model.config.use_cache = model.config.use_cache, True
+                try:
+                    model.save_pretrained(staging, safe_serialization=True, state_dict=weights)
+                finally:
+                    model.config.use_cache = use_cache
+                tokenizer.save_pretrained(staging)  # tokenizer + chat_template.jinja
             logger.info("sft: published epoch %d (train loss %s) to %s", epoch, train_loss, final)
 
     return EpochPublisher()
