@@ -498,13 +498,20 @@ def resolve_base_model(spec: str, cache_dir: Path) -> Path:
     """Turn a BASE_MODEL_PATH value into a local Hugging Face folder.
 
     `builtin:tiny` and `builtin:smollm2` are materialised (once) under `cache_dir`; anything
-    else must be a local folder containing config.json. Hub ids are never downloaded.
+    else must be a local folder containing config.json. Hub ids are never downloaded. The
+    folder's config, weights and tokenizer are checked (model_checks) before it is returned.
     """
+    from proactive_rl.model_checks import check_model_folder
+
     spec = spec.strip()
-    if spec == BUILTIN_TINY:
-        return _ensure_built(Path(cache_dir) / "tiny", build_tiny_model)
-    if spec == BUILTIN_SMOLLM2:
-        return _ensure_smollm2(Path(cache_dir))
+    if spec in (BUILTIN_TINY, BUILTIN_SMOLLM2):
+        built = (
+            _ensure_built(Path(cache_dir) / "tiny", build_tiny_model)
+            if spec == BUILTIN_TINY
+            else _ensure_smollm2(Path(cache_dir))
+        )
+        check_model_folder(built, f"delete {built}; {spec} is built again on the next start")
+        return built
     builtins = ", ".join(f"{name!r} ({what})" for name, what in BUILTINS.items())
     if spec.startswith("builtin:"):
         raise UserError(f"Unknown built-in model {spec!r}. The built-in models are: {builtins}.")
@@ -528,4 +535,5 @@ def resolve_base_model(spec: str, cache_dir: Path) -> Path:
             f"checkpoint, the epoch or step folder itself), or use {BUILTIN_SMOLLM2!r} or "
             f"{BUILTIN_TINY!r}."
         )
+    check_model_folder(path, "copy the model folder again, or choose another one")
     return path.resolve()
