@@ -62,6 +62,55 @@ def relative_base(base: Path, adapter: Path) -> str:
     return os.path.relpath(Path(base).resolve(), Path(adapter).resolve())
 
 
+# Where a recorded path of an older run may point into the run directory: policy 0's marker
+# used to hold the writer's cwd-relative path, e.g. checkpoints/<run>/sft/epoch_000003.
+_RUN_FOLDERS = ("sft", "policies", "base_models")
+
+
+def record_path(path: Path, root: Path) -> str:
+    """How a marker or config names `path`: relative to `root` (the run or data directory) when
+    it lies inside it, else absolute, so the directory can be moved, mounted elsewhere, or read
+    from any working folder.
+
+    >>> record_path(Path("/ckpt/run/sft/epoch_000003"), Path("/ckpt/run"))
+    'sft/epoch_000003'
+    >>> record_path(Path("/models/qwen"), Path("/ckpt/run"))
+    '/models/qwen'
+    """
+    absolute = Path(os.path.abspath(path))
+    root = Path(os.path.abspath(root))
+    return str(absolute.relative_to(root)) if absolute.is_relative_to(root) else str(absolute)
+
+
+def absolute_spec(spec: str) -> str:
+    """A model setting as configs record it: an existing folder as an absolute path (the stage
+    reads it relative to where it started; a reader of configs/<stage>.json may be elsewhere);
+    `builtin:…`, keywords such as grpo's 'sft', and names of nothing on disk as given."""
+    path = Path(spec.strip()).expanduser()
+    if spec.startswith("builtin:") or not path.exists():
+        return spec
+    return os.path.abspath(path)
+
+
+def resolve_recorded(recorded: str, root: Path) -> Path:
+    """The folder a recorded path names: relative ones are relative to `root`.
+
+    Markers of older runs hold paths relative to the writer's working folder: one whose tail
+    is a run folder (.../sft/epoch_000003) is found under `root`; anything else is read as
+    relative to the current folder, as it was written.
+    """
+    path = Path(recorded).expanduser()
+    if path.is_absolute():
+        return path
+    if (Path(root) / path).exists():
+        return Path(root) / path
+    parts = path.parts
+    tails = [i for i, part in enumerate(parts[:-1]) if part in _RUN_FOLDERS]
+    if tails and (Path(root).joinpath(*parts[tails[-1] :])).exists():
+        return Path(root).joinpath(*parts[tails[-1] :])
+    return path if path.exists() else Path(root) / path
+
+
 def numbered_children(parent: Path, pattern: re.Pattern[str] = STEP_RE) -> list[tuple[int, Path]]:
     """(number, path) of the children matching `pattern`, sorted by number (not by name)."""
     if not parent.is_dir():

@@ -21,9 +21,11 @@ import click
 
 from proactive_rl.common import config_options, dir_options, reuse_options, save_config
 from proactive_rl.grpo.config import GrpoConfig
+from proactive_rl.model_checks import check_model_folder
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.paths import EPOCH_RE, DataPaths, RunPaths, numbered_children
+from proactive_rl.shared.faults import crash_point
+from proactive_rl.shared.paths import EPOCH_RE, DataPaths, RunPaths, numbered_children, record_path
 from proactive_rl.shared.publish import (
     claim_outputs,
     failure_reported,
@@ -68,11 +70,36 @@ def resolve_init_model(spec: str, paths: RunPaths) -> Path:
                 f"init_model='sft' but {paths.sft} holds no published epoch: run `proactive sft` "
                 "first, or set init_model to a model folder (or builtin:tiny) to skip SFT"
             )
+        check_model_folder(epochs[-1], f"{SFT_DAMAGED}, or set init_model to another model")
         verified(epochs[-1], "Run `proactive sft --clean` to publish the SFT epochs again")
         return epochs[-1]
     from proactive_rl.models import resolve_base_model
 
     return resolve_base_model(spec, paths.base_models)
+
+
+SFT_DAMAGED = "run `proactive sft --clean` to train and publish the SFT epochs again"
+
+
+def check_before_training(config: GrpoConfig, paths: RunPaths) -> None:
+    """Before training: the run directory is writable, the starting model readable (a built-in
+    one is built here, once), and the disk holds a policy and the optimizer state."""
+    from proactive_rl.common import check_free_space, check_writable
+    from proactive_rl.model_checks import weights_numel
+
+    outputs = [paths.policies, paths.grpo_state, paths.logs("grpo"), paths.base_models]
+    outputs += [paths.config("grpo").parent, paths.status("grpo").parent]
+    check_writable([paths.root, *outputs], "pass another --run-dir")
+    init_dir = resolve_init_model(config.init_model, paths)
+    if config.lora.enabled:
+        return  # adapters and their optimizer state: a small share of the model
+    # at most 4 bytes a weight for a policy, 8 for AdamW's moments, 4 for float32 masters
+    check_free_space(
+        paths.root,
+        16 * weights_numel(init_dir),
+        "a policy and its optimizer state",
+        "pass another --run-dir",
+    )
 
 
 def publish_policy(
@@ -129,6 +156,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     if not train_file.is_file():
         raise UserError(f"{train_file} does not exist: run `proactive prep` first")
     verified_processed(DataPaths(data_dir))
+    check_before_training(config, paths)
     relaunch(config.strategy, config.num_processes)  # ddp/zero*: this command, once per GPU
     par = Parallel.start(config.strategy)
     if par.is_main:
@@ -175,7 +203,11 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                 tokenizer,
                 paths,
                 0,
-                {"plan_id": plan.plan_id, "step": None, "init_model": str(init_dir)},
+                {
+                    "plan_id": plan.plan_id,
+                    "step": None,
+                    "init_model": record_path(init_dir, paths.root),
+                },
                 init_dir,
                 publish_dtype=dtype if mixed else None,
             )
@@ -321,6 +353,7 @@ def choose_plan(
         start_step = max(published)
         logger.info("resuming plan %s at step %d", plan.plan_id, start_step)
         verified(paths.policy(start_step), "Start over with --clean")
+        check_model_folder(paths.policy(start_step), "start over with --clean")
         return plan, start_step, paths.policy(start_step)
     plan = Plan(
         plan_id=uuid.uuid4().hex[:12],

@@ -16,7 +16,13 @@ from typing import Any
 
 import click
 
-from proactive_rl.common import config_options, dir_options, reuse_options, save_config
+from proactive_rl.common import (
+    check_writable,
+    config_options,
+    dir_options,
+    reuse_options,
+    save_config,
+)
 from proactive_rl.rollout.config import RolloutConfig
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
@@ -73,16 +79,12 @@ def run(config: RolloutConfig, run_dir: Path, data_dir: Path, resume: bool, clea
     from proactive_rl.shared.rewards import load_reward
 
     paths = RunPaths(run_dir)
-    # fail on a bad reward or an engine that cannot run here before waiting for anything
+    outputs = [paths.rollouts, paths.logs("rollout"), paths.config("rollout").parent]
+    check_writable([paths.root, *outputs, paths.status("rollout").parent], "pass another --run-dir")
+    # fail on a bad reward before touching the run directory or waiting for anything
     reward_fn = load_reward(config.reward, config.reward_kwargs)
-    # one engine for the whole run: a new plan (grpo --clean) reuses it too
-    backend = make_backend(
-        config.backend,
-        config.precision,
-        config.vllm,
-        config.sampling.max_prompt_tokens + config.sampling.max_new_tokens,
-    )
-    logger.info("generation backend: %s", type(backend).__name__)
+    if clean:
+        refuse_rewriting_history(config, paths)
     claim_outputs([paths.rollouts], "rollout", resume, clean)
     save_config(paths.config("rollout"), config)
     started = time.time()
