@@ -53,6 +53,11 @@ class EvalConfig(StageConfig):
         5, ge=1, description="RL steps averaged at the start and end of the training curve."
     )
     plots: bool = Field(True, description="Write the PNG plots (matplotlib).")
+    bootstrap_resamples: int = Field(
+        2000,
+        ge=100,
+        description="Bootstrap resamples (of questions) behind every rate's 95% interval.",
+    )
 
     @field_validator("checkpoints", mode="before")
     @classmethod

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from proactive_rl.common import config_options, dir_options, reuse_options, save_config
+from proactive_rl.common import (
+    check_writable,
+    config_options,
+    dir_options,
+    reuse_options,
+    save_config,
+)
 from proactive_rl.eval.config import EvalConfig
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
@@ -68,6 +74,8 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     if resume and is_stable(out_dir):
         logger.info("%s is already published: nothing to do", out_dir)
         return
+    outputs = [paths.eval, paths.logs("eval"), paths.config("eval").parent]
+    check_writable([paths.root, *outputs], "pass another --run-dir")
     checkpoints = resolve_checkpoints(config.checkpoint_specs(), paths)
     for ckpt in checkpoints:  # all of them before sampling any: a damaged one fails in seconds
         verified_model(ckpt.path, CHECKPOINT_DAMAGED)
@@ -113,12 +121,13 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
         cal = calibration(buckets)
         results.append(
             {
-                **ckpt.describe(),
+                **ckpt.describe(paths.root),
                 "seconds": time.perf_counter() - started,
                 "metrics": summary,
                 "buckets": buckets,
                 "calibration": cal,
                 "categories": by_category(samples),
+                **graded_views(samples, config.bootstrap_resamples, config.seed),
             }
         )
         all_samples.extend(samples)
@@ -236,6 +245,7 @@ def sample_checkpoint(
                         "response": response,
                         "formal_answer": parsed.formal,
                         "grade": (graded := grade(parsed.formal, truth)),
+                        "grade_normalised": grade(parsed.formal, truth, grader="normalised"),
                         # read by prep's known_from (question_index, correct, checkpoint)
                         "correct": graded == "correct",
                         "proactive": parsed.proactive,
@@ -258,11 +268,32 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def graded_views(samples: list[dict[str, Any]], resamples: int, seed: int) -> dict[str, Any]:
+    """The report's uncertainty and second-grader views of one checkpoint's samples: 95%
+    intervals, the normalised grader's rates (beside the recipe's substring rule) and the
+    risk-coverage curve."""
+    from proactive_rl.eval.metrics import summarize
+    from proactive_rl.eval.stats import bootstrap_intervals, risk_coverage
+
+    normalised = [{**s, "grade": s["grade_normalised"]} for s in samples]
+    return {
+        "intervals": bootstrap_intervals(samples, resamples=resamples, seed=seed),
+        "metrics_normalised": summarize(normalised),
+        "intervals_normalised": bootstrap_intervals(normalised, resamples=resamples, seed=seed),
+        "risk_coverage": risk_coverage(samples),
+    }
+
+
 def flat_metrics(name: str, label: str, spec: str, result: dict[str, Any]) -> dict[str, Any]:
     """One metrics.jsonl record per checkpoint: every number of its report entry."""
     record: dict[str, Any] = {"report": name, "checkpoint": label, "spec": spec}
     record.update({f"eval/{k}": v for k, v in result["metrics"].items()})
     record.update({f"calibration/{k}": v for k, v in result["calibration"].items()})
+    record.update({f"eval_normalised/{k}": v for k, v in result["metrics_normalised"].items()})
+    for view in ("intervals", "intervals_normalised"):
+        for key, (low, high) in result[view].items():
+            record[f"{view}/{key}/low"], record[f"{view}/{key}/high"] = low, high
+    record["risk_coverage/area"] = result["risk_coverage"]["area"]
     for bucket, row in result["buckets"].items():
         for key in ("questions", "proactive_rate", "accuracy", "not_attempted_rate"):
             record[f"bucket/{bucket}/{key}"] = row[key]

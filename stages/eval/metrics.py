@@ -2,8 +2,9 @@
 
 Grades follow SimpleQA (Wei et al., 2024), with rules instead of an LLM grader:
 
-- correct: the ground truth is in the formal answer (`rewards.is_correct`, the rule training
-  rewards use, so eval and training agree on what "correct" means);
+- correct: the ground truth is in the formal answer (`grading.is_correct`, the rule training
+  rewards use by default, so eval and training agree on what "correct" means; the normalised
+  grader of `shared/grading.py` is reported beside it);
 - not_attempted: otherwise, when the formal answer is empty or only hedges (`is_hedge`);
 - incorrect: everything else, i.e. a concrete answer that is wrong (a hallucination).
 
@@ -19,7 +20,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from proactive_rl.shared.grading import is_correct
+from proactive_rl.shared.grading import grader as grader_fn
 from proactive_rl.shared.tags import has_think
 
 Grade = Literal["correct", "incorrect", "not_attempted"]
@@ -101,15 +102,17 @@ def is_hedge(formal: str) -> bool:
     return all(_HEDGE.search(c) for c in clauses)
 
 
-def grade(formal: str, ground_truth: str) -> Grade:
+def grade(formal: str, ground_truth: str, grader: str = "substring") -> Grade:
     """SimpleQA-style grade of one formal answer. Correct wins over a hedge that names the truth.
 
     >>> grade("Paris", "paris"), grade("Lyon", "paris"), grade("I don't know.", "paris")
     ('correct', 'incorrect', 'not_attempted')
     >>> grade("I don't know if it is Paris.", "paris")
     'correct'
+    >>> grade("In 2012", "2"), grade("In 2012", "2", grader="normalised")
+    ('correct', 'incorrect')
     """
-    if is_correct(formal, ground_truth):
+    if grader_fn(grader)(formal, ground_truth):
         return "correct"
     if is_hedge(formal):
         return "not_attempted"
@@ -205,6 +208,8 @@ def summarize(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "accuracy_given_attempted": given,
         "f_score": f_score(accuracy, given),
         "hallucination_rate": counts["incorrect"] / count,
+        # TruthRL's truthfulness with weights (1, 0, 1): a hedge is worth more than a wrong answer
+        "truthfulness": (counts["correct"] - counts["incorrect"]) / count,
         "proactive_rate": rate("proactive"),
         "think_rate": rate("think"),
         "format_rate": rate("format_ok"),

@@ -17,6 +17,7 @@ METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
     ("f_score", "F-score", "num"),
     ("hallucination_rate", "hallucination rate (incorrect / all)", "pct"),
     ("not_attempted_rate", "not attempted", "pct"),
+    ("truthfulness", "truthfulness (correct - incorrect)", "pct"),
     ("proactive_rate", "proactive block", "pct"),
     ("format_rate", "tag format ok (think + plain answer)", "pct"),
     ("think_rate", "think block", "pct"),
@@ -37,6 +38,16 @@ def _fmt(value: Any, kind: str = "num") -> str:
     if kind == "int":
         return f"{value:.0f}"
     return f"{value:.3f}"
+
+
+def _cell(checkpoint: dict[str, Any], key: str, kind: str, view: str = "") -> str:
+    """A metric with its 95% interval where the report has one: `25.0% [18.2, 31.9]`."""
+    value = checkpoint[f"metrics{view}"][key]
+    interval = checkpoint.get(f"intervals{view}", {}).get(key)
+    if interval is None:
+        return _fmt(value, kind)
+    low, high = (_fmt(v, kind).rstrip("%") for v in interval)
+    return f"{_fmt(value, kind)} [{low}, {high}]"
 
 
 def _last(checkpoints: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
@@ -150,9 +161,18 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
         mark = {True: "PASS", False: "FAIL", None: "n/a"}[check["passed"]]
         where = f" ({check['checkpoint']})" if check["checkpoint"] else ""
         out.append(f"- **{mark}** {check['check']}{where}: {check['detail']}")
-    out += ["", "## Metrics", ""]
-    rows = [[title] + [_fmt(c["metrics"][k], kind) for c in cks] for k, title, kind in METRIC_ROWS]
+    out += [
+        "",
+        "## Metrics",
+        "",
+        f"Brackets: 95% bootstrap interval (questions resampled, each with its {report['n']} "
+        "samples). Graded with the recipe's substring rule; the normalised grader is below.",
+        "",
+    ]
+    rows = [[title] + [_cell(c, k, kind) for c in cks] for k, title, kind in METRIC_ROWS]
     out += _table(["metric", *labels], rows)
+    out += graders_section(cks, labels)
+    out += risk_coverage_section(cks, labels)
     out += [
         "",
         "## Calibration: proactive rate by difficulty",
@@ -231,6 +251,59 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
     return "\n".join(out)
 
 
+GRADER_ROWS: tuple[tuple[str, str], ...] = (
+    ("accuracy", "accuracy"),
+    ("hallucination_rate", "hallucination rate"),
+    ("not_attempted_rate", "not attempted"),
+    ("truthfulness", "truthfulness"),
+)
+
+
+def graders_section(cks: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    """The two graders side by side: the recipe's substring rule and the normalised grader."""
+    if not all("metrics_normalised" in c for c in cks):
+        return []
+    out = [
+        "",
+        "## Two graders",
+        "",
+        "substring: the recipe's rule (kept for comparability; gamed by short truths and "
+        "candidate lists). normalised: case, accents, punctuation, articles and number formats "
+        "normalised, whole words, a single answer (shared/grading.py).",
+        "",
+    ]
+    rows = []
+    for key, title in GRADER_ROWS:
+        for view, name in (("", "substring"), ("_normalised", "normalised")):
+            rows.append([f"{title} ({name})"] + [_cell(c, key, "pct", view) for c in cks])
+    return out + _table(["metric", *labels], rows)
+
+
+def risk_coverage_section(cks: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    """Selective answering: the area under each checkpoint's risk-coverage curve and the
+    operating point it chose."""
+    if not all("risk_coverage" in c for c in cks):
+        return []
+    out = [
+        "",
+        "## Selective answering (risk-coverage)",
+        "",
+        "Ranking questions by the checkpoint's own accuracy on them, answering only the top "
+        "fraction gives the curve in risk_coverage.png; its area is the mean accuracy over all "
+        "coverages (1 = knows exactly what it knows). Operating point: the fraction of responses "
+        "the model attempted and its accuracy on them.",
+        "",
+    ]
+    rows = [
+        ["curve area"] + [_fmt(c["risk_coverage"]["area"]) for c in cks],
+        ["attempted (coverage)"]
+        + [_fmt(c["risk_coverage"]["operating_point"]["coverage"], "pct") for c in cks],
+        ["accuracy when attempting"]
+        + [_fmt(c["risk_coverage"]["operating_point"]["accuracy"], "pct") for c in cks],
+    ]
+    return out + _table(["", *labels], rows)
+
+
 def write_plots(report: dict[str, Any], folder: Path) -> list[str]:
     """grades.png, proactive_by_difficulty.png and (with GRPO logs) rl_curves.png; returns the
     file names written."""
@@ -282,6 +355,24 @@ def write_plots(report: dict[str, Any], folder: Path) -> list[str]:
     fig.savefig(folder / "proactive_by_difficulty.png", dpi=100)
     plt.close(fig)
     written.append("proactive_by_difficulty.png")
+
+    if all("risk_coverage" in c for c in cks):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for c in cks:
+            rc = c["risk_coverage"]
+            (line,) = ax.step(rc["coverage"], rc["accuracy"], where="post", label=c["label"])
+            point = rc["operating_point"]
+            ax.plot(point["coverage"], point["accuracy"], "o", color=line.get_color())
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("coverage (fraction of questions answered)")
+        ax.set_ylabel("accuracy of the answered")
+        ax.set_title("Risk-coverage (by own group accuracy; dot: what the model did)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / "risk_coverage.png", dpi=100)
+        plt.close(fig)
+        written.append("risk_coverage.png")
 
     curve = report["training"]["curve"]
     if curve:
