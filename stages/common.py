@@ -1,14 +1,20 @@
-"""The few CLI pieces every stage shares: option decorators and saving the resolved config."""
+"""The few pieces every stage shares: option decorators, saving the resolved config, and the
+start-up checks of the folders a stage writes to (writable, enough free space)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import BaseModel
 
+from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.publish import write_json_atomic
 
 
@@ -66,3 +72,43 @@ def dir_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def save_config(path: Path, config: BaseModel) -> None:
     """Write the resolved config next to the outputs, so a run can be reproduced from it."""
     write_json_atomic(path, config.model_dump(mode="json"))
+
+
+def check_writable(folders: Sequence[Path], option: str) -> None:
+    """Refuse at start-up, not midway, when this user cannot write a folder the stage writes to
+    (a read-only mount, a folder a container made as another user). A missing folder is
+    checked through the nearest existing one above it, where it would be created. `option`
+    names the command-line option that picks another place (--run-dir, --data-dir)."""
+    for folder in folders:
+        existing = next(p for p in (Path(folder), *Path(folder).parents) if p.exists())
+        if not existing.is_dir():
+            raise UserError(f"{existing} is a file, so {folder} cannot be made there: {option}")
+        try:
+            # created and removed at once: tests what the stage will do, ACLs and mounts too
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as err:
+            raise UserError(_not_writable(Path(folder), existing, err, option)) from None
+
+
+def _not_writable(folder: Path, existing: Path, err: OSError, option: str) -> str:
+    uid = os.getuid()
+    owner = existing.stat()
+    where = f"{folder}" if existing == folder else f"{folder} cannot be created: {existing}"
+    return (
+        f"{where} is not writable by uid {uid} ({err.strerror}; it belongs to uid "
+        f"{owner.st_uid}, mode {stat.S_IMODE(owner.st_mode):o}). Make it writable for uid {uid} "
+        f"(e.g. `chown -R {uid} {existing}`), or {option}"
+    )
+
+
+def check_free_space(folder: Path, needed: int, what: str, option: str) -> None:
+    """Refuse before long work starts when the file system of `folder` has less than `needed`
+    bytes free (`what` says what they are for)."""
+    existing = next(p for p in (Path(folder), *Path(folder).parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise UserError(
+            f"{folder} has {free / 1e9:.1f} GB free, but {what} needs about "
+            f"{needed / 1e9:.1f} GB: free some space, or {option}"
+        )

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from proactive_rl.model_checks import check_model_folder
 from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.paths import EPOCH_RE, RunPaths
+from proactive_rl.shared.paths import EPOCH_RE, RunPaths, record_path, resolve_recorded
 from proactive_rl.shared.publish import is_stable, published, read_marker
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,14 @@ VALID = (
     "base, sft, sft:N, sft:all, final, policy:N, policies:all, rl:epochs, builtin:tiny, "
     "or a model folder"
 )
+
+
+# What to do about a run's own checkpoint that is damaged (folders the user named, and the base
+# model, are checked where they are resolved).
+DAMAGED = {
+    "sft": "leave it out of checkpoints, or run `proactive sft --clean` again",
+    "policy": "leave it out of checkpoints, or run `proactive grpo --clean` again",
+}
 
 
 class MissingCheckpoint(UserError):
@@ -40,12 +49,13 @@ class Checkpoint:
     number: int | None = None  # SFT epoch or policy version
     marker: dict[str, Any] = field(default_factory=dict)  # STABLE.json metadata, files dropped
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, root: Path) -> dict[str, Any]:
+        """For report.json: the folder relative to the run directory `root` when inside it."""
         return {
             "label": self.label,
             "spec": self.spec,
             "kind": self.kind,
-            "path": str(self.path),
+            "path": record_path(self.path, root),
             "number": self.number,
             "marker": self.marker,
         }
@@ -77,9 +87,32 @@ def _inside(path: Path, parent: Path) -> bool:
 
 
 def _model_folder(spec: str, paths: RunPaths) -> Path:
+    """A checkpoint the user named by its folder (or a built-in model)."""
     from proactive_rl.models import resolve_base_model
 
+    if not spec.startswith("builtin:") and not Path(spec).expanduser().is_dir():
+        raise UserError(
+            f"checkpoint {spec!r}: {Path(spec).expanduser().absolute()} is not a folder; pass "
+            f"the folder of a Hugging Face model that exists, or one of: {VALID}"
+        )
     return resolve_base_model(spec, paths.base_models)
+
+
+def _recorded_model(recorded: str, where: Path, paths: RunPaths) -> Path:
+    """The base model a stage recorded in `where`: a built-in model, or a folder named relative
+    to the run directory (absolute when outside it)."""
+    from proactive_rl.models import resolve_base_model
+
+    if recorded.startswith("builtin:"):
+        return resolve_base_model(recorded, paths.base_models)
+    folder = resolve_recorded(recorded, paths.root)
+    if not folder.is_dir():
+        raise UserError(
+            f"the base model recorded in {where} ({recorded!r}) is not a folder here ({folder}): "
+            "pass its folder as a checkpoint instead of 'base' (--set "
+            "checkpoints=/path/to/model,sft,final)"
+        )
+    return resolve_base_model(str(folder), paths.base_models)
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -98,19 +131,20 @@ def base_model(paths: RunPaths) -> Path:
     """
     if is_stable(paths.policy(0)):
         init = _meta(paths.policy(0)).get("init_model")
-        if init and not _inside(Path(init), paths.sft):
-            return _model_folder(init, paths)
+        if init and not _inside(resolve_recorded(init, paths.root), paths.sft):
+            return _recorded_model(init, paths.policy(0) / "STABLE.json", paths)
     epochs = [f for _, f in published(paths.sft, EPOCH_RE)]
-    spec = _meta(epochs[-1]).get("base_model") if epochs else None
-    spec = spec or _read_config(paths.config("sft")).get("base_model")
-    if not spec:
-        init = _read_config(paths.config("grpo")).get("init_model")
-        spec = init if init and init != "sft" else None
-    if not spec:
-        raise MissingCheckpoint(
-            f"no base model recorded in {paths.root} (no policy 0, SFT epoch or stage config)"
-        )
-    return _model_folder(spec, paths)
+    records = [(epochs[-1] / "STABLE.json", _meta(epochs[-1]).get("base_model"))] if epochs else []
+    records += [
+        (paths.config("sft"), _read_config(paths.config("sft")).get("base_model")),
+        (paths.config("grpo"), _read_config(paths.config("grpo")).get("init_model")),
+    ]
+    for where, spec in records:
+        if spec and spec != "sft":
+            return _recorded_model(spec, where, paths)
+    raise MissingCheckpoint(
+        f"no base model recorded in {paths.root} (no policy 0, SFT epoch or stage config)"
+    )
 
 
 def resolve_spec(spec: str, paths: RunPaths) -> list[Checkpoint]:
@@ -197,6 +231,8 @@ def resolve_checkpoints(specs: list[str] | None, paths: RunPaths) -> list[Checkp
             label, i = f"{ckpt.label}_{i}", i + 1
         labels.add(label)
         out.append(ckpt if label == ckpt.label else _relabel(ckpt, label))
+        if ckpt.kind in DAMAGED:
+            check_model_folder(ckpt.path, DAMAGED[ckpt.kind])
     if not out:
         raise UserError(
             f"nothing to evaluate in {paths.root}: no base model, SFT epoch or policy is "

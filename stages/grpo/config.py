@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from proactive_rl.shared.config import StageConfig
+from proactive_rl.shared.paths import absolute_spec
 from proactive_rl.shared.publish import HEARTBEAT_S
 
 
@@ -150,6 +151,12 @@ class GrpoConfig(StageConfig):
         f"every {HEARTBEAT_S:.0f} s while it runs) before it is taken for dead (killed, out of "
         "memory) and this worker stops, naming it.",
     )
+
+    @field_validator("init_model")
+    @classmethod
+    def _recorded_absolute(cls, spec: str) -> str:
+        # recorded in configs/grpo.json, which eval reads from other folders later
+        return spec if spec == "sft" else absolute_spec(spec)
 
     @model_validator(mode="after")
     def _lr_floor(self) -> GrpoConfig:

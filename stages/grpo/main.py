@@ -70,15 +70,12 @@ def resolve_init_model(spec: str, paths: RunPaths) -> Path:
                 f"init_model='sft' but {paths.sft} holds no published epoch: run `proactive sft` "
                 "first, or set init_model to a model folder (or builtin:tiny) to skip SFT"
             )
-        check_model_folder(epochs[-1], f"{SFT_DAMAGED}, or set init_model to another model")
         verified(epochs[-1], "Run `proactive sft --clean` to publish the SFT epochs again")
+        check_model_folder(epochs[-1], "run `proactive sft --clean` to publish them again")
         return epochs[-1]
     from proactive_rl.models import resolve_base_model
 
     return resolve_base_model(spec, paths.base_models)
-
-
-SFT_DAMAGED = "run `proactive sft --clean` to train and publish the SFT epochs again"
 
 
 def check_before_training(config: GrpoConfig, paths: RunPaths) -> None:

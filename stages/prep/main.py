@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from proactive_rl.common import config_options
+from proactive_rl.common import check_writable, config_options
 from proactive_rl.prep.config import PrepConfig
 from proactive_rl.prep.sources import check_sft_row, read_jsonl, read_rl_mix
 from proactive_rl.prep.warmup import (
@@ -77,6 +77,21 @@ def split_rows(n: int, test_fraction: float, min_test_rows: int) -> tuple[range,
     if n_train == n:
         return range(n), range(max(0, n - min_test_rows), n)
     return range(n_train), range(n_train, n)
+
+
+def check_splits(
+    sources: list[Path], questions: int, train: range, test: range, config: PrepConfig
+) -> None:
+    """Refuse, before data/processed is replaced, a split with no question: grpo would find
+    no step to train, eval nothing to grade."""
+    where = ", ".join(str(p) for p in sources)
+    for name, rows in (("train", train), ("test", test)):
+        if not rows:
+            raise UserError(
+                f"{where}: {questions} RL question(s) after max_rl_rows/rl_source_limits leave "
+                f"the {name} split empty (test_fraction={config.test_fraction}); give more "
+                "questions, or lower test_fraction"
+            )
 
 
 def fingerprint(config: PrepConfig, inputs: list[Path]) -> str:
@@ -205,6 +220,7 @@ def run(config: PrepConfig, data_dir: Path, force: bool = False) -> None:
     if not force and up_to_date(paths.processed, key):
         logger.info("inputs and config unchanged: %s is up to date, nothing to do", paths.processed)
         return
+    check_writable([paths.root, paths.processed], "pass another --data-dir")
 
     if sft_source is not None:
         sft_lines, sft_proactive = sample_sft_file(config, sft_source)
@@ -237,6 +253,7 @@ def run(config: PrepConfig, data_dir: Path, force: bool = False) -> None:
         for q in questions
     ]
     train_idx, test_idx = split_rows(len(records), config.test_fraction, config.min_test_rows)
+    check_splits(rl_sources, len(records), train_idx, test_idx, config)
     warmup = None
     if build:
         sft_lines, sft_proactive, warmup = build_sft(config, questions, train_idx, test_idx)

@@ -146,9 +146,11 @@ def _simpleqa_rows(path: Path, reader: csv.DictReader) -> list[dict[str, Any]]:
     questions = []
     for index, row in enumerate(reader):
         answer = (row.get(a_col) or "").strip()
+        # header is line 1; csv rows can span lines, so name the row, not the line
         if not answer:
-            # header is line 1; csv rows can span lines, so name the row, not the line
             raise UserError(f"{path}: data row {index + 1} has an empty {a_col}")
+        if not (row.get(q_col) or "").strip():
+            raise UserError(f"{path}: data row {index + 1} has an empty {q_col}")
         questions.append(
             {
                 "question": row[q_col],
@@ -182,7 +184,9 @@ def read_rl_mix(
         if limit is not None:
             rows = rows[:limit]
         if not rows:
-            raise UserError(f"{path}: no RL questions found")
+            # refused before anything is written: data/processed keeps its earlier contents
+            empty = "no data row under the header" if is_csv(path) else "no non-blank line"
+            raise UserError(f"{path} holds no RL questions ({empty}); give at least one")
         summary.append(
             {
                 "path": str(path),

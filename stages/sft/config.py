@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from proactive_rl.shared.config import StageConfig
+from proactive_rl.shared.paths import absolute_spec
 
 
 class SftConfig(StageConfig):
@@ -100,3 +101,9 @@ class SftConfig(StageConfig):
         le=100000,
         description="Log loss, learning rate and grad norm every N optimizer steps.",
     )
+
+    @field_validator("base_model")
+    @classmethod
+    def _recorded_absolute(cls, spec: str) -> str:
+        # recorded in configs/sft.json and every epoch's marker, read from other folders later
+        return absolute_spec(spec)

@@ -82,6 +82,7 @@ def run(
     conversations = read_conversations(data_file)
     if config.max_samples is not None:
         conversations = conversations[: config.max_samples]
+    check_before_training(config, paths)
 
     from proactive_rl.parallel import relaunch
 
@@ -114,6 +115,27 @@ def run(
         from proactive_rl.parallel import leave_process_group
 
         leave_process_group()
+
+
+def check_before_training(config: SftConfig, paths: RunPaths) -> None:
+    """Before training: the run directory is writable, the base model folder is readable (a
+    built-in one is built here, once), and the disk holds an epoch and a Trainer checkpoint."""
+    from proactive_rl.common import check_free_space, check_writable
+    from proactive_rl.model_checks import weights_numel
+    from proactive_rl.models import resolve_base_model
+
+    outputs = [paths.sft, paths.sft_trainer_state, paths.logs("sft"), paths.base_models]
+    outputs += [paths.config("sft").parent, paths.status("sft").parent]
+    check_writable([paths.root, *outputs], "pass another --run-dir")
+    base = resolve_base_model(config.base_model, paths.base_models)
+    # float32 weights: the published epoch (4 bytes a weight) + the Trainer checkpoint (4 for
+    # the weights, 8 for AdamW's two moments)
+    check_free_space(
+        paths.root,
+        16 * weights_numel(base),
+        "an SFT epoch and its Trainer checkpoint",
+        "pass another --run-dir",
+    )
 
 
 def is_main_process(strategy: str) -> bool:

@@ -12,7 +12,13 @@ from proactive_rl.eval.checkpoints import resolve_checkpoints
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.metrics import read_metrics
 from proactive_rl.shared.paths import RunPaths
-from proactive_rl.shared.publish import is_stable, publish_dir, staging_dir, verify
+from proactive_rl.shared.publish import (
+    is_stable,
+    publish_dir,
+    read_marker,
+    staging_dir,
+    verify,
+)
 from tests.conftest import REPO, proactive, start
 
 N = 2
@@ -177,6 +183,23 @@ def test_default_compares_base_sft_and_final(run):
     assert "nothing to do" in resumed.stderr
 
 
+def test_a_run_is_read_from_any_folder(run, tmp_path):
+    """Markers name folders relative to the run directory: eval from another working folder
+    finds the base model (it took policy 0's cwd-relative SFT path for the base model once)."""
+    workdir, paths = run
+    assert read_marker(paths.policy(0))["init_model"] == "sft/epoch_000002"
+    proactive(
+        "eval", "--run-dir", str(workdir / "run"), "--data-dir", str(workdir / "data"), *FAST,
+        "--set", "checkpoints=base,final", "--set", "max_questions=1", "--set", "name=elsewhere",
+        cwd=tmp_path,
+    )  # fmt: skip
+    report = json.loads(paths.eval_report("elsewhere").read_text())
+    assert [(c["label"], c["path"]) for c in report["checkpoints"]] == [
+        ("base", str(read_marker(paths.sft_epoch(2))["base_model"])),
+        ("policy_2", "policies/step_000002"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
@@ -184,7 +207,8 @@ def test_default_compares_base_sft_and_final(run):
         ("sft:7", "SFT epoch 7 is not published"),
         ("final,policy:x", "'x' is not a number"),
         ("sfft", "unknown checkpoint 'sfft'"),
-        ("./no/such/model", "is not a local folder"),
+        # it used to advise setting BASE_MODEL_PATH
+        ("./no/such/model", "no/such/model is not a folder; pass the folder of a Hugging Face"),
     ],
 )
 def test_a_missing_named_checkpoint_fails_cleanly(run, spec, message):
@@ -211,20 +235,22 @@ def test_an_empty_run_has_nothing_to_evaluate(workdir):
     assert "Traceback" not in proc.stderr
 
 
-def fake_model(folder, meta=None):
-    """A published folder that looks like a model to the resolver (no weights needed)."""
+def copy_model(tiny_model, folder, meta=None):
+    """A published copy of the tiny model at `folder` (published when `meta` is given)."""
+    if meta is None:
+        shutil.copytree(tiny_model, folder)
+        return
     staging = staging_dir(folder)
-    (staging / "config.json").write_text("{}")
+    shutil.copytree(tiny_model, staging, dirs_exist_ok=True)
     publish_dir(staging, folder, meta)
 
 
-def test_resolution_skips_duplicates_and_unpublished_folders(tmp_path):
+def test_resolution_skips_duplicates_and_unpublished_folders(tmp_path, tiny_model):
     paths = RunPaths(tmp_path / "run")
     base = tmp_path / "base"
-    base.mkdir()
-    (base / "config.json").write_text("{}")
-    fake_model(paths.policy(0), {"init_model": str(base)})
-    fake_model(paths.policy(1))
+    copy_model(tiny_model, base)
+    copy_model(tiny_model, paths.policy(0), {"init_model": str(base)})
+    copy_model(tiny_model, paths.policy(1), {})
     paths.policy(2).mkdir()  # unpublished: no STABLE.json
     found = resolve_checkpoints(None, paths)  # no SFT in this run: skipped
     assert [(c.label, c.path) for c in found] == [
@@ -233,8 +259,7 @@ def test_resolution_skips_duplicates_and_unpublished_folders(tmp_path):
     ]
     # the same folder twice is evaluated once; a folder named like a label gets a suffix
     other = tmp_path / "policy_1"
-    other.mkdir()
-    (other / "config.json").write_text("{}")
+    copy_model(tiny_model, other)
     specs = ["final", "policy:1", str(base), "policies:all", str(other)]
     found = resolve_checkpoints(specs, paths)
     assert [c.label for c in found] == ["policy_1", "base", "policy_0", "policy_1_2"]

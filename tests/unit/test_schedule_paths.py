@@ -11,8 +11,11 @@ from proactive_rl.shared.paths import (
     STEP_RE,
     DataPaths,
     RunPaths,
+    absolute_spec,
     epoch_name,
     numbered_children,
+    record_path,
+    resolve_recorded,
     step_name,
 )
 from proactive_rl.shared.publish import read_json
@@ -237,3 +240,51 @@ def test_plan_without_max_prompts_reads_back(tmp_path):
     del data["max_prompts"]
     path.write_text(__import__("json").dumps(data))
     assert read_plan(path).pool == 12
+
+
+# --- paths recorded in markers and configs ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "recorded"),
+    [
+        ("/ckpt/run/sft/epoch_000003", "sft/epoch_000003"),
+        ("/ckpt/run/base_models/tiny", "base_models/tiny"),
+        ("/models/qwen", "/models/qwen"),  # outside the run: absolute
+        ("/ckpt/run2/sft", "/ckpt/run2/sft"),  # a sibling whose name starts alike is outside
+    ],
+)
+def test_recorded_paths_are_relative_to_the_run(path, recorded):
+    assert record_path(Path(path), Path("/ckpt/run")) == recorded
+
+
+def test_a_relative_path_is_recorded_relative_to_the_run_not_the_working_folder(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    assert record_path(Path("checkpoints/run/sft/epoch_000001"), Path("checkpoints/run")) == (
+        "sft/epoch_000001"
+    )
+
+
+def test_recorded_paths_resolve_against_the_run_from_any_folder(tmp_path, monkeypatch):
+    run = tmp_path / "mnt" / "run"
+    (run / "sft" / "epoch_000003").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "mnt")  # anywhere but where the run was written
+    assert resolve_recorded("sft/epoch_000003", run) == run / "sft" / "epoch_000003"
+    assert resolve_recorded("/models/qwen", run) == Path("/models/qwen")
+    # an older marker: the writer's working-folder path (checkpoints/<run>/...) of a run
+    # since moved to mnt/run
+    old = "checkpoints/run/sft/epoch_000003"
+    assert resolve_recorded(old, run) == run / "sft" / "epoch_000003"
+    # an older marker naming a folder outside the run: relative to the working folder
+    (tmp_path / "mnt" / "models" / "base").mkdir(parents=True)
+    assert resolve_recorded("models/base", run) == Path("models/base")
+
+
+def test_configs_record_model_folders_absolute(tmp_path, monkeypatch):
+    (tmp_path / "models" / "base").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert absolute_spec("models/base") == str(tmp_path / "models" / "base")
+    assert absolute_spec("builtin:tiny") == "builtin:tiny"
+    assert absolute_spec("Qwen/Qwen3-0.6B") == "Qwen/Qwen3-0.6B"  # nothing there: as given
