@@ -265,3 +265,10 @@ def test_resolution_skips_duplicates_and_unpublished_folders(tmp_path, tiny_mode
     assert [c.label for c in found] == ["policy_1", "base", "policy_0", "policy_1_2"]
     with pytest.raises(UserError, match="no published SFT epoch"):
         resolve_checkpoints(["sft"], paths)
+
+
+def test_a_recorded_base_model_that_is_gone_is_named(tmp_path, tiny_model):
+    paths = RunPaths(tmp_path / "run")
+    copy_model(tiny_model, paths.policy(0), {"init_model": str(tmp_path / "gone")})
+    with pytest.raises(UserError, match=r"recorded in .*STABLE.json .* is not a folder here"):
+        resolve_checkpoints(["base"], paths)
