@@ -136,9 +136,11 @@ def test_grpo_changes_the_weights_and_logs_metrics(rl_run):
     assert list(paths.logs("grpo").glob("events.out.tfevents*"))
 
 
-def test_rerun_is_refused_and_resume_after_the_end_does_nothing(rl_run):
+def test_rerun_is_refused_and_resume_after_the_end_does_nothing(rl_run, tiny_model):
     workdir, paths = rl_run
-    proc = proactive("grpo", "--run-dir", str(paths.root), cwd=workdir, check=False)
+    # the run's own starting model: the reused run directory is the only thing wrong
+    run_again = ["--run-dir", str(paths.root), "--set", f"init_model={tiny_model}"]
+    proc = proactive("grpo", *run_again, cwd=workdir, check=False)
     assert proc.returncode == 2 and "--resume" in proc.stderr and "--clean" in proc.stderr
     assert "Traceback" not in proc.stderr
     before = sorted(p.name for p in paths.policies.iterdir())
