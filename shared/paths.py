@@ -197,6 +197,12 @@ class RunPaths:
         """Optimizer state and RNG of the GRPO worker, for `--resume`."""
         return self.root / "state" / "grpo"
 
+    def grpo_optimizer_state(self, version: int) -> Path:
+        """The optimizer, schedule and RNG state that goes with policy `version`. Named by the
+        version, so the state of the newest published policy is still there when a crash
+        falls between saving the next one and publishing its policy."""
+        return self.grpo_state / f"optimizer_{step_name(version)}.pt"
+
     @property
     def rollouts(self) -> Path:
         return self.root / "rollouts"

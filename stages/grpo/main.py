@@ -142,9 +142,10 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
 
     from proactive_rl.generation import pick_dtype
     from proactive_rl.grpo.policy import build_policy, is_adapter, master_dtype, reference_model
+    from proactive_rl.grpo.resume import open_metrics, prune_optimizer_states
     from proactive_rl.grpo.update import train_step
     from proactive_rl.parallel import Parallel, relaunch
-    from proactive_rl.shared.metrics import MetricsLogger
+    from proactive_rl.shared.metrics import json_safe
     from proactive_rl.shared.schedule import write_plan
     from proactive_rl.shared.schemas import ROLLOUTS, read_table
 
@@ -157,7 +158,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     relaunch(config.strategy, config.num_processes)  # ddp/zero*: this command, once per GPU
     par = Parallel.start(config.strategy)
     if par.is_main:
-        claim_outputs([paths.policies, paths.grpo_state], "grpo", resume, clean)
+        claim_outputs([paths.policies, paths.grpo_state, paths.logs("grpo")], "grpo", resume, clean)
         save_config(paths.config("grpo"), config)
     started = par.broadcast(time.time())
 
@@ -236,7 +237,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             str(dtype).removeprefix("torch."),
         )
 
-        metrics = MetricsLogger(paths.logs("grpo")) if par.is_main else None
+        metrics = open_metrics(paths, plan, start_step, resume) if par.is_main else None
         for step in range(start_step, plan.total_steps):
             t_wait = time.perf_counter()
             folder = paths.rollout(step)
@@ -278,9 +279,20 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                 )
             update_s = time.perf_counter() - t_update
 
+            stats.update(
+                {
+                    "time/wait_s": wait_s,
+                    "time/update_s": update_s,
+                    "rollout/policy_lag": step - marker["policy_version"],
+                    "time/generate_s": marker["seconds"]["generate"],
+                    "time/policy_load_s": marker["seconds"].get("load", 0.0),
+                }
+            )
             t_pub = time.perf_counter()
-            if (step + 1) % config.state_every_steps == 0 or step + 1 == plan.total_steps:
+            saved = (step + 1) % config.state_every_steps == 0 or step + 1 == plan.total_steps
+            if saved:
                 save_optimizer(paths, par, optimizer, scheduler, step + 1, model if mixed else None)
+            crash_point("grpo", "after_optimizer_save", step)
             # collective under ZeRO-3 (LoRA: the adapter's parameters only)
             state = par.full_state_dict(model, trainable_only=lora_rank is not None)
             if par.is_main:
@@ -289,26 +301,25 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                     tokenizer,
                     paths,
                     step + 1,
-                    {"plan_id": plan.plan_id, "step": step, "reward_mean": stats["reward/mean"]},
+                    {
+                        "plan_id": plan.plan_id,
+                        "step": step,
+                        "reward_mean": stats["reward/mean"],
+                        # the step's metrics line, should a kill come before it is written
+                        "metrics": json_safe(stats),
+                    },
                     init_dir,
                     state_dict=state,
                     publish_dtype=dtype if mixed else None,
                 )
+                if saved:
+                    prune_optimizer_states(paths, step + 1)
                 prune_policies(paths, config.keep_policies)
+            crash_point("grpo", "after_policy_marker", step)
             publish_s = time.perf_counter() - t_pub
             if metrics is None:
                 continue
-            stats.update(
-                {
-                    "time/wait_s": wait_s,
-                    "time/update_s": update_s,
-                    "time/publish_s": publish_s,
-                    "rollout/policy_lag": step - marker["policy_version"],
-                    "time/generate_s": marker["seconds"]["generate"],
-                    "time/policy_load_s": marker["seconds"].get("load", 0.0),
-                }
-            )
-            metrics.log(step, stats)
+            metrics.log(step, {**stats, "time/publish_s": publish_s})
             logger.info(
                 "step %d/%d: reward %.3f, group acc %.3f, proactive %.3f, kl %.4f, "
                 "grad norm %.3f (update %.1fs, waited %.1fs)",
@@ -377,15 +388,11 @@ def save_optimizer(paths: RunPaths, par, optimizer, scheduler, version: int, mas
     if par.engine is not None:  # ZeRO: each process saves its partition (collective)
         par.engine.save_checkpoint(str(paths.grpo_state / "deepspeed"), tag=f"v{version}")
         par.barrier()
-        if par.is_main:
-            for old in (paths.grpo_state / "deepspeed").glob("v*"):
-                if old.name != f"v{version}":
-                    shutil.rmtree(old)
     if not par.is_main:
         return
     paths.grpo_state.mkdir(parents=True, exist_ok=True)
-    state_file = paths.grpo_state / "optimizer.pt"
-    tmp_state = state_file.with_suffix(".tmp")
+    state_file = paths.grpo_optimizer_state(version)
+    tmp_state = state_file.with_suffix(".pt.tmp")
     torch.save(
         {
             "version": version,
@@ -406,7 +413,7 @@ def load_optimizer(
 
     import torch
 
-    state_file = paths.grpo_state / "optimizer.pt"
+    state_file = paths.grpo_optimizer_state(version)
     state = None
     if state_file.is_file():
         try:

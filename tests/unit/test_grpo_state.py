@@ -53,11 +53,34 @@ def test_a_state_file_that_would_run_code_is_refused(tmp_path):
     paths = RunPaths(tmp_path / "run")
     paths.grpo_state.mkdir(parents=True)
     marker = tmp_path / "code_ran"
-    torch.save(
-        {"version": 3, "optimizer": RunsCode(str(marker))}, paths.grpo_state / "optimizer.pt"
-    )
+    torch.save({"version": 3, "optimizer": RunsCode(str(marker))}, paths.grpo_optimizer_state(3))
     _, optimizer, scheduler = trained()
-    with pytest.raises(UserError, match=r"optimizer\.pt holds more than tensors") as err:
+    with pytest.raises(
+        UserError, match=r"optimizer_step_000003\.pt holds more than tensors"
+    ) as err:
         load_optimizer(paths, ONE_PROCESS, optimizer, scheduler, 3, "cpu")
     assert "--clean" in str(err.value)
     assert not marker.exists()
+
+
+def test_the_state_of_the_newest_policy_outlives_saving_the_next(tmp_path):
+    """A kill between saving the state for policy k+1 and publishing policy k+1 leaves policy k
+    the newest: its own state must still be there (one file used to be overwritten, and the
+    resume restarted the optimizer and the learning-rate schedule from scratch)."""
+    from proactive_rl.grpo.resume import prune_optimizer_states
+
+    paths = RunPaths(tmp_path / "run")
+    model, optimizer, scheduler = trained()
+    save_optimizer(paths, ONE_PROCESS, optimizer, scheduler, 3)
+    lr_of_3 = scheduler.get_last_lr()
+    moment_of_3 = optimizer.state_dict()["state"][0]["exp_avg"].clone()
+    model(torch.randn(5, 4)).pow(2).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    save_optimizer(paths, ONE_PROCESS, optimizer, scheduler, 4)  # killed here: 3 is newest
+    _, fresh_opt, fresh_sched = trained(lr=5e-3)
+    load_optimizer(paths, ONE_PROCESS, fresh_opt, fresh_sched, 3, "cpu")
+    assert fresh_sched.get_last_lr() == lr_of_3 != scheduler.get_last_lr()
+    assert torch.equal(fresh_opt.state_dict()["state"][0]["exp_avg"], moment_of_3)
+    prune_optimizer_states(paths, 4)  # after policy 4 is published
+    assert [p.name for p in paths.grpo_state.iterdir()] == ["optimizer_step_000004.pt"]
