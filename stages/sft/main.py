@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,9 @@ from proactive_rl.common import config_options, dir_options, reuse_options, save
 from proactive_rl.sft.config import SftConfig
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.faults import crash_point
 from proactive_rl.shared.metrics import MetricsLogger
-from proactive_rl.shared.paths import EPOCH_RE, DataPaths, RunPaths
+from proactive_rl.shared.paths import EPOCH_RE, DataPaths, RunPaths, numbered_children
 from proactive_rl.shared.publish import (
     claim_outputs,
     is_stable,
@@ -89,7 +92,9 @@ def run(
     relaunch(config.strategy, config.num_processes)  # ddp/zero*: this command, once per GPU
     main = is_main_process(config.strategy)
     if main:
-        claim_outputs([paths.sft, paths.sft_trainer_state], "sft", resume, clean)
+        claim_outputs([paths.sft, paths.sft_trainer_state, paths.logs("sft")], "sft", resume, clean)
+        if resume:
+            remove_incomplete_checkpoints(paths.sft_trainer_state)
         if config.strategy != "single":
             # a builtin base model is built once, by rank 0, before the others look for it
             from proactive_rl.models import resolve_base_model
@@ -110,7 +115,7 @@ def run(
 
     # Only rank 0 writes to the volume (status heartbeat, published epochs, metrics).
     with worker_status(paths.status("sft")) if main else contextlib.nullcontext():
-        train(config, paths, conversations, published_epochs)  # its Trainer is freed on return
+        train(config, paths, conversations, published_epochs, resume)  # frees its Trainer
     if config.strategy != "single":
         from proactive_rl.parallel import leave_process_group
 
@@ -188,6 +193,32 @@ def read_conversations(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def remove_incomplete_checkpoints(state_dir: Path) -> None:
+    """Delete the Trainer checkpoints a kill left half-written, so --resume continues from the
+    newest complete one. The Trainer writes a checkpoint folder in place and trainer_state.json
+    last (after the weights, optimizer, scheduler and RNG state; transformers 5.x
+    `_save_checkpoint`), and deletes the older one only after that: a folder is complete when
+    its trainer_state.json reads whole and names the folder's own step."""
+    for step, folder in numbered_children(state_dir, CHECKPOINT_RE):
+        if not checkpoint_complete(folder, step):
+            logger.warning(
+                "sft: removing the incomplete Trainer checkpoint %s (killed while it was "
+                "written); resuming from the one before it",
+                folder,
+            )
+            shutil.rmtree(folder)
+
+
+def checkpoint_complete(folder: Path, step: int) -> bool:
+    try:
+        return json.loads((folder / "trainer_state.json").read_text())["global_step"] == step
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def checkpointing_option(enabled: bool) -> dict[str, bool]:
     """transformers 5.24 (CPU lock) renamed `gradient_checkpointing` to
     `activation_checkpointing`; 5.20 (the CUDA lock: vLLM bounds it) has only the old name."""
@@ -209,6 +240,7 @@ def train(
     paths: RunPaths,
     conversations: list[dict[str, Any]],
     published: set[int],
+    resume: bool,
 ) -> None:
     import torch
     from datasets import Dataset
@@ -276,7 +308,17 @@ def train(
         else None,
     )
     main = is_main_process(config.strategy)
-    metrics = MetricsLogger(paths.logs("sft")) if main else None  # rank 0 alone logs
+    # claim_outputs left state/sft empty unless --resume, and removed incomplete checkpoints
+    state_dir = paths.sft_trainer_state
+    checkpoint = get_last_checkpoint(str(state_dir)) if state_dir.is_dir() else None
+    # optimizer steps done: the Trainer logs at step k after its k-th update
+    done = int(CHECKPOINT_RE.match(Path(checkpoint).name).group(1)) if checkpoint else 0
+    metrics = None
+    if main:  # rank 0 alone logs; a resumed run logs the steps after its checkpoint again
+        metrics = MetricsLogger(paths.logs("sft"), resume_at=done + 1 if resume else None)
+        if resume and (checkpoint or metrics.dropped):
+            name = Path(checkpoint).name if checkpoint else None  # None: from the start
+            metrics.event(done + 1, "resume", checkpoint=name, dropped_lines=metrics.dropped)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -302,9 +344,6 @@ def train(
     if main:
         write_loss_mask_example(trainer, tokenizer, paths.logs("sft") / "loss_mask_example.json")
 
-    # claim_outputs left state/sft empty unless --resume, so a checkpoint here is ours to continue.
-    state_dir = paths.sft_trainer_state
-    checkpoint = get_last_checkpoint(str(state_dir)) if state_dir.is_dir() else None
     if checkpoint is not None:
         logger.info("sft: resuming from %s (epochs published: %s)", checkpoint, sorted(published))
     elif published:
@@ -367,6 +406,7 @@ def epoch_callback(
             numbers["seconds"] = time.monotonic() - self.start
             if metrics is not None:
                 metrics.log(state.global_step, numbers)
+            crash_point("sft", "after_log", state.global_step)
             if "loss" in numbers:
                 self.epoch_losses.append(numbers["loss"])
 
