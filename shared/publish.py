@@ -371,7 +371,7 @@ def failure_reported(path: Path) -> Iterator[None]:
     except Exception as err:
         if not _owned_by_another_live_worker(path):
             detail = "".join(traceback.format_exception_only(type(err), err)).strip()
-            _record_failure(path, error=detail)
+            _record_failure(path, error=detail, peer_caused=_caused_by_peer(err))
         raise
 
 
@@ -383,6 +383,12 @@ def _record_failure(path: Path, **fields: Any) -> None:
         write_status(path, "failed", **fields)
     except OSError as err:
         logger.warning("could not record the failure in %s: %s", path, err)
+
+
+def _caused_by_peer(err: BaseException) -> bool:
+    """A worker stopped because its peer was dead or failed: that peer, restarted soon after,
+    must not take this failure for one of a worker starting beside it (FAILURE_GRACE_S)."""
+    return isinstance(err, (PeerFailed, WaitTimeout))
 
 
 def _owned_by_another_live_worker(path: Path) -> bool:
@@ -415,7 +421,7 @@ def worker_status(path: Path, **fields: Any) -> Iterator[None]:
         stop.set()
         thread.join()
         detail = "".join(traceback.format_exception_only(type(err), err)).strip()
-        _record_failure(path, error=detail, **fields)
+        _record_failure(path, error=detail, peer_caused=_caused_by_peer(err), **fields)
         raise
     stop.set()
     thread.join()
@@ -461,7 +467,8 @@ def wait_for(
             fresh = started_after is None or beat >= started_after
             state = status.get("state")
             news = started_after is None or beat >= started_after - FAILURE_GRACE_S
-            if news and state == "failed":
+            caused_by_us = status.get("peer_caused") and not fresh
+            if news and state == "failed" and not caused_by_us:
                 raise PeerFailed(
                     f"the {peer} worker failed while we waited for {what}: "
                     f"{status.get('error', 'no detail')} (see its logs)"

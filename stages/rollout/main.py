@@ -31,6 +31,7 @@ from proactive_rl.shared.publish import (
     claim_outputs,
     failure_reported,
     is_stable,
+    read_json,
     read_marker,
     staged,
     verified_model,
@@ -89,12 +90,68 @@ def run(config: RolloutConfig, run_dir: Path, data_dir: Path, resume: bool, clea
     save_config(paths.config("rollout"), config)
     started = time.time()
 
+    # Running (heartbeats) from before the engine starts, which can take minutes: a grpo worker
+    # resumed at the same time takes a status older than its own start for a peer not coming.
     with worker_status(paths.status("rollout")):
+        # one engine for the whole run: a new plan (grpo --clean) reuses it too; it fails here,
+        # before any waiting, where it cannot run
+        backend = make_backend(
+            config.backend,
+            config.precision,
+            config.vllm,
+            config.sampling.max_prompt_tokens + config.sampling.max_new_tokens,
+        )
+        logger.info("generation backend: %s", type(backend).__name__)
         # grpo rewrites the plan when it starts over (--clean); a stale plan read before that
         # is abandoned as soon as the new one appears, so the worker follows the current plan.
         while not follow_plan(config, paths, data_dir, started, reward_fn, backend):
             logger.info("the plan changed (grpo started over): following the new plan")
-    backend.close()
+        backend.close()
+
+
+def trained_on(paths: RunPaths) -> int | None:
+    """The newest policy grpo trained on rollouts of the current plan (None: no such policy, or
+    no rollouts to lose)."""
+    from proactive_rl.shared.schedule import read_plan
+
+    if not paths.plan.is_file() or not any(paths.rollouts.glob("step_*")):
+        return None
+    plan_id = read_plan(paths.plan).plan_id
+    trained = [
+        version
+        for version, folder in numbered_children(paths.policies)
+        if version >= 1 and is_stable(folder) and read_marker(folder).get("plan_id") == plan_id
+    ]
+    return max(trained, default=None)
+
+
+def grpo_running_since(paths: RunPaths, since: float) -> bool:
+    try:
+        status = read_json(paths.status("grpo"))
+    except (OSError, ValueError):
+        return False
+    return status.get("state") == "running" and status.get("time", 0) >= since
+
+
+def refuse_rewriting_history(config: RolloutConfig, paths: RunPaths) -> None:
+    """`--clean` deletes the rollouts. Refused while grpo has trained on them under the current
+    plan: new ones, sampled from newer policies, would not be what was trained. A grpo started
+    with --clean at the same time (RUN_MODE=--clean) deletes that plan within seconds, so that
+    is waited for, up to peer_quiet_timeout; a grpo running with the plan still in place (a
+    heartbeat since we started: it has claimed its outputs) is not starting over."""
+    since, deadline = time.time(), time.monotonic() + config.peer_quiet_timeout
+    if trained_on(paths) is not None:
+        logger.info("rollout --clean: waiting for grpo to start the run over (--clean)")
+    while (trained := trained_on(paths)) is not None:
+        over = time.monotonic() > deadline
+        if over or (grpo_running_since(paths, since) and trained_on(paths) is not None):
+            raise UserError(
+                f"rollout --clean would delete rollouts that grpo trained policies 1..{trained} "
+                f"on; new ones, sampled from newer policies, would not be what was trained. To "
+                "start the RL run over, start both workers with --clean (grpo writes a new "
+                "plan); to continue it, start both with --resume"
+            )
+        time.sleep(0.5)
 
 
 def wait_plan(config: RolloutConfig, paths: RunPaths, started: float):
