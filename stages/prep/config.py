@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from proactive_rl.shared.config import StageConfig
 
@@ -94,6 +95,14 @@ class PrepConfig(StageConfig):
     )
     system_prompt: str = Field(SYSTEM_PROMPT, description="System turn of every RL prompt.")
     data_source: str = Field("sampleQA", description="`data_source` column of the RL parquet.")
+
+    @field_validator("sft_source", "rl_source", "known_from")
+    @classmethod
+    def _recorded_absolute(cls, value: object) -> object:
+        # recorded in data/processed/STABLE.json, read later from other working folders
+        if isinstance(value, list):
+            return [Path(os.path.abspath(path)) for path in value]
+        return Path(os.path.abspath(value)) if isinstance(value, Path) else value
 
     @model_validator(mode="after")
     def _consistent(self) -> PrepConfig:

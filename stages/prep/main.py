@@ -30,7 +30,7 @@ from proactive_rl.prep.warmup import (
 )
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.paths import DataPaths
+from proactive_rl.shared.paths import DataPaths, record_path
 from proactive_rl.shared.publish import is_stable, read_marker, sha256_file, staged, verify
 
 logger = logging.getLogger(__name__)
@@ -228,7 +228,10 @@ def run(config: PrepConfig, data_dir: Path, force: bool = False) -> None:
     questions, mix = read_rl_mix(
         rl_sources, config.rl_source_limits, config.shuffle_rl, config.seed, config.max_rl_rows
     )
-    for source in mix:
+    # named in the marker relative to the data directory when inside it, else absolute
+    rl_named = [record_path(path, data_dir) for path in rl_sources]
+    for source, named in zip(mix, rl_named, strict=True):
+        source["path"] = named
         logger.info(
             "RL source %s: %d questions %s",
             source["path"],
@@ -266,9 +269,9 @@ def run(config: PrepConfig, data_dir: Path, force: bool = False) -> None:
         "fingerprint": key,
         "config": config.model_dump(mode="json"),
         "inputs": {
-            "sft": "build" if build else str(sft_source),
+            "sft": "build" if build else record_path(sft_source, data_dir),
             # one path stays a string, as before; a mix is the list in order
-            "rl": str(rl_sources[0]) if len(rl_sources) == 1 else [str(p) for p in rl_sources],
+            "rl": rl_named[0] if len(rl_named) == 1 else rl_named,
         },
         "rl_sources": mix,
         "rl_sub_categories": split_mix,

@@ -136,7 +136,8 @@ def test_prep_mixes_jsonl_and_csv_with_per_source_caps(workdir):
     marker = read_marker(workdir / "data/processed")
     assert [s["questions"] for s in marker["rl_sources"]] == [100, 20]
     assert marker["rl_sub_categories"]["test"] == {"simpleQA": 12}
-    assert marker["inputs"]["rl"] == ["data/sample/rl.jsonl", str(csv)]
+    # relative to the data directory inside it, absolute outside
+    assert marker["inputs"]["rl"] == ["sample/rl.jsonl", str(csv)]
 
     # every source is an input of the fingerprint: editing the second one redoes the work
     assert "nothing to do" in proactive(*args, cwd=workdir).stderr
