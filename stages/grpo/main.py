@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import time
 import uuid
@@ -403,6 +404,8 @@ def save_optimizer(paths: RunPaths, par, optimizer, scheduler, version: int, mas
         },
         tmp_state,
     )
+    with open(tmp_state, "rb") as fh:  # on disk before its policy's marker can be
+        os.fsync(fh.fileno())
     tmp_state.replace(state_file)
 
 
