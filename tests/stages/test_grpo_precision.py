@@ -73,7 +73,8 @@ def test_bf16_runs_train_float32_masters_and_publish_bf16(tmp_path, tiny_model):
     assert all(m["opt/grad_norm"] > 0 for m in lines)
 
     # --resume state keeps the float32 masters: finer than the bf16 policy they publish
-    masters = torch.load(paths.grpo_state / "optimizer.pt", weights_only=False)["masters"]
+    state = torch.load(paths.grpo_optimizer_state(3), weights_only=True)
+    masters = state["masters"]
     assert {v.dtype for v in masters.values()} == {torch.float32}
     assert any(not torch.equal(v, v.to(torch.bfloat16).float()) for v in masters.values())
     again = proactive(
