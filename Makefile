@@ -15,7 +15,7 @@ LOCK := requirements/$(FLAVOR).txt
 export PATH := /usr/bin:/usr/sbin:$(PATH)
 export FLAVOR
 
-.PHONY: help install test test-fast test-vllm lint build-images smoke demo bench bench-learning gpu-check clean
+.PHONY: help install test test-fast test-vllm lint build-images smoke demo sweep bench bench-learning gpu-check clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -62,6 +62,10 @@ smoke: ## The container chain on the tiny model, smoke-size, every service and o
 # images (scripts/build-images.sh, nothing to do when they are current).
 demo: ## The README's first command: the container pipeline on SmolLM2-135M to its report
 	SMOKE_SETTINGS=scripts/demo.env scripts/smoke.sh
+
+SWEEP_ARGS ?= --preset recipe
+sweep: $(VENV)/.installed ## Run a grid of experiments + a comparison report (SWEEP_ARGS; docs/sweeps.md)
+	$(VENV)/bin/proactive sweep $(SWEEP_ARGS)
 
 bench-learning: $(VENV)/.installed ## SmolLM2-135M: SFT -> GRPO -> eval on CPU (~30-45 min), report in checkpoints/bench-learning
 	scripts/bench_learning.sh

@@ -13,6 +13,7 @@ from proactive_rl.rollout.main import command as rollout_command
 from proactive_rl.sft.main import command as sft_command
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.metrics import setup_logging
+from proactive_rl.sweep.main import command as sweep_command
 from proactive_rl.tiny import command as tiny_command
 
 
@@ -29,6 +30,7 @@ def group(verbose: bool) -> None:
       proactive grpo      GRPO trainer worker -> <run>/policies/step_N
       proactive rollout   rollout worker (runs beside grpo) -> <run>/rollouts/step_N
       proactive eval      compare checkpoints on the test split -> <run>/eval/report/report.md
+      proactive sweep     a grid of runs (the recipe's experiments) -> one comparison report
     """
     setup_logging(verbose)
 
@@ -38,6 +40,7 @@ group.add_command(sft_command, "sft")
 group.add_command(rollout_command, "rollout")
 group.add_command(grpo_command, "grpo")
 group.add_command(eval_command, "eval")
+group.add_command(sweep_command, "sweep")
 group.add_command(tiny_command, "tiny-model")
 
 

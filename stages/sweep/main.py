@@ -1,0 +1,234 @@
+"""proactive sweep: a grid of runs in one command, each step a stage's own command (on the host
+or as its container), shared prefixes done once, finished work not redone, one comparison report.
+
+    <checkpoints>/sweeps/<name>/
+      sweep.json              the plan and, per finished step, its wall time
+      logs/<step>.log         each step's output
+      sft-<key>/              a shared SFT run (+ its eval: base and SFT)
+      <run name>/             one RL run (policies, rollouts, eval/report)
+      report/                 report.md, report.json, comparison.png (published atomically)
+    <data>/sweeps/<name>/prep-<key>/processed   a shared prep
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import click
+
+from proactive_rl.common import config_options
+from proactive_rl.shared.config import describe, load_config
+from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.paths import EPOCH_RE, RunPaths
+from proactive_rl.shared.publish import is_stable, published, read_json, write_json_atomic
+from proactive_rl.sweep.config import SweepConfig
+from proactive_rl.sweep.plan import Prefix, Run, plan
+
+logger = logging.getLogger(__name__)
+
+
+@click.command(
+    help="Run a grid of experiments, each as separate runs named from their settings "
+    "(sft50_rl_beta0.5_n16), and compare them in one report with 95% intervals, seeds and wall "
+    "times. Runs sharing data or SFT settings share that work; a finished step is not redone, so "
+    "the same command resumes an interrupted sweep. Presets: the recipe's experiments "
+    "(--preset sft_samples | with_without_sft | beta | recipe). docs/sweeps.md has examples.",
+    epilog="\b\nConfig fields (--set key=value):\n" + describe(SweepConfig),
+)
+@config_options
+@click.option(
+    "--preset",
+    type=click.Choice(["sft_samples", "with_without_sft", "beta", "recipe"]),
+    help="The same as --set preset=NAME.",
+)
+@click.option("--dry-run", is_flag=True, help="List the runs and shared steps; run nothing.")
+def command(
+    recipe: str | None,
+    config_file: Path | None,
+    overrides: tuple[str, ...],
+    preset: str | None,
+    dry_run: bool,
+) -> None:
+    if preset:
+        overrides = (f"preset={preset}", *overrides)
+    config = load_config(SweepConfig, config_file, overrides, recipe or None, "sweep")
+    run(config, dry_run=dry_run)
+
+
+def run(config: SweepConfig, dry_run: bool = False) -> None:
+    check_launcher(config)
+    runs = plan(config)
+    if not runs:
+        raise UserError("the sweep has no runs: give a preset or grids")
+    root = config.checkpoints_dir / "sweeps" / config.name
+    preps = _unique(r.data for r in runs)
+    sfts = _unique(r.sft for r in runs if r.sft is not None)
+    logger.info(
+        "sweep %r: %d runs (%s), %d preps, %d SFTs shared; %s launcher, %d at a time",
+        config.name,
+        len(runs),
+        ", ".join(r.name for r in runs),
+        len(preps),
+        len(sfts),
+        config.launcher,
+        config.jobs,
+    )
+    if dry_run:
+        for r in runs:
+            sft = r.sft.folder if r.sft else f"none (RL from {config.base_model})"
+            click.echo(f"{r.name}: data {r.data.folder}, SFT {sft}, RL {r.folder}")
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    state = Ledger(root / "sweep.json", config)
+    sft_data = {r.sft.key: r.data for r in runs if r.sft is not None}
+    for prep in preps:
+        prep_step(config, state, prep)
+    _each(config.jobs, [lambda s=s: sft_step(config, state, s, sft_data[s.key]) for s in sfts])
+    _each(config.jobs, [lambda r=r: rl_steps(config, state, r) for r in runs])
+
+    from proactive_rl.sweep.report import write_report
+
+    write_report(config, runs, state.steps, root / "report")
+    logger.info("sweep %r done: %s", config.name, root / "report" / "report.md")
+
+
+def check_launcher(config: SweepConfig) -> None:
+    """compose runs each stage in its container, which sees only ./data and ./checkpoints."""
+    if config.launcher != "compose":
+        return
+    for field, folder, mount in (
+        ("data_dir", config.data_dir, "data"),
+        ("checkpoints_dir", config.checkpoints_dir, "checkpoints"),
+    ):
+        if folder.is_absolute() or folder.parts[:1] != (mount,):
+            raise UserError(
+                f"launcher=compose: {field} must be ./{mount} or a folder under it (the "
+                f"containers mount only ./data and ./checkpoints), got {folder}"
+            )
+    if not shutil.which("docker"):
+        raise UserError("launcher=compose needs Docker: run `scripts/ensure-docker.sh` first")
+
+
+class Ledger:
+    """sweep.json: the settings and, per finished step, when and how long. A step in it whose
+    output is still there is not run again."""
+
+    def __init__(self, path: Path, config: SweepConfig) -> None:
+        self.path = path
+        old = read_json(path) if path.is_file() else {}
+        self.steps: dict[str, dict[str, Any]] = old.get("steps", {})
+        self.config = config.model_dump(mode="json")
+        self._lock = threading.Lock()  # runs finish from several threads
+        self._save()
+
+    def done(self, step: str) -> bool:
+        return step in self.steps
+
+    def finish(self, step: str, seconds: float) -> None:
+        with self._lock:
+            self.steps[step] = {"seconds": seconds, "finished_at": time.time()}
+            self._save()
+
+    def _save(self) -> None:
+        write_json_atomic(self.path, {"config": self.config, "steps": self.steps})
+
+
+def prep_step(config: SweepConfig, state: Ledger, prep: Prefix) -> None:
+    # prep itself does nothing when its inputs are unchanged, so it always runs (seconds)
+    prep.folder.mkdir(parents=True, exist_ok=True)
+    args = ["--data-dir", str(prep.folder), *_sets(prep.overrides)]
+    seconds = _launch(config, "prep", args, f"prep-{prep.key}")
+    if not state.done(f"prep-{prep.key}"):  # keep the time of the run that built it
+        state.finish(f"prep-{prep.key}", seconds)
+
+
+def sft_step(config: SweepConfig, state: Ledger, sft: Prefix, data: Prefix) -> None:
+    step = f"sft-{sft.key}"
+    if not (state.done(step) and is_stable(RunPaths(sft.folder).eval_dir("report"))):
+        dirs = ["--data-dir", str(data.folder), "--run-dir", str(sft.folder), "--resume"]
+        seconds = _launch(config, "sft", [*dirs, *_sets(sft.overrides)], step)
+        evals = [*config.settings.get("eval", []), "checkpoints=base,sft", "name=report"]
+        seconds += _launch(config, "eval", [*dirs, *_sets(evals)], f"{step}-eval")
+        state.finish(step, seconds)
+
+
+def last_epoch(sft_folder: Path) -> Path:
+    epochs = published(RunPaths(sft_folder).sft, EPOCH_RE)
+    if not epochs:
+        raise UserError(f"{sft_folder} holds no published SFT epoch; see its log in logs/")
+    return epochs[-1][1]
+
+
+def rl_steps(config: SweepConfig, state: Ledger, run: Run) -> None:
+    if state.done(run.name) and is_stable(RunPaths(run.folder).eval_dir("report")):
+        logger.info("%s: done earlier, kept", run.name)
+        return
+    start = last_epoch(run.sft.folder) if run.sft else config.base_model
+    dirs = ["--data-dir", str(run.data.folder), "--run-dir", str(run.folder), "--resume"]
+    grpo = [*dirs, *_sets((f"init_model={start}", *run.overrides["grpo"]))]
+    rollout = [*dirs, *_sets(run.overrides["rollout"])]
+    with ThreadPoolExecutor(2) as pool:  # the two workers run side by side
+        futures = [
+            pool.submit(_launch, config, "grpo", grpo, f"{run.name}-grpo"),
+            pool.submit(_launch, config, "rollout", rollout, f"{run.name}-rollout"),
+        ]
+        seconds = max(f.result() for f in futures)
+    evals = [*run.overrides["eval"], "checkpoints=final", "name=report"]
+    seconds += _launch(config, "eval", [*dirs, *_sets(evals)], f"{run.name}-eval")
+    state.finish(run.name, seconds)
+
+
+def _sets(overrides: Any) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def _launch(config: SweepConfig, stage: str, args: list[str], step: str) -> float:
+    """Run one stage command to its end, its output in logs/<step>.log; its wall time."""
+    if config.launcher == "compose":
+        compose = shlex.split(os.environ.get("COMPOSE", "docker compose"))
+        cmd = [*compose, "run", "--rm", "--no-deps", "-T", stage, *args]
+    else:
+        cmd = [sys.executable, "-m", "proactive_rl.cli", stage, *args]
+    log = config.checkpoints_dir / "sweeps" / config.name / "logs" / f"{step}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("%s: %s", step, " ".join(shlex.quote(c) for c in cmd))
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+    seconds = time.perf_counter() - started
+    if code != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-15:]
+        raise UserError(
+            f"sweep step {step} failed (exit {code}) after {seconds:.0f} s; its log {log} ends:\n"
+            + "\n".join(f"    {line}" for line in tail)
+            + "\nFix it and run the same command again: finished steps are kept."
+        )
+    logger.info("%s: done in %.0f s", step, seconds)
+    return seconds
+
+
+def _each(jobs: int, tasks: list[Any]) -> None:
+    """Run the tasks, `jobs` at a time; after all have ended, raise the first error."""
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = [pool.submit(task) for task in tasks]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
+
+
+def _unique(prefixes: Any) -> list[Prefix]:
+    seen: dict[str, Prefix] = {}
+    for prefix in prefixes:
+        seen.setdefault(prefix.key, prefix)
+    return list(seen.values())

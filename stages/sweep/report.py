@@ -1,0 +1,202 @@
+"""The sweep's comparison report: each run's final policy beside the others, every rate with its
+95% interval (from each run's eval report), the SFT and base models it started from, seeds and
+wall times; report.md, report.json and comparison.png, published atomically."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from proactive_rl.shared.paths import RunPaths
+from proactive_rl.shared.publish import read_json, staged, write_json_atomic
+from proactive_rl.sweep.config import SweepConfig
+from proactive_rl.sweep.plan import Run
+
+RATES: tuple[tuple[str, str], ...] = (
+    ("accuracy", "accuracy"),
+    ("hallucination_rate", "hallucination"),
+    ("not_attempted_rate", "not attempted"),
+    ("truthfulness", "truthfulness"),
+    ("proactive_rate", "proactive"),
+)
+
+
+def _eval(folder: Path) -> dict[str, Any]:
+    return read_json(RunPaths(folder).eval_report("report"))
+
+
+def _pct(value: float | None, interval: list[float] | None = None) -> str:
+    if value is None:
+        return "–"
+    if interval is None:
+        return f"{100 * value:.1f}%"
+    return f"{100 * value:.1f}% [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
+
+def _entry(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    keep = ("label", "metrics", "intervals", "metrics_normalised", "intervals_normalised")
+    out = {k: checkpoint[k] for k in keep if k in checkpoint}
+    out["calibration"] = checkpoint["calibration"]
+    out["risk_coverage_area"] = checkpoint.get("risk_coverage", {}).get("area")
+    return out
+
+
+def collect(runs: list[Run], steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Every number of the report, read from the runs' own eval reports."""
+    references: dict[str, Any] = {}
+    rows = []
+    for run in runs:
+        report = _eval(run.folder)
+        final = report["checkpoints"][-1]
+        sft_ref = None
+        if run.sft is not None:
+            sft_report = _eval(run.sft.folder)
+            by_kind = {c["kind"]: c for c in sft_report["checkpoints"]}
+            references[run.sft.folder.name] = {
+                "base": _entry(by_kind["base"]) if "base" in by_kind else None,
+                "sft": _entry(by_kind["sft"]) if "sft" in by_kind else None,
+                "seconds": steps.get(run.sft.folder.name, {}).get("seconds"),
+                # what made this SFT differ: its data (prep) and its own settings
+                "settings": [
+                    *(
+                        o
+                        for o in run.data.overrides
+                        if not o.startswith(("sft_source", "rl_source"))
+                    ),
+                    *run.sft.overrides,
+                ],
+            }
+            sft_ref = run.sft.folder.name
+        curve = report["training"]["curve"] or {}
+        rows.append(
+            {
+                "name": run.name,
+                "axes": run.axes,
+                "folder": str(run.folder),
+                "sft": sft_ref,
+                "final": _entry(final),
+                "questions": report["questions"],
+                "n": report["n"],
+                "reward_first": curve.get("reward_first"),
+                "reward_last": curve.get("reward_last"),
+                "rl_steps": len(curve.get("steps", [])),
+                "seeds": report["seeds"],
+                "seconds": steps.get(run.name, {}).get("seconds"),
+            }
+        )
+    return {"runs": rows, "references": references}
+
+
+def markdown(config: SweepConfig, data: dict[str, Any]) -> str:
+    runs = data["runs"]
+    first = runs[0]
+    out = [
+        f"# Sweep `{config.name}`",
+        "",
+        f"{len(runs)} runs; each final policy evaluated on {first['questions']} held-out questions "
+        f"x n={first['n']}. Brackets: 95% bootstrap intervals (questions resampled). Rates graded "
+        "with the recipe's substring rule; the normalised grader's accuracy is in its own column.",
+        "",
+        "| run | "
+        + " | ".join(title for _, title in RATES)
+        + " | accuracy (normalised) | hardest / easiest proactive | reward first -> last | "
+        "seeds | wall time |",
+        "|" + "---|" * (len(RATES) + 6),
+    ]
+    for row in runs:
+        final = row["final"]
+        m, ci = final["metrics"], final.get("intervals", {})
+        norm = final.get("metrics_normalised", {})
+        cal = final["calibration"]
+        cells = [_pct(m[key], ci.get(key)) for key, _ in RATES]
+        cells.append(
+            _pct(norm.get("accuracy"), final.get("intervals_normalised", {}).get("accuracy"))
+        )
+        cells.append(
+            f"{_pct(cal['hardest_proactive_rate'])} / {_pct(cal['easiest_proactive_rate'])}"
+        )
+        first_r, last_r = row["reward_first"], row["reward_last"]
+        cells.append(
+            "–" if first_r is None else f"{first_r:.3f} -> {last_r:.3f} ({row['rl_steps']} steps)"
+        )
+        cells.append(", ".join(f"{k} {v}" for k, v in row["seeds"].items()))
+        cells.append("–" if row["seconds"] is None else f"{row['seconds']:.0f} s")
+        out.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    if data["references"]:
+        out += [
+            "",
+            "## Where the runs started: base model and SFT",
+            "",
+            "| SFT | base accuracy | base hallucination | SFT accuracy | SFT hallucination | "
+            "SFT proactive | SFT wall time | settings |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, ref in data["references"].items():
+            base, sft = ref["base"] or {}, ref["sft"] or {}
+
+            def rate(entry: dict[str, Any], key: str) -> str:
+                if not entry:
+                    return "–"
+                return _pct(entry["metrics"][key], entry.get("intervals", {}).get(key))
+
+            seconds = "–" if ref["seconds"] is None else f"{ref['seconds']:.0f} s"
+            out.append(
+                f"| {name} | {rate(base, 'accuracy')} | {rate(base, 'hallucination_rate')} | "
+                f"{rate(sft, 'accuracy')} | {rate(sft, 'hallucination_rate')} | "
+                f"{rate(sft, 'proactive_rate')} | {seconds} | "
+                f"`{' '.join(ref['settings'])}` |"
+            )
+    out += [
+        "",
+        "## Runs",
+        "",
+        *[f"- `{r['name']}`: {json.dumps(r['axes'])}, folder `{r['folder']}`" for r in runs],
+        "",
+        "![comparison](comparison.png)",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def plot(data: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = data["runs"]
+    keys = RATES[:4]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(runs) + 2), 4))
+    width = 0.8 / len(keys)
+    for i, (key, title) in enumerate(keys):
+        xs = [r + (i - (len(keys) - 1) / 2) * width for r in range(len(runs))]
+        values = [row["final"]["metrics"][key] for row in runs]
+        bounds = [
+            row["final"].get("intervals", {}).get(key) or [v, v]
+            for row, v in zip(runs, values, strict=True)
+        ]
+        errors = [
+            [v - lo for v, (lo, _) in zip(values, bounds, strict=True)],
+            [hi - v for v, (_, hi) in zip(values, bounds, strict=True)],
+        ]
+        ax.bar(xs, values, width=width, yerr=errors, capsize=2, label=title)
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set_xticks(range(len(runs)), [r["name"] for r in runs], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("fraction of responses (truthfulness: correct - incorrect)")
+    ax.set_title("Final policies (95% intervals)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(
+    config: SweepConfig, runs: list[Run], steps: dict[str, dict[str, Any]], folder: Path
+) -> None:
+    data = {"name": config.name, "created": time.time(), **collect(runs, steps)}
+    with staged(folder, {"runs": len(runs)}) as tmp:
+        write_json_atomic(tmp / "report.json", data)
+        (tmp / "report.md").write_text(markdown(config, data))
+        plot(data, tmp / "comparison.png")

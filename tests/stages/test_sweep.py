@@ -1,0 +1,89 @@
+"""The recipe's three experiments from one command on the tiny model (the smallest settings, as
+in CI): six runs over three preps and three SFTs, one comparison report; run again, it redoes
+only what is missing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import proactive
+
+SMALL = """
+name = "recipe"
+base_model = "{model}"
+jobs = 2
+[settings]
+prep = ["max_rl_rows=8", "test_fraction=0.5"]
+sft = ["epochs=1", "max_length=128"]
+grpo = ["prompts_per_step=2", "mini_batch_prompts=2", "max_steps=1", "n=2"]
+rollout = ["sampling.max_new_tokens=8", "backend=transformers"]
+eval = ["n=2", "sampling.max_new_tokens=8", "backend=transformers", "plots=false",
+        "bootstrap_resamples=200"]
+"""
+RUNS = [
+    "sft25_rl_beta0.5",
+    "sft50_rl_beta0.5",
+    "sft100_rl_beta0.5",
+    "nosft_rl_beta0.5",
+    "sft50_rl_beta0.3",
+    "sft50_rl_beta0.7",
+]
+
+
+@pytest.mark.slow
+def test_the_recipe_experiments_in_one_command(workdir, tiny_model):
+    (workdir / "small.toml").write_text(SMALL.format(model=tiny_model))
+    proactive("sweep", "--preset", "recipe", "--config", "small.toml", cwd=workdir, timeout=1200)
+
+    root = workdir / "checkpoints" / "sweeps" / "recipe"
+    report = json.loads((root / "report" / "report.json").read_text())
+    assert [r["name"] for r in report["runs"]] == RUNS
+    assert len(report["references"]) == 3  # one SFT per sample count, shared by the beta runs
+    for row in report["runs"]:
+        final = row["final"]
+        assert 0 <= final["metrics"]["accuracy"] <= 1
+        low, high = final["intervals"]["hallucination_rate"]
+        assert low <= final["metrics"]["hallucination_rate"] <= high
+        assert row["seconds"] > 0 and row["seeds"]["grpo"] == 42
+    configs = {r: json.loads((root / r / "configs" / "rollout.json").read_text()) for r in RUNS}
+    assert configs["sft50_rl_beta0.3"]["reward_kwargs"]["beta"] == 0.3
+    grpo = json.loads((root / "nosft_rl_beta0.5" / "configs" / "grpo.json").read_text())
+    assert grpo["init_model"] == str(tiny_model)  # without SFT: RL from the base model
+    markdown = (root / "report" / "report.md").read_text()
+    assert all(name in markdown for name in RUNS) and "comparison.png" in markdown
+    assert (root / "report" / "comparison.png").stat().st_size > 0
+
+    # an interrupted run: only it is redone; the others and the shared SFTs are kept
+    shutil.rmtree(root / "sft50_rl_beta0.7" / "eval")
+    ledger = json.loads((root / "sweep.json").read_text())
+    del ledger["steps"]["sft50_rl_beta0.7"]
+    (root / "sweep.json").write_text(json.dumps(ledger))
+    kept = (root / "logs" / "sft50_rl_beta0.3-grpo.log").stat().st_mtime
+    again = proactive("sweep", "--preset", "recipe", "--config", "small.toml", cwd=workdir)
+    out = again.stdout + again.stderr
+    assert "sft50_rl_beta0.3: done earlier, kept" in out
+    assert "sft50_rl_beta0.7-eval: done" in out
+    assert (root / "logs" / "sft50_rl_beta0.3-grpo.log").stat().st_mtime == kept
+    assert (root / "sft50_rl_beta0.7" / "eval" / "report" / "STABLE.json").is_file()
+
+
+def test_a_failing_step_names_its_log_and_the_sweep_can_be_rerun(workdir, tiny_model):
+    (workdir / "small.toml").write_text(SMALL.format(model=tiny_model))
+    proc = proactive(
+        "sweep",
+        "--preset",
+        "beta",
+        "--config",
+        "small.toml",
+        "--set",
+        'settings.sft=["epochs=0"]',
+        cwd=workdir,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "sweep step sft-" in proc.stderr and "logs/sft-" in proc.stderr
+    assert "epochs" in proc.stderr  # the tail of the failed stage's log
+    assert "Traceback" not in proc.stderr
