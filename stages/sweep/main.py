@@ -90,6 +90,12 @@ def run(config: SweepConfig, dry_run: bool = False) -> None:
         return
     root.mkdir(parents=True, exist_ok=True)
     state = Ledger(root / "sweep.json", config)
+    if config.launcher == "compose":
+        for prep in preps:
+            prep.folder.mkdir(parents=True, exist_ok=True)
+        (root / "logs").mkdir(exist_ok=True)
+        data_root = config.data_dir / "sweeps" / config.name
+        os.environ.update(container_user([root, data_root]))
     sft_data = {r.sft.key: r.data for r in runs if r.sft is not None}
     for prep in preps:
         prep_step(config, state, prep)
@@ -115,8 +121,37 @@ def check_launcher(config: SweepConfig) -> None:
                 f"launcher=compose: {field} must be ./{mount} or a folder under it (the "
                 f"containers mount only ./data and ./checkpoints), got {folder}"
             )
-    if not shutil.which("docker"):
-        raise UserError("launcher=compose needs Docker: run `scripts/ensure-docker.sh` first")
+    compose_command()  # refuses here, before any work, when there is no compose
+
+
+def compose_command() -> list[str]:
+    """$COMPOSE if set (as scripts/smoke.sh), else `docker compose` (v2), else docker-compose;
+    the Debian CLI in /usr/bin first (a newer one elsewhere may lack the compose plugin)."""
+    if os.environ.get("COMPOSE"):
+        return shlex.split(os.environ["COMPOSE"])
+    path = f"/usr/bin:{os.environ.get('PATH', '')}"
+    docker = shutil.which("docker", path=path)
+    if (
+        docker
+        and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
+    ):
+        return [docker, "compose"]
+    v1 = shutil.which("docker-compose", path=path)
+    if v1:
+        return [v1]
+    raise UserError("launcher=compose needs Docker with compose: run scripts/ensure-docker.sh")
+
+
+def container_user(folders: list[Path]) -> dict[str, str]:
+    """Who the containers run as: PROACTIVE_UID/GID, else the caller - but never root (the images
+    refuse it), so a root caller hands the sweep's folders to uid 1000, as scripts/smoke.sh does."""
+    uid = os.environ.get("PROACTIVE_UID") or str(os.getuid() or 1000)
+    gid = os.environ.get("PROACTIVE_GID") or (uid if os.getuid() == 0 else str(os.getgid()))
+    if os.getuid() == 0:
+        for folder in folders:
+            for path in [folder, *folder.rglob("*")]:
+                os.chown(path, int(uid), int(gid))
+    return {"PROACTIVE_UID": uid, "PROACTIVE_GID": gid}
 
 
 class Ledger:
@@ -195,8 +230,7 @@ def _sets(overrides: Any) -> list[str]:
 def _launch(config: SweepConfig, stage: str, args: list[str], step: str) -> float:
     """Run one stage command to its end, its output in logs/<step>.log; its wall time."""
     if config.launcher == "compose":
-        compose = shlex.split(os.environ.get("COMPOSE", "docker compose"))
-        cmd = [*compose, "run", "--rm", "--no-deps", "-T", stage, *args]
+        cmd = [*compose_command(), "run", "--rm", "--no-deps", "-T", stage, *args]
     else:
         cmd = [sys.executable, "-m", "proactive_rl.cli", stage, *args]
     log = config.checkpoints_dir / "sweeps" / config.name / "logs" / f"{step}.log"
