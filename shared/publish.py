@@ -493,7 +493,8 @@ def wait_for(
                     f"the {peer} worker has not run since we started "
                     f"{time.time() - started_after:.0f}s ago (its status file says {state!r}, "
                     f"written {time.time() - beat:.0f}s ago) while we waited for {what}: "
-                    f"start the {peer} worker with --resume too"
+                    f"start the {peer} worker too, with --resume to continue this run (the two "
+                    f"must start within peer_quiet_timeout={quiet_after:.0f}s of each other)"
                 )
         if now - start > timeout:
             raise WaitTimeout(

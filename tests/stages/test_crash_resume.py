@@ -167,7 +167,7 @@ def test_grpo_killed_in_its_two_narrow_windows_resumes_exactly(workdir, tiny_mod
     print(f"the rollout worker restarted alone stopped after {seconds:.1f} s")
     assert alone.returncode == 2, out
     assert "the grpo worker has not run since we started" in out
-    assert "start the grpo worker with --resume too" in out and "Traceback" not in out
+    assert "start the grpo worker too, with --resume" in out and "Traceback" not in out
     assert seconds < 11 + 30, f"told after {seconds:.0f} s"
 
     # both resumed; grpo is killed again after policy 3's marker, before step 2's metrics line

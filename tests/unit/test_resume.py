@@ -96,7 +96,7 @@ def test_a_peer_silent_since_our_start_is_to_be_restarted_too(tmp_path, state):
     quiet_after (20 s) without a word from it, say to restart it instead of waiting an hour."""
     peer = tmp_path / "grpo.json"
     stale_status(peer, state, age=100)
-    with pytest.raises(PeerFailed, match="start the grpo worker with --resume too") as err:
+    with pytest.raises(PeerFailed, match="start the grpo worker too, with --resume") as err:
         wait_for(
             lambda: None, "policy 3", timeout=5, peer="grpo", peer_status=peer,
             started_after=time.time() - 50, quiet_after=20, poll=0.01,
