@@ -31,6 +31,7 @@ from proactive_rl.shared.paths import DataPaths, RunPaths
 from proactive_rl.shared.publish import (
     claim_outputs,
     is_stable,
+    read_json,
     read_marker,
     staged,
     verified_model,
@@ -56,7 +57,21 @@ logger = logging.getLogger(__name__)
 @reuse_options
 def command(run_dir, data_dir, recipe, config_file, overrides, resume, clean):
     config = load_config(EvalConfig, config_file, overrides, recipe or None, "eval")
-    run(config, run_dir, data_dir, resume=resume, clean=clean)
+    run(training_reward(config, RunPaths(run_dir)), run_dir, data_dir, resume=resume, clean=clean)
+
+
+def training_reward(config: EvalConfig, paths: RunPaths) -> EvalConfig:
+    """The reward the run trained with (its rollout config), for `reward` and `reward_kwargs`
+    not set here: a run trained with beta 0.7 is scored with beta 0.7 unless told otherwise."""
+    trained = paths.config("rollout")
+    unset = [f for f in ("reward", "reward_kwargs") if f not in config.model_fields_set]
+    if not unset or not trained.is_file():
+        return config
+    recorded = read_json(trained)
+    taken = {f: recorded[f] for f in unset if f in recorded}
+    if taken:
+        logger.info("scoring with the run's training reward (%s): %s", trained, taken)
+    return config.model_copy(update=taken)
 
 
 def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: bool) -> None:
