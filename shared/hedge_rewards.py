@@ -21,6 +21,7 @@ from typing import Any
 from proactive_rl.shared.grading import grade_group, success_rate
 from proactive_rl.shared.tags import ParsedResponse
 
+# The recipe's format bonuses, for a complete think block and a (paying) proactive block.
 THINK_BONUS = 0.05
 PROACTIVE_BONUS = 0.05
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -44,6 +45,30 @@ def hedge_words(parsed: ParsedResponse) -> int:
     """
     words = _WORD.findall(parsed.proactive_text.lower().replace("\u2019", "'"))
     return sum(1 for w in words if w not in STOCK_WORDS)
+
+
+def hedge_scores(
+    parsed: list[ParsedResponse], correct: list[float], beta: float, hedged: list[bool]
+) -> list[dict[str, float]]:
+    """The recipe's proactive rule over a graded group: a response that `hedged` earns
+    beta * (1 - group_acc), any other its correctness; plus the format bonuses (the proactive
+    bonus only for a paying hedge). Shared by `proactive` and `proactive_strict`, which differ
+    only in what counts as a hedge."""
+    group_acc = success_rate(correct)
+    out: list[dict[str, float]] = []
+    for p, c, hedge in zip(parsed, correct, hedged, strict=True):
+        bonus = THINK_BONUS * p.think + PROACTIVE_BONUS * hedge
+        out.append(
+            {
+                "score": beta * (1.0 - group_acc) + bonus if hedge else c + bonus,
+                "correct": c,
+                "group_acc": group_acc,
+                "proactive": float(p.proactive),
+                "think": float(p.think),
+                "format_bonus": bonus,
+            }
+        )
+    return out
 
 
 def proactive_strict_reward(
@@ -79,23 +104,10 @@ def proactive_strict_reward(
     [1.0, 0.0, 0.0, 0.0]
     """
     parsed, correct = grade_group(responses, ground_truths, grader)
-    group_acc = success_rate(correct)
-    out: list[dict[str, float]] = []
-    for p, c in zip(parsed, correct, strict=True):
-        hedge = p.proactive and hedge_words(p) >= min_hedge_words
-        bonus = THINK_BONUS * p.think + PROACTIVE_BONUS * hedge
-        score = beta * (1.0 - group_acc) + bonus if hedge else c + bonus
-        out.append(
-            {
-                "score": score,
-                "correct": c,
-                "group_acc": group_acc,
-                "proactive": float(p.proactive),
-                "hedge": float(hedge),
-                "think": float(p.think),
-                "format_bonus": bonus,
-            }
-        )
+    hedged = [p.proactive and hedge_words(p) >= min_hedge_words for p in parsed]
+    out = hedge_scores(parsed, correct, beta, hedged)
+    for item, hedge in zip(out, hedged, strict=True):
+        item["hedge"] = float(hedge)
     return out
 
 

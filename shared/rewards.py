@@ -32,13 +32,11 @@ from typing import Any, TypeAlias
 
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.grading import GRADERS, grade_group, success_rate
-from proactive_rl.shared.hedge_rewards import proactive_strict_reward, ternary_reward
+from proactive_rl.shared.hedge_rewards import hedge_scores, proactive_strict_reward, ternary_reward
 from proactive_rl.shared.tags import ParsedResponse
 
 RewardFn: TypeAlias = Callable[..., "list[float] | list[dict[str, Any]]"]
 
-THINK_BONUS = 0.05
-PROACTIVE_BONUS = 0.05
 # relative_quality / best_of_n: a long formal answer earns up to LENGTH_WEIGHT extra quality,
 # saturating at LENGTH_SATURATION characters.
 LENGTH_WEIGHT = 0.2
@@ -89,22 +87,7 @@ def proactive_reward(
      ('score', 0.35), ('think', 1.0)]
     """
     parsed, correct = grade_group(responses, ground_truths, grader)
-    group_acc = success_rate(correct)
-    out: list[dict[str, float]] = []
-    for p, c in zip(parsed, correct, strict=True):
-        bonus = THINK_BONUS * p.think + PROACTIVE_BONUS * p.proactive
-        score = beta * (1.0 - group_acc) + bonus if p.proactive else c + bonus
-        out.append(
-            {
-                "score": score,
-                "correct": c,
-                "group_acc": group_acc,
-                "proactive": float(p.proactive),
-                "think": float(p.think),
-                "format_bonus": bonus,
-            }
-        )
-    return out
+    return hedge_scores(parsed, correct, beta, [p.proactive for p in parsed])
 
 
 def adaptive_difficulty_reward(
