@@ -32,7 +32,11 @@ class EvalConfig(StageConfig):
         description="Report folder: <run>/eval/<name>/ (report.json, report.md, samples.jsonl, "
         "PNG plots).",
     )
-    split: Literal["test", "train"] = Field("test", description="Which RL split to evaluate.")
+    split: Literal["test", "train", "all"] = Field(
+        "test",
+        description="Which RL questions to evaluate: the held-out test split, the train split, "
+        "or all (e.g. all of SimpleQA, prepared in a data folder of its own).",
+    )
     n: int = Field(4, ge=1, le=256, description="Samples per question (difficulty resolution).")
     max_questions: int | None = Field(None, ge=1, description="Evaluate only the first N.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)

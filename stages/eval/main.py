@@ -108,13 +108,15 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     claim_outputs([out_dir], "eval", resume, clean)
     reward_fn = load_reward(config.reward, config.reward_kwargs)
     data = DataPaths(data_dir)
-    split = data.rl_test if config.split == "test" else data.rl_train
-    if not split.is_file():
-        raise UserError(f"{split} does not exist: run `proactive prep` first")
+    files = {"test": [data.rl_test], "train": [data.rl_train], "all": [data.rl_train, data.rl_test]}
+    for split in files[config.split]:
+        if not split.is_file():
+            raise UserError(f"{split} does not exist: run `proactive prep` first")
     verified_processed(data)
-    records = read_table(split, RL_DATA).to_pylist()[: config.max_questions]
+    records = [r for f in files[config.split] for r in read_table(f, RL_DATA).to_pylist()]
+    records = records[: config.max_questions]
     if not records:
-        raise UserError(f"{split} has no questions")
+        raise UserError(f"{', '.join(map(str, files[config.split]))} hold no questions")
     save_config(paths.config("eval"), config)
     logger.info(
         "eval %r: %d checkpoints (%s) x %d questions x n=%d",

@@ -85,6 +85,12 @@ class PrepConfig(StageConfig):
         description="Tail of the RL questions (file order, or the shuffled order with "
         "shuffle_rl) held out as test.",
     )
+    test_rows: int | None = Field(
+        None,
+        ge=1,
+        description="Hold out exactly this many questions (the tail) as the test split instead "
+        "of test_fraction, e.g. 200 for evaluation with intervals of about +-5 points.",
+    )
     min_test_rows: int = Field(
         4, ge=1, description="If the test split is empty, this many train rows are used as test."
     )

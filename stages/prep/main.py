@@ -64,16 +64,21 @@ def command(
     run(config, data_dir, force=force)
 
 
-def split_rows(n: int, test_fraction: float, min_test_rows: int) -> tuple[range, range]:
-    """Train is the head, test the tail (file order, as the recipe does). An empty test split
-    borrows the last train rows, so evaluation always has something to run on.
+def split_rows(
+    n: int, test_fraction: float, min_test_rows: int, test_rows: int | None = None
+) -> tuple[range, range]:
+    """Train is the head, test the tail (file order, as the recipe does): `test_rows` questions,
+    else a `test_fraction` of them. An empty test split borrows the last train rows, so
+    evaluation always has something to run on.
 
     >>> split_rows(100, 0.05, 4)
     (range(0, 95), range(95, 100))
     >>> split_rows(10, 0.0, 4)
     (range(0, 10), range(6, 10))
+    >>> split_rows(300, 0.05, 4, test_rows=200)
+    (range(0, 100), range(100, 300))
     """
-    n_train = int(n * (1 - test_fraction) + 1e-9)
+    n_train = max(0, n - test_rows) if test_rows else int(n * (1 - test_fraction) + 1e-9)
     if n_train == n:
         return range(n), range(max(0, n - min_test_rows), n)
     return range(n_train), range(n_train, n)
@@ -89,8 +94,8 @@ def check_splits(
         if not rows:
             raise UserError(
                 f"{where}: {questions} RL question(s) after max_rl_rows/rl_source_limits leave "
-                f"the {name} split empty (test_fraction={config.test_fraction}); give more "
-                "questions, or lower test_fraction"
+                f"the {name} split empty (test_fraction={config.test_fraction}, test_rows="
+                f"{config.test_rows}); give more questions, or hold out fewer"
             )
 
 
@@ -255,7 +260,9 @@ def run(config: PrepConfig, data_dir: Path, force: bool = False) -> None:
         }
         for q in questions
     ]
-    train_idx, test_idx = split_rows(len(records), config.test_fraction, config.min_test_rows)
+    train_idx, test_idx = split_rows(
+        len(records), config.test_fraction, config.min_test_rows, config.test_rows
+    )
     check_splits(rl_sources, len(records), train_idx, test_idx, config)
     warmup = None
     if build:
