@@ -57,6 +57,13 @@ class EvalConfig(StageConfig):
         5, ge=1, description="RL steps averaged at the start and end of the training curve."
     )
     plots: bool = Field(True, description="Write the PNG plots (matplotlib).")
+    judge: str | None = Field(
+        None,
+        description="An LLM judge: a local chat model folder that grades every answer with "
+        "SimpleQA's rubric, reported beside the rule-based graders with its agreement with the "
+        "normalised one (a large judge wants a GPU).",
+    )
+    judge_max_new_tokens: int = Field(8, ge=1, description="Tokens the judge may reply with.")
     bootstrap_resamples: int = Field(
         2000,
         ge=100,

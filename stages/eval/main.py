@@ -94,6 +94,12 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     checkpoints = resolve_checkpoints(config.checkpoint_specs(), paths)
     for ckpt in checkpoints:  # all of them before sampling any: a damaged one fails in seconds
         verified_model(ckpt.path, CHECKPOINT_DAMAGED)
+    if config.judge:  # checked now, not after sampling every checkpoint
+        from proactive_rl.model_checks import check_model_folder
+
+        if not Path(config.judge).is_dir():
+            raise UserError(f"judge={config.judge}: not a folder; give a local chat model folder")
+        check_model_folder(Path(config.judge), "give another judge model folder")
     # one engine for every checkpoint (vLLM reloads weights in place); an engine that cannot
     # run here fails now, not after a model
     backend = make_backend(
@@ -164,6 +170,8 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             summary["format_rate"],
             summary["mean_reward"],
         )
+    if config.judge:
+        judge_all(config, results, all_samples, backend, metrics_log)
     metrics_log.close()
     backend.close()
 
@@ -283,6 +291,27 @@ def sample_checkpoint(
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def judge_all(
+    config: EvalConfig,
+    results: list[dict[str, Any]],
+    samples: list[dict[str, Any]],
+    backend: Backend,
+    metrics_log: Any,
+) -> None:
+    """The LLM judge over every checkpoint's samples (one judge load), its view per checkpoint
+    in the report and the metrics log."""
+    from proactive_rl.eval.judge import judge_samples, judge_view
+
+    judge_samples(samples, Path(config.judge), backend, config)
+    for index, result in enumerate(results, start=len(results)):
+        view = judge_view([s for s in samples if s["checkpoint"] == result["label"]])
+        result["judge"] = view
+        record = {"report": config.name, "checkpoint": result["label"]}
+        record.update({f"judge/{k}": v for k, v in (view["metrics"] or {}).items()})
+        record.update({f"judge/{k}": v for k, v in view["agreement"].items()})
+        metrics_log.log(index, record)
 
 
 def graded_views(samples: list[dict[str, Any]], resamples: int, seed: int) -> dict[str, Any]:

@@ -172,6 +172,7 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
     rows = [[title] + [_cell(c, k, kind) for c in cks] for k, title, kind in METRIC_ROWS]
     out += _table(["metric", *labels], rows)
     out += graders_section(cks, labels)
+    out += judge_section(cks, labels, report["settings"]["eval"].get("judge"))
     out += risk_coverage_section(cks, labels)
     out += [
         "",
@@ -276,6 +277,36 @@ def graders_section(cks: list[dict[str, Any]], labels: list[str]) -> list[str]:
     for key, title in GRADER_ROWS:
         for view, name in (("", "substring"), ("_normalised", "normalised")):
             rows.append([f"{title} ({name})"] + [_cell(c, key, "pct", view) for c in cks])
+    return out + _table(["metric", *labels], rows)
+
+
+def judge_section(cks: list[dict[str, Any]], labels: list[str], judge: str | None) -> list[str]:
+    """The LLM judge's rates and its agreement with the normalised grader."""
+    if not all("judge" in c for c in cks):
+        return []
+    out = [
+        "",
+        f"## LLM judge (`{judge}`)",
+        "",
+        "SimpleQA's rubric, graded by the judge model over the answers it gave a verdict for; "
+        "agreement and Cohen's kappa are with the normalised grader.",
+        "",
+    ]
+
+    def rate(c: dict[str, Any], key: str) -> str:
+        metrics = c["judge"]["metrics"]
+        return _fmt(metrics[key], "pct") if metrics else "–"
+
+    rows = [[title] + [rate(c, key) for c in cks] for key, title in GRADER_ROWS]
+    rows += [
+        ["graded / no verdict"]
+        + [
+            f"{c['judge']['agreement']['graded']} / {c['judge']['agreement']['unparsed']}"
+            for c in cks
+        ],
+        ["agreement"] + [_fmt(c["judge"]["agreement"]["agreement"], "pct") for c in cks],
+        ["Cohen's kappa"] + [_fmt(c["judge"]["agreement"]["kappa"]) for c in cks],
+    ]
     return out + _table(["metric", *labels], rows)
 
 
