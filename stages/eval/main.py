@@ -27,7 +27,7 @@ from proactive_rl.common import (
 from proactive_rl.eval.config import EvalConfig
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.paths import DataPaths, RunPaths
+from proactive_rl.shared.paths import ROLLOUTS_FILE, DataPaths, RunPaths
 from proactive_rl.shared.publish import (
     claim_outputs,
     is_stable,
@@ -185,7 +185,7 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
         "seeds": seeds(config, paths),
         "settings": settings(config, paths, data),
         "checkpoints": results,
-        "training": training_summary(paths, config.curve_window),
+        "training": training_summary(paths, config.curve_window, config.bootstrap_resamples),
     }
     report["acceptance"] = acceptance(report)
 
@@ -381,10 +381,13 @@ def settings(config: EvalConfig, paths: RunPaths, data: DataPaths) -> dict[str, 
     }
 
 
-def training_summary(paths: RunPaths, window: int) -> dict[str, Any]:
+def training_summary(paths: RunPaths, window: int, resamples: int = 2000) -> dict[str, Any]:
     """The GRPO curve from logs/grpo/metrics.jsonl and the training wall times: SFT from its
-    logged seconds, RL from policy 0's publication to the last logged step."""
+    logged seconds, RL from policy 0's publication to the last logged step. The curve's change
+    from the first to the last window carries a 95% interval over the prompts the windows
+    scored (their rollouts), so "the reward rose" can be told apart from noise."""
     from proactive_rl.eval.metrics import curve_summary
+    from proactive_rl.eval.stats import change_interval
     from proactive_rl.shared.metrics import read_metrics
 
     sft_logs = read_metrics(paths.logs("sft"))
@@ -395,8 +398,35 @@ def training_summary(paths: RunPaths, window: int) -> dict[str, Any]:
     rl_seconds = None
     if grpo_logs and is_stable(paths.policy(0)):
         rl_seconds = grpo_logs[-1]["time"] - read_marker(paths.policy(0))["published_at"]
+    curve = curve_summary(grpo_logs, window)
+    if curve is not None:
+        steps = curve["steps"]
+        first = _group_rewards(paths, steps[: curve["window"]])
+        last = _group_rewards(paths, steps[len(steps) - curve["window"] :])
+        if first and last and not curve["windows_overlap"]:
+            curve["reward_change"] = change_interval(first, last, resamples)
     return {
-        "curve": curve_summary(grpo_logs, window),
+        "curve": curve,
         "sft_seconds": sft_seconds,
         "rl_seconds": rl_seconds,
     }
+
+
+def _group_rewards(paths: RunPaths, steps: list[int]) -> dict[int, float]:
+    """Mean reward per prompt (group_id) over the rollouts of `steps` that are still there,
+    every rollout worker's part of a step included."""
+    import pyarrow.parquet as pq
+
+    from proactive_rl.shared.schedule import read_plan
+
+    workers = read_plan(paths.plan).rollout_workers if paths.plan.is_file() else 1
+    totals: dict[int, list[float]] = {}
+    for step in steps:
+        for folder in paths.rollout_parts(step, workers):
+            if not is_stable(folder):
+                continue
+            table = pq.read_table(folder / ROLLOUTS_FILE, columns=["group_id", "reward"])
+            rows = zip(table["group_id"].to_pylist(), table["reward"].to_pylist(), strict=True)
+            for group, reward in rows:
+                totals.setdefault(group, []).append(reward)
+    return {group: sum(values) / len(values) for group, values in totals.items()}

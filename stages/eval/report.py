@@ -28,6 +28,10 @@ METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
 )
 SFT_FORMAT_MIN = 0.95
 CALIBRATION_MIN_RATIO = 3.0
+# The learning goals after GRPO against the base model on the same questions (issue 12).
+HALLUCINATION_MAX = 0.10
+ACCURACY_KEPT_MIN = 0.80
+TRUTHFULNESS_MIN = 0.0
 
 
 def _fmt(value: Any, kind: str = "num") -> str:
@@ -88,14 +92,21 @@ def acceptance(report: dict[str, Any]) -> list[dict[str, Any]]:
             None if sft is None else values["sft"] >= SFT_FORMAT_MIN,
         )
     )
+    change = (curve or {}).get("reward_change")
     values = {"first": curve["reward_first"], "last": curve["reward_last"]} if curve else {}
+    rises = curve["reward_improved"] if curve else None
+    if change is not None:
+        low, high = change["interval"]
+        values.update(change=change["change"], low=low, high=high)
+        rises = low > 0
     checks.append(
         _check(
             "rl_reward_rises",
-            "over GRPO, the mean reward of the last steps exceeds that of the first steps",
+            "over GRPO, the mean reward of the last steps exceeds that of the first steps"
+            + (", beyond the 95% interval of the change (over prompts)" if change else ""),
             None,
             values,
-            curve["reward_improved"] if curve else None,
+            rises,
         )
     )
     cal = final["calibration"] if final else {}
@@ -125,7 +136,51 @@ def acceptance(report: dict[str, Any]) -> list[dict[str, Any]]:
             values["final"] < values["sft"] if both else None,
         )
     )
-    return checks
+    return checks + learning_goals(base, final)
+
+
+def _with_interval(checkpoint: dict[str, Any], key: str) -> dict[str, Any]:
+    low, high = checkpoint.get("intervals", {}).get(key) or (None, None)
+    return {"final": checkpoint["metrics"][key], "low": low, "high": high}
+
+
+def learning_goals(base: dict[str, Any] | None, final: dict[str, Any] | None) -> list[dict]:
+    """The goals after GRPO against the base model on the same questions: hallucination at most
+    10%, accuracy at least 80% of the base's, truthfulness (correct - incorrect) at least 0.
+    A goal is judged on the point estimate; the interval is shown beside it."""
+    if final is None:
+        return []
+    label = final["label"]
+    hallucination = _with_interval(final, "hallucination_rate")
+    truth = _with_interval(final, "truthfulness")
+    accuracy = _with_interval(final, "accuracy")
+    base_accuracy = base["metrics"]["accuracy"] if base else None
+    accuracy["base"] = base_accuracy
+    return [
+        _check(
+            "goal_hallucination",
+            f"after GRPO, the hallucination rate is at most {HALLUCINATION_MAX:.0%}",
+            label,
+            hallucination,
+            hallucination["final"] <= HALLUCINATION_MAX,
+        ),
+        _check(
+            "goal_accuracy_kept",
+            f"after GRPO, accuracy is at least {ACCURACY_KEPT_MIN:.0%} of the base model's",
+            label,
+            accuracy,
+            None
+            if base_accuracy is None
+            else accuracy["final"] >= ACCURACY_KEPT_MIN * base_accuracy,
+        ),
+        _check(
+            "goal_truthfulness",
+            f"after GRPO, truthfulness (correct - incorrect) is at least {TRUTHFULNESS_MIN:g}",
+            label,
+            truth,
+            truth["final"] >= TRUTHFULNESS_MIN,
+        ),
+    ]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

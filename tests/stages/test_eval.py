@@ -143,6 +143,9 @@ def test_report_compares_every_named_checkpoint(compared):
         "rl_reward_rises",
         "final_calibration",
         "final_hallucination_below_sft",
+        "goal_hallucination",
+        "goal_accuracy_kept",
+        "goal_truthfulness",
     ]
     assert report["acceptance"][0]["checkpoint"] == "sft_epoch_2"
     assert report["acceptance"][3]["checkpoint"] == "policy_2"

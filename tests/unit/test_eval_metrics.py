@@ -243,7 +243,13 @@ def test_curve_summary_windows_and_resumed_steps() -> None:
 
 
 def checkpoint(kind: str, number, label: str, **metric_values) -> dict:
-    m = {"format_rate": 0.0, "hallucination_rate": 0.5, **metric_values}
+    m = {
+        "format_rate": 0.0,
+        "hallucination_rate": 0.5,
+        "accuracy": 0.2,
+        "truthfulness": -0.3,
+        **metric_values,
+    }
     cal = {"hardest_proactive_rate": 0.6, "easiest_proactive_rate": 0.1, "ratio": 6.0}
     return {"kind": kind, "number": number, "label": label, "metrics": m, "calibration": cal}
 
@@ -272,9 +278,42 @@ def test_acceptance_reads_sft_final_and_curve() -> None:
 def test_acceptance_without_training_is_not_measured() -> None:
     report = {"checkpoints": [checkpoint("base", None, "base")], "training": {"curve": None}}
     checks = acceptance(report)
-    assert [c["passed"] for c in checks] == [None] * 4
+    assert [c["passed"] for c in checks] == [None] * 4  # no final policy: no learning goals
     assert checks[0]["detail"] == "sft –, base 0.000"
     assert checks[1]["detail"] == "not measured"
+
+
+def test_learning_goals_against_the_base() -> None:
+    """Hallucination <= 10%, accuracy >= 80% of the base's, truthfulness >= 0: each goal is
+    judged on the final policy and fails when its number is on the wrong side."""
+    final = checkpoint(
+        "policy", 9, "policy_9", hallucination_rate=0.08, accuracy=0.13, truthfulness=0.05
+    )
+    final["intervals"] = {"hallucination_rate": [0.05, 0.11], "truthfulness": [-0.01, 0.1]}
+    report = {
+        "checkpoints": [checkpoint("base", None, "base", accuracy=0.16), final],
+        "training": {"curve": None},
+    }
+    checks = {c["id"]: c for c in acceptance(report)}
+    assert checks["goal_hallucination"]["passed"] is True
+    assert checks["goal_hallucination"]["values"] == {"final": 0.08, "low": 0.05, "high": 0.11}
+    assert checks["goal_accuracy_kept"]["passed"] is True  # 0.13 >= 0.8 * 0.16 = 0.128
+    assert checks["goal_truthfulness"]["passed"] is True
+    final["metrics"].update(hallucination_rate=0.12, accuracy=0.12, truthfulness=-0.01)
+    checks = {c["id"]: c for c in acceptance(report)}
+    failed = ("goal_hallucination", "goal_accuracy_kept", "goal_truthfulness")
+    assert [checks[g]["passed"] for g in failed] == [False, False, False]
+
+
+def test_reward_rises_only_beyond_its_interval() -> None:
+    """A higher last window whose interval of the change still reaches 0 does not count."""
+    curve = {"reward_first": 0.5, "reward_last": 0.52, "reward_improved": True}
+    curve["reward_change"] = {"change": 0.02, "interval": [-0.03, 0.07], "paired": True}
+    report = {"checkpoints": [], "training": {"curve": curve}}
+    rises = {c["id"]: c for c in acceptance(report)}["rl_reward_rises"]
+    assert rises["passed"] is False and rises["values"]["low"] == -0.03
+    curve["reward_change"]["interval"] = [0.01, 0.05]
+    assert {c["id"]: c for c in acceptance(report)}["rl_reward_rises"]["passed"] is True
 
 
 def test_markdown_mentions_every_checkpoint_and_bucket() -> None:

@@ -122,3 +122,17 @@ def test_report_shows_intervals_both_graders_and_selective_answering() -> None:
     assert "accuracy (normalised) | 0.0%" in text
     assert "truthfulness (correct - incorrect)" in text
     assert "## Selective answering" in text
+
+
+def test_change_interval_paired_and_unpaired() -> None:
+    """The same prompts in both windows: a paired bootstrap, narrow when every prompt moved by
+    the same amount; different prompts: each window resampled on its own, wider."""
+    first = {p: float(p % 5) / 5 for p in range(50)}
+    last = {p: v + 0.05 for p, v in first.items()}
+    paired = stats.change_interval(first, last)
+    assert paired["paired"] and paired["change"] == pytest.approx(0.05)
+    assert paired["interval"][1] - paired["interval"][0] < 1e-9
+    moved = {p + 100: v for p, v in last.items()}
+    unpaired = stats.change_interval(first, moved)
+    assert not unpaired["paired"] and unpaired["change"] == pytest.approx(0.05)
+    assert unpaired["interval"][0] < 0 < unpaired["interval"][1]  # prompts differ by up to 0.8
