@@ -34,6 +34,9 @@ def check(run: Path, n: int | None, engine: str | None) -> list[str]:
 
     problems: list[str] = []
     rollouts = stable_children(run / "rollouts", "step")
+    # several rollout workers: each publishes its share of a step in rollouts/part-<w>-of-<N>/
+    for part in sorted((run / "rollouts").glob("part-*-of-*")):
+        rollouts += stable_children(part, "step")
     for step in rollouts:
         used = json.loads((step / "STABLE.json").read_text()).get("engine")
         if engine is not None and used != engine:

@@ -24,7 +24,7 @@ set -euo pipefail
 export PATH="/usr/bin:/usr/sbin:$PATH"
 repo_root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo_root"
-services=(prep sft rollout grpo eval pipeline)
+services=(prep sft rollout rollout-1 grpo eval pipeline)
 
 # --- settings: environment > SMOKE_SETTINGS file > .env (read by compose) > compose defaults.
 settings="${SMOKE_SETTINGS-scripts/smoke.env}"
@@ -84,7 +84,7 @@ fi
 
 echo "smoke: ${compose[*]} ($("${compose[@]}" version --short 2>/dev/null || echo '?')), project" \
      "$COMPOSE_PROJECT_NAME, run $run_dir, uid $PROACTIVE_UID:$PROACTIVE_GID"
-for var in FLAVOR NUM_SFT_SAMPLES SFT_EPOCHS BASE_MODEL_PATH RL_ROLLOUTS RL_EPOCHS RL_BETA \
+for var in FLAVOR NUM_SFT_SAMPLES SFT_EPOCHS BASE_MODEL_PATH RL_ROLLOUTS RL_EPOCHS RL_BETA ROLLOUT_WORKERS \
            RUN_MODE PREP_ARGS SFT_ARGS VERL_ARGS ROLLOUT_ARGS GRPO_ARGS EVAL_ARGS; do
     if [ -n "${!var:-}" ]; then echo "smoke:   $var=${!var}"; fi
 done
@@ -133,7 +133,10 @@ expect() { # name found minimum
 }
 expect "sft/epoch_*/STABLE.json" "$(count sft 'epoch_*')" 1
 expect "policies/step_*/STABLE.json" "$(count policies 'step_*')" "${SMOKE_MIN_POLICIES:-3}"
-expect "rollouts/step_*/STABLE.json" "$(count rollouts 'step_*')" "${SMOKE_MIN_ROLLOUTS:-2}"
+# with ROLLOUT_WORKERS=2 each step is two parts, rollouts/part-<worker>-of-2/step_*
+expect "rollouts/[part-*/]step_*/STABLE.json" \
+    "$(find "$run_dir/rollouts" -mindepth 2 -maxdepth 3 -path '*/step_*/STABLE.json' 2>/dev/null | wc -l)" \
+    "${SMOKE_MIN_ROLLOUTS:-2}"
 expect "eval/**/report.json" "$(find "$run_dir/eval" -name report.json 2>/dev/null | wc -l)" 1
 if [[ "${GRPO_ARGS:-}" == *lora.enabled=true* ]]; then # LoRA mode: the policies are adapters
     expect "policies/step_*/adapter_model.safetensors" \

@@ -13,7 +13,8 @@ Layout (docs/contract.md has the full contract):
       policies/plan.json           the RL schedule (written by grpo)
       policies/step_000000/        policy version N (HF folder, or a LoRA adapter folder whose
                                    adapter_config.json names its base); version 0 = starting model
-      rollouts/step_000000/        rollouts.parquet for RL step N
+      rollouts/step_000000/        rollouts.parquet for RL step N (one rollout worker)
+      rollouts/part-1-of-2/step_000000/  worker 1's share of step N (rollout_workers=2)
       eval/<name>/                 report.json, report.md, samples.jsonl, *.png
       logs/<stage>/                metrics.jsonl + tensorboard events
 """
@@ -28,6 +29,8 @@ from pathlib import Path
 
 STEP_RE = re.compile(r"^step_(\d+)$")
 EPOCH_RE = re.compile(r"^epoch_(\d+)$")
+PART_RE = re.compile(r"^part-(\d+)-of-(\d+)$")
+ROLLOUTS_FILE = "rollouts.parquet"
 
 
 def step_name(step: int) -> str:
@@ -41,6 +44,26 @@ def step_name(step: int) -> str:
 
 def epoch_name(epoch: int) -> str:
     return f"epoch_{epoch:06d}"
+
+
+def part_name(worker: int, workers: int) -> str:
+    """The folder of rollout worker `worker`'s share when `workers` split each step. The count
+    is in the name, so parts of a plan with another count are never mistaken for these.
+
+    >>> part_name(1, 2)
+    'part-1-of-2'
+    """
+    return f"part-{worker}-of-{workers}"
+
+
+def rollout_worker_name(worker: int) -> str:
+    """The stage name of rollout worker `worker` for its status, config and logs. Worker 0 is
+    `rollout`, the name of a one-worker run (eval reads configs/rollout.json for the reward).
+
+    >>> rollout_worker_name(0), rollout_worker_name(1)
+    ('rollout', 'rollout-1')
+    """
+    return "rollout" if worker == 0 else f"rollout-{worker}"
 
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -211,7 +234,32 @@ class RunPaths:
         return self.rollouts / step_name(step)
 
     def rollout_file(self, step: int) -> Path:
-        return self.rollout(step) / "rollouts.parquet"
+        return self.rollout(step) / ROLLOUTS_FILE
+
+    def rollout_home(self, worker: int, workers: int) -> Path:
+        """Where rollout worker `worker` publishes its step folders: rollouts/ itself when one
+        worker samples whole steps (the layout of every run before workers split steps), else
+        its own part folder, so each worker's claim, staging and --resume stay inside it."""
+        return self.rollouts if workers == 1 else self.rollouts / part_name(worker, workers)
+
+    def rollout_part(self, step: int, worker: int, workers: int) -> Path:
+        return self.rollout_home(worker, workers) / step_name(step)
+
+    def rollout_parts(self, step: int, workers: int) -> list[Path]:
+        """The folders that together hold step `step`'s rollouts, in worker order."""
+        return [self.rollout_part(step, w, workers) for w in range(workers)]
+
+    def rollout_outputs(self, worker: int) -> list[Path]:
+        """What rollout worker `worker` may have written under rollouts/, whatever the number
+        of workers of the plan it has not read yet (for --resume and --clean at start-up):
+        worker 0 the folder itself (one-worker steps sit in it), less other workers' parts;
+        worker i its part-i-of-* folders."""
+        children = sorted(self.rollouts.iterdir()) if self.rollouts.is_dir() else []
+        parts = {p: int(m.group(1)) for p in children if (m := PART_RE.match(p.name))}
+        if worker > 0:
+            return [p for p, owner in parts.items() if owner == worker]
+        others = [p for p, owner in parts.items() if owner != worker]
+        return [p for p in children if p not in others] if others else [self.rollouts]
 
     @property
     def eval(self) -> Path:

@@ -27,6 +27,9 @@ class Plan:
     # Train on the first N rows only (a small pool seen over several epochs: benchmarks that
     # compare the same prompts early and late); None = the whole split.
     max_prompts: int | None = None
+    # Rollout processes that split each step's prompts (`rollout_workers` of grpo). A plan.json
+    # written before the key existed means one.
+    rollout_workers: int = 1
 
     @property
     def pool(self) -> int:
@@ -66,6 +69,19 @@ class Plan:
         order = list(range(self.pool))
         random.Random(f"{self.seed}:{epoch}").shuffle(order)
         return order[within * self.batch : (within + 1) * self.batch]
+
+    def worker_prompts(self, step: int, worker: int) -> list[int]:
+        """The share of rollout worker `worker` of the step's prompts: the prompts at positions
+        p of `step_prompts(step)` with p % rollout_workers == worker, in step order. Whole
+        prompts (a worker samples all n responses of each), disjoint, together the whole step.
+
+        >>> p = Plan("x", 10, "", 5, 2, 1, 0, 0, rollout_workers=2)
+        >>> p.step_prompts(0), p.worker_prompts(0, 0), p.worker_prompts(0, 1)
+        ([5, 0, 3, 2, 7], [5, 3, 7], [0, 2])
+        """
+        if not 0 <= worker < self.rollout_workers:
+            raise ValueError(f"worker {worker} is outside 0..{self.rollout_workers - 1}")
+        return self.step_prompts(step)[worker :: self.rollout_workers]
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "total_steps": self.total_steps}

@@ -100,6 +100,14 @@ class GrpoConfig(StageConfig):
         description="Rollouts of step k may come from policy >= k - max_staleness "
         "(0 = strictly on-policy; 1 overlaps generation with training).",
     )
+    rollout_workers: int = Field(
+        1,
+        ge=1,
+        description="Rollout processes that split each step's prompts (in compose: "
+        "ROLLOUT_WORKERS), published in the plan; each is started with its own rollout "
+        "worker=0..N-1 and samples the prompts at positions p % N == worker. The trainer "
+        "waits for every part of a step and merges them in worker order (docs/contract.md).",
+    )
     seed: int = Field(42, description="Seed of the prompt order and of the trainer.")
     learning_rate: float = Field(1e-6, gt=0, description="Peak AdamW learning rate.")
     min_learning_rate: float = Field(1e-7, ge=0, description="Cosine decay floor.")

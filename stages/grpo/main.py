@@ -37,7 +37,6 @@ from proactive_rl.shared.publish import (
     staged,
     verified,
     verified_processed,
-    wait_for,
     worker_status,
 )
 from proactive_rl.shared.schedule import Plan
@@ -144,11 +143,11 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     from proactive_rl.generation import pick_dtype
     from proactive_rl.grpo.policy import build_policy, is_adapter, master_dtype, reference_model
     from proactive_rl.grpo.resume import open_metrics, prune_optimizer_states
+    from proactive_rl.grpo.rollouts import read_parts, wait_parts
     from proactive_rl.grpo.update import train_step
     from proactive_rl.parallel import Parallel, relaunch
     from proactive_rl.shared.metrics import json_safe
     from proactive_rl.shared.schedule import write_plan
-    from proactive_rl.shared.schemas import ROLLOUTS, read_table
 
     paths = RunPaths(run_dir)
     train_file = DataPaths(data_dir).rl_train
@@ -219,8 +218,9 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                 paths, par, optimizer, scheduler, start_step, device, model if mixed else None
             )
         logger.info(
-            "plan %s: %d steps (%d per epoch, pool %d) x %d prompts x n=%d, max_staleness=%d; "
-            "training: %s x%d on %s, %s of %s weights trainable%s, weights %s, compute %s",
+            "plan %s: %d steps (%d per epoch, pool %d) x %d prompts x n=%d, max_staleness=%d, "
+            "rollout_workers=%d; training: %s x%d on %s, %s of %s weights trainable%s, "
+            "weights %s, compute %s",
             plan.plan_id,
             plan.total_steps,
             plan.steps_per_epoch,
@@ -228,6 +228,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             plan.batch,
             plan.n,
             plan.max_staleness,
+            plan.rollout_workers,
             config.strategy,
             par.world,
             device,
@@ -241,27 +242,11 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
         metrics = open_metrics(paths, plan, start_step, resume) if par.is_main else None
         for step in range(start_step, plan.total_steps):
             t_wait = time.perf_counter()
-            folder = paths.rollout(step)
-            # every process waits on the volume itself: a collective would time out while a
-            # long generation step runs
-            marker = wait_for(
-                lambda folder=folder: (
-                    m
-                    if is_stable(folder)
-                    and (m := read_marker(folder)).get("plan_id") == plan.plan_id
-                    else None
-                ),
-                f"rollouts {folder}/STABLE.json",
-                timeout=config.wait_timeout,
-                peer="rollout",
-                peer_status=paths.status("rollout"),
-                started_after=started,
-                quiet_after=config.peer_quiet_timeout,
-            )
+            # every process waits on the volume itself (a collective would time out while a
+            # long generation step runs), for every rollout worker's part of the step
+            markers = wait_parts(config, paths, plan, step, started)
             wait_s = time.perf_counter() - t_wait
-            verified(folder, ROLLOUTS_DAMAGED)
-            rows = read_table(paths.rollout_file(step), ROLLOUTS).to_pylist()
-            check_rollouts(rows, plan, step, folder)
+            marker, rows = read_parts(paths, plan, step, markers)
 
             t_update = time.perf_counter()
             with torch.autocast(device.type, dtype=dtype, enabled=mixed):
@@ -359,6 +344,14 @@ def choose_plan(
     if plan and published:
         if (plan.train_rows, plan.train_sha256) != (train_rows, train_sha):
             raise UserError(f"--resume: {train_file} changed since the run started; use --clean")
+        if config.rollout_workers != plan.rollout_workers:
+            # the steps already sampled were split this way; the rollout workers read the plan
+            logger.warning(
+                "--resume keeps the run's rollout_workers=%d (given %d): start that many "
+                "rollout workers, or start over with --clean",
+                plan.rollout_workers,
+                config.rollout_workers,
+            )
         start_step = max(published)
         logger.info("resuming plan %s at step %d", plan.plan_id, start_step)
         verified(paths.policy(start_step), "Start over with --clean")
@@ -375,9 +368,16 @@ def choose_plan(
         max_staleness=config.max_staleness,
         max_steps=config.max_steps,
         max_prompts=config.max_prompts,
+        rollout_workers=config.rollout_workers,
     )
     if plan.total_steps == 0:
         raise UserError("the plan has no steps: the train split is empty")
+    if plan.rollout_workers > plan.batch:
+        raise UserError(
+            f"rollout_workers={plan.rollout_workers} is more than the {plan.batch} prompts of a "
+            "step: every rollout worker needs at least one prompt a step; use fewer workers or "
+            "a larger prompts_per_step"
+        )
     return plan, 0, init_dir
 
 
@@ -447,28 +447,6 @@ def load_optimizer(
     if masters is not None and state.get("masters") is not None:
         masters.load_state_dict(state["masters"])  # the float32 weights behind the bf16 policy
         logger.info("resumed the float32 master weights of policy %d", version)
-
-
-ROLLOUTS_DAMAGED = "Check the volume for errors, then start both workers over with --clean"
-
-
-def check_rollouts(rows: list[dict[str, Any]], plan: Plan, step: int, folder: Path) -> None:
-    """Refuse rollouts that are too stale, of another step, or with broken groups."""
-    oldest = plan.min_policy_version(step)
-    versions = {row["policy_version"] for row in rows}
-    if min(versions, default=oldest) < oldest:
-        raise UserError(
-            f"{folder}: rollouts of step {step} come from policy {min(versions)}, older than "
-            f"max_staleness={plan.max_staleness} allows (>= {oldest})"
-        )
-    if {row["step"] for row in rows} != {step}:
-        raise UserError(f"{folder}: rows of other steps than {step}")
-    counts: dict[int, int] = {}
-    for row in rows:
-        counts[row["group_id"]] = counts.get(row["group_id"], 0) + 1
-    broken = {g: c for g, c in counts.items() if c != plan.n}
-    if broken:
-        raise UserError(f"{folder}: groups without exactly n={plan.n} responses: {broken}")
 
 
 def prune_policies(paths: RunPaths, keep: int | None) -> None:

@@ -49,3 +49,10 @@ class RolloutConfig(StageConfig):
         "memory) and this worker stops, naming it.",
     )
     num_examine: int = Field(5, ge=0, description="Groups printed to the log per step.")
+    worker: int = Field(
+        0,
+        ge=0,
+        description="This process's index among the plan's rollout_workers (a grpo setting): "
+        "it samples the prompts at positions p % rollout_workers == worker of each step and "
+        "publishes them as its part (docs/contract.md). Must be below rollout_workers.",
+    )

@@ -5,6 +5,11 @@ responses for each of the step's prompts, scores each whole group with the share
 publishes `rollouts/step_N/rollouts.parquet`. Runs beside `proactive grpo`:
 
     proactive rollout --run-dir checkpoints/default --set reward_kwargs.beta=0.5
+
+With grpo's `rollout_workers=N`, N of these split each step, each started with its `worker`
+(0..N-1) and publishing its share as `rollouts/part-<worker>-of-N/step_N`:
+
+    proactive rollout --run-dir checkpoints/default --set worker=1
 """
 
 from __future__ import annotations
@@ -26,19 +31,27 @@ from proactive_rl.common import (
 from proactive_rl.rollout.config import RolloutConfig
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.paths import DataPaths, RunPaths, numbered_children
+from proactive_rl.shared.paths import (
+    ROLLOUTS_FILE,
+    DataPaths,
+    RunPaths,
+    numbered_children,
+    rollout_worker_name,
+)
 from proactive_rl.shared.publish import (
     claim_outputs,
     failure_reported,
     is_stable,
     read_json,
     read_marker,
+    remove_unpublished,
     staged,
     verified_model,
     verified_processed,
     wait_for,
     worker_status,
 )
+from proactive_rl.shared.schedule import Plan, read_plan
 
 logger = logging.getLogger(__name__)
 
@@ -46,16 +59,21 @@ logger = logging.getLogger(__name__)
 @click.command(
     help="Rollout worker: for each RL step of the plan published by `proactive grpo`, wait for "
     "the policy it needs, sample n responses per prompt, score whole groups with the reward "
-    "and publish <run-dir>/rollouts/step_N. Exits after the plan's last step.",
+    "and publish <run-dir>/rollouts/step_N (with grpo's rollout_workers=N > 1: this worker's "
+    "share, <run-dir>/rollouts/part-<worker>-of-N/step_N). Exits after the plan's last step.",
     epilog="\b\nConfig fields (--set key=value, dotted for nested):\n" + describe(RolloutConfig),
 )
 @dir_options
 @config_options
 @reuse_options
 def command(run_dir, data_dir, recipe, config_file, overrides, resume, clean):
-    # any failure, from the config on, reaches the peer through this worker's status file
-    with failure_reported(RunPaths(run_dir).status("rollout")):
+    # any failure, from the config on, reaches grpo through a status file: the config's as
+    # the rollout's (the worker is not known before it loads), later ones as this worker's,
+    # the file grpo watches while it waits for this worker's part
+    paths = RunPaths(run_dir)
+    with failure_reported(paths.status("rollout")):
         config = load_config(RolloutConfig, config_file, overrides, recipe or None, "rollout")
+    with failure_reported(paths.status(rollout_worker_name(config.worker))):
         run(config, run_dir, data_dir, resume=resume, clean=clean)
 
 
@@ -80,19 +98,26 @@ def run(config: RolloutConfig, run_dir: Path, data_dir: Path, resume: bool, clea
     from proactive_rl.shared.rewards import load_reward
 
     paths = RunPaths(run_dir)
-    outputs = [paths.rollouts, paths.logs("rollout"), paths.config("rollout").parent]
-    check_writable([paths.root, *outputs, paths.status("rollout").parent], "pass another --run-dir")
-    # fail on a bad reward before touching the run directory or waiting for anything
+    name = rollout_worker_name(config.worker)
+    outputs = [paths.rollouts, paths.logs(name), paths.config(name).parent]
+    check_writable([paths.root, *outputs, paths.status(name).parent], "pass another --run-dir")
+    # fail on a bad reward or worker index before touching the run directory or waiting
     reward_fn = load_reward(config.reward, config.reward_kwargs)
+    if paths.plan.is_file() and not clean:  # --clean: grpo is about to write a new plan
+        check_worker(config, paths, read_plan(paths.plan))
     if clean:
         refuse_rewriting_history(config, paths)
-    claim_outputs([paths.rollouts], "rollout", resume, clean)
-    save_config(paths.config("rollout"), config)
+    # only this worker's own folders: the other workers may have published theirs already
+    claim_outputs(paths.rollout_outputs(config.worker), name, resume, clean)
+    if resume and config.worker == 0:
+        # leftovers of one-worker steps sit in rollouts/ itself, beside the other workers' parts
+        remove_unpublished(paths.rollouts)
+    save_config(paths.config(name), config)
     started = time.time()
 
     # Running (heartbeats) from before the engine starts, which can take minutes: a grpo worker
     # resumed at the same time takes a status older than its own start for a peer not coming.
-    with worker_status(paths.status("rollout")):
+    with worker_status(paths.status(name)):
         # one engine for the whole run: a new plan (grpo --clean) reuses it too; it fails here,
         # before any waiting, where it cannot run
         backend = make_backend(
@@ -109,12 +134,27 @@ def run(config: RolloutConfig, run_dir: Path, data_dir: Path, resume: bool, clea
         backend.close()
 
 
-def trained_on(paths: RunPaths) -> int | None:
-    """The newest policy grpo trained on rollouts of the current plan (None: no such policy, or
-    no rollouts to lose)."""
-    from proactive_rl.shared.schedule import read_plan
+def check_worker(config: RolloutConfig, paths: RunPaths, plan: Plan) -> None:
+    if config.worker >= plan.rollout_workers:
+        raise UserError(
+            f"worker={config.worker}, but the plan {paths.plan} has rollout_workers="
+            f"{plan.rollout_workers} (workers 0..{plan.rollout_workers - 1}): give each rollout "
+            "process its own worker below rollout_workers, or start grpo with more "
+            "rollout_workers (in compose: ROLLOUT_WORKERS)"
+        )
 
-    if not paths.plan.is_file() or not any(paths.rollouts.glob("step_*")):
+
+def owns_steps(paths: RunPaths, worker: int) -> bool:
+    """Whether this worker has rollouts on the volume (published or not)."""
+    return any(
+        p.name.startswith("step_") or any(p.rglob("step_*")) for p in paths.rollout_outputs(worker)
+    )
+
+
+def trained_on(paths: RunPaths, worker: int = 0) -> int | None:
+    """The newest policy grpo trained on rollouts of the current plan (None: no such policy, or
+    no rollouts of this worker to lose)."""
+    if not paths.plan.is_file() or not owns_steps(paths, worker):
         return None
     plan_id = read_plan(paths.plan).plan_id
     trained = [
@@ -140,11 +180,12 @@ def refuse_rewriting_history(config: RolloutConfig, paths: RunPaths) -> None:
     is waited for, up to peer_quiet_timeout; a grpo running with the plan still in place (a
     heartbeat since we started: it has claimed its outputs) is not starting over."""
     since, deadline = time.time(), time.monotonic() + config.peer_quiet_timeout
-    if trained_on(paths) is not None:
+    if trained_on(paths, config.worker) is not None:
         logger.info("rollout --clean: waiting for grpo to start the run over (--clean)")
-    while (trained := trained_on(paths)) is not None:
+    while (trained := trained_on(paths, config.worker)) is not None:
         over = time.monotonic() > deadline
-        if over or (grpo_running_since(paths, since) and trained_on(paths) is not None):
+        still = trained_on(paths, config.worker) is not None
+        if over or (grpo_running_since(paths, since) and still):
             raise UserError(
                 f"rollout --clean would delete rollouts that grpo trained policies 1..{trained} "
                 f"on; new ones, sampled from newer policies, would not be what was trained. To "
@@ -154,9 +195,7 @@ def refuse_rewriting_history(config: RolloutConfig, paths: RunPaths) -> None:
         time.sleep(0.5)
 
 
-def wait_plan(config: RolloutConfig, paths: RunPaths, started: float):
-    from proactive_rl.shared.schedule import read_plan
-
+def wait_plan(config: RolloutConfig, paths: RunPaths, started: float) -> Plan:
     return wait_for(
         lambda: read_plan(paths.plan) if paths.plan.is_file() else None,
         f"the RL plan {paths.plan}",
@@ -175,10 +214,11 @@ def follow_plan(
     from transformers import AutoTokenizer
 
     from proactive_rl.shared.rewards import score_group
-    from proactive_rl.shared.schedule import read_plan
     from proactive_rl.shared.schemas import RL_DATA, ROLLOUTS, read_table, write_table
 
     plan = wait_plan(config, paths, started)
+    check_worker(config, paths, plan)  # again: the plan may be new since start-up
+    workers = plan.rollout_workers
     train_file = DataPaths(data_dir).rl_train
     verified_processed(DataPaths(data_dir))
     train = read_table(train_file, RL_DATA).to_pylist()
@@ -189,16 +229,18 @@ def follow_plan(
         )
     done = [
         s
-        for s, folder in numbered_children(paths.rollouts)
+        for s, folder in numbered_children(paths.rollout_home(config.worker, workers))
         if is_stable(folder) and read_marker(folder).get("plan_id") == plan.plan_id
     ]
     first = max(done) + 1 if done else 0
     logger.info(
-        "plan %s: %d steps x %d prompts x n=%d; starting at step %d",
+        "plan %s: %d steps x %d prompts x n=%d; worker %d of %d; starting at step %d",
         plan.plan_id,
         plan.total_steps,
         plan.batch,
         plan.n,
+        config.worker,
+        workers,
         first,
     )
 
@@ -237,7 +279,7 @@ def follow_plan(
             load_s = time.perf_counter() - t_load
 
         t_gen = time.perf_counter()
-        rows = generate_step(
+        rows, dropped = generate_step(
             config, plan, step, version, train, backend, tokenizer, reward_fn, score_group
         )
         gen_s = time.perf_counter() - t_gen
@@ -257,16 +299,22 @@ def follow_plan(
             # the trainer scores tokens under the same sampling distribution
             "temperature": config.sampling.temperature,
             "max_new_tokens": config.sampling.max_new_tokens,
+            # which share of the step this is, and its prompts left out as too long: the
+            # trainer checks that the parts hold every other prompt of the step exactly once
+            "worker": config.worker,
+            "workers": workers,
+            "dropped": dropped,
         }
-        with staged(paths.rollout(step), meta) as staging:
-            count = write_table(rows, ROLLOUTS, staging / paths.rollout_file(step).name)
+        with staged(paths.rollout_part(step, config.worker, workers), meta) as staging:
+            count = write_table(rows, ROLLOUTS, staging / ROLLOUTS_FILE)
             meta.update(rows=count, groups=count // plan.n)
         logger.info(
-            "step %d/%d: published %d responses from policy %d, mean reward %.3f "
+            "step %d/%d: published %d responses%s from policy %d, mean reward %.3f "
             "(waited %.1fs, generated %.1fs)",
             step + 1,
             plan.total_steps,
             count,
+            f" (part {config.worker} of {workers})" if workers > 1 else "",
             version,
             reward_mean,
             wait_s,
@@ -276,12 +324,14 @@ def follow_plan(
 
 
 def generate_step(config, plan, step, version, train, backend, tokenizer, reward_fn, score_group):
-    """Sample and score the step's groups; returns rollout rows (whole groups, in order)."""
+    """Sample and score this worker's share of the step's groups; returns rollout rows (whole
+    groups, in order) and the prompts of the share left out as too long."""
     from tqdm import tqdm
 
     rows: list[dict[str, Any]] = []
     prompts = []
-    for index in plan.step_prompts(step):
+    dropped: list[int] = []
+    for index in plan.worker_prompts(step, config.worker):
         record = train[index]
         text = tokenizer.apply_chat_template(
             record["prompt"], add_generation_prompt=True, tokenize=False
@@ -294,10 +344,12 @@ def generate_step(config, plan, step, version, train, backend, tokenizer, reward
                 index,
                 len(ids),
             )
+            dropped.append(index)
             continue
         prompts.append((index, record, text, ids))
     if not prompts:
-        raise UserError(f"step {step}: every prompt is longer than max_prompt_tokens")
+        share = f" of worker {config.worker}'s share" if plan.rollout_workers > 1 else ""
+        raise UserError(f"step {step}: every prompt{share} is longer than max_prompt_tokens")
 
     examined = 0
     size = config.generation_batch_prompts
@@ -306,11 +358,15 @@ def generate_step(config, plan, step, version, train, backend, tokenizer, reward
         range(0, len(prompts), size), desc=f"step {step}", unit="batch", disable=None, leave=False
     ):
         chunk = prompts[start : start + size]
+        # start * N + worker: one worker's seeds are those of a one-worker run (N=1), and no
+        # two workers' calls share a seed. A call's samples depend on the whole batch (one
+        # seed per call), so the union of the parts still depends on N (docs/contract.md).
+        offset = start * plan.rollout_workers + config.worker
         groups = backend.generate(
             [ids for _, _, _, ids in chunk],
             plan.n,
             config.sampling,
-            seed=config.seed * 1_000_003 + step * 1_009 + start,
+            seed=config.seed * 1_000_003 + step * 1_009 + offset,
         )
         for (index, record, text, ids), samples in zip(chunk, groups, strict=True):
             texts = [tokenizer.decode(s.token_ids, skip_special_tokens=True) for s in samples]
@@ -348,4 +404,4 @@ def generate_step(config, plan, step, version, train, backend, tokenizer, reward
                         "reward_parts": parts,
                     }
                 )
-    return rows
+    return rows, dropped

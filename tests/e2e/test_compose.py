@@ -23,14 +23,15 @@ from proactive_rl.shared.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["prep", "sft", "rollout", "grpo", "eval"]
-SERVICES = [*STAGES, "pipeline"]
+SERVICES = [*STAGES, "rollout-1", "pipeline"]
 # service -> the services it must wait for (all with service_completed_successfully)
 CHAIN = {
     "prep": set(),
     "sft": {"prep"},
     "rollout": {"sft"},
+    "rollout-1": {"sft"},  # the second rollout worker; exits at once with ROLLOUT_WORKERS=1
     "grpo": {"sft"},
-    "eval": {"rollout", "grpo"},
+    "eval": {"rollout", "rollout-1", "grpo"},
     "pipeline": {"eval"},
 }
 # The users' knobs and the stage whose command must carry each one.
@@ -41,6 +42,7 @@ KNOBS = {
     "RL_ROLLOUTS": "grpo",
     "RL_EPOCHS": "grpo",
     "RL_BETA": "rollout",
+    "ROLLOUT_WORKERS": "grpo",
 }
 VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 
@@ -101,7 +103,7 @@ def test_shared_settings_volumes_user_and_images():
         assert "./data:/workspace/data" in service["volumes"], name
         assert "./checkpoints:/workspace/checkpoints" in service["volumes"], name
         assert service["user"] == "${PROACTIVE_UID:-1000}:${PROACTIVE_GID:-1000}", name
-        expected = "base" if name == "pipeline" else name
+        expected = {"pipeline": "base", "rollout-1": "rollout"}.get(name, name)
         assert service["image"] == f"proactive-rl/{expected}:${{FLAVOR:-cpu}}", name
         # GPU reservations would make the CPU path need the NVIDIA runtime.
         assert "deploy" not in service, name
@@ -115,6 +117,7 @@ def test_knobs_reach_their_stage():
     assert "num_sft_samples=25" in overrides_of(interpolate(services["prep"]["command"], env))
     assert "epochs=3" in overrides_of(interpolate(services["sft"]["command"], env))
     assert "n=8" in overrides_of(interpolate(services["grpo"]["command"], env))
+    assert "rollout_workers=1" in overrides_of(interpolate(services["grpo"]["command"], env))
     rollout = overrides_of(interpolate(services["rollout"]["command"], env))
     assert "reward_kwargs.beta=0.7" in rollout
 
@@ -131,6 +134,31 @@ def test_stage_commands_are_valid_for_the_stage_configs(settings):
             run_name = env.get("RUN_NAME", "default")
             assert words[2:4] == ["--run-dir", f"checkpoints/{run_name}"], stage
         load_config(stage_config_class(stage), None, overrides_of(" ".join(words)))
+
+
+@pytest.mark.parametrize(("workers", "rc"), [(None, 0), ("1", 0), ("2", 0), ("3", 2)])
+def test_the_second_rollout_worker_runs_only_with_two_workers(workers, rc):
+    """rollout-1 is always in the chain (compose v1 cannot depend on an optional service): with
+    ROLLOUT_WORKERS=1 it exits 0 at once; with 2 it is the rollout command plus worker=1."""
+    services = load_compose()["services"]
+    env = {"RUN_NAME": "r1", "RUN_MODE": "--resume", "ROLLOUT_ARGS": "--set num_examine=1"}
+    env |= {"ROLLOUT_WORKERS": workers} if workers else {}
+    script = interpolate(services["rollout-1"]["command"][0], env)
+    # the image's `proactive` replaced by echo: what the worker would be started with
+    proc = subprocess.run(
+        ["bash", "-c", script.replace("exec proactive", "exec echo proactive")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == rc, proc.stderr
+    if workers != "2":
+        assert "proactive rollout" not in proc.stdout
+        return
+    words = shlex.split(proc.stdout)
+    main = shlex.split(interpolate(services["rollout"]["command"], env))
+    assert words[:2] == ["proactive", "rollout"] and set(main) <= set(words)
+    config = load_config(stage_config_class("rollout"), None, overrides_of(proc.stdout))
+    assert config.worker == 1 and config.num_examine == 1
 
 
 def test_run_mode_hook_and_unset_hooks_vanish():

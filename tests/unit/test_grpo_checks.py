@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from proactive_rl.grpo.main import check_rollouts
+from proactive_rl.grpo.rollouts import check_rollouts
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.schedule import Plan
 
