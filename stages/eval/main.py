@@ -75,9 +75,10 @@ def training_reward(config: EvalConfig, paths: RunPaths) -> EvalConfig:
 
 
 def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: bool) -> None:
+    from proactive_rl.eval.acceptance import acceptance
     from proactive_rl.eval.checkpoints import resolve_checkpoints
     from proactive_rl.eval.metrics import bucket_table, by_category, calibration, summarize
-    from proactive_rl.eval.report import acceptance, markdown, write_plots
+    from proactive_rl.eval.report import markdown, write_plots
     from proactive_rl.generation import make_backend
     from proactive_rl.shared.metrics import MetricsLogger
     from proactive_rl.shared.rewards import load_reward
@@ -170,6 +171,7 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             summary["format_rate"],
             summary["mean_reward"],
         )
+    by_base_difficulty(results, all_samples)
     if config.judge:
         judge_all(config, results, all_samples, backend, metrics_log)
     metrics_log.close()
@@ -369,6 +371,22 @@ def seeds(config: EvalConfig, paths: RunPaths) -> dict[str, Any]:
         if seed is not None:
             found[stage] = seed
     return found
+
+
+def by_base_difficulty(results: list[dict[str, Any]], samples: list[dict[str, Any]]) -> None:
+    """Each checkpoint's calibration with difficulty taken from the base model on the same
+    questions: does a trained model hedge where the base fails and answer where it knows?
+    (Its own difficulty cannot tell that once it hedges on everything.) Only with a base."""
+    from proactive_rl.eval.metrics import bucket_table, calibration, group_accuracy
+
+    base = next((r for r in results if r["kind"] == "base"), None)
+    if base is None:
+        return
+    difficulty = group_accuracy([s for s in samples if s["checkpoint"] == base["label"]])
+    for result in results:
+        own = [s for s in samples if s["checkpoint"] == result["label"]]
+        result["buckets_by_base"] = bucket_table(own, difficulty)
+        result["calibration_by_base"] = calibration(result["buckets_by_base"])
 
 
 def settings(config: EvalConfig, paths: RunPaths, data: DataPaths) -> dict[str, Any]:

@@ -233,10 +233,12 @@ def group_accuracy(samples: Sequence[Mapping[str, Any]]) -> dict[int, float]:
     return {q: sum(v) / len(v) for q, v in groups.items()}
 
 
-def bucket_table(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def bucket_table(
+    samples: Sequence[Mapping[str, Any]], difficulty: Mapping[int, float] | None = None
+) -> dict[str, dict[str, Any]]:
     """Calibration: per difficulty bucket, questions, samples, proactive rate, accuracy and
-    not-attempted rate. Difficulty is the group accuracy of these same samples; rates of an
-    empty bucket are None.
+    not-attempted rate. Difficulty is the group accuracy of these same samples, or per question
+    the accuracy in `difficulty` (e.g. the base model's); rates of an empty bucket are None.
 
     >>> rows = [{"question_index": q, "grade": g, "proactive": p}
     ...         for q, g, p in [(0, "incorrect", True), (0, "not_attempted", True),
@@ -245,7 +247,7 @@ def bucket_table(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, An
     >>> t["hardest"]["proactive_rate"], t["easiest"]["proactive_rate"], t["hard"]["questions"]
     (1.0, 0.5, 0)
     """
-    acc = group_accuracy(samples)
+    acc = group_accuracy(samples) if difficulty is None else difficulty
     table: dict[str, dict[str, Any]] = {}
     for name in BUCKETS:
         rows = [s for s in samples if difficulty_bucket(acc[s["question_index"]]) == name]

@@ -1,6 +1,6 @@
-"""Turn the evaluation results into what a reader looks at: the acceptance checks, report.md and
-the PNG plots. Pure functions of the report dict, except the plots (matplotlib, imported lazily,
-Agg backend: no display in containers)."""
+"""Turn the evaluation results into what a reader looks at: report.md and the PNG plots (the
+acceptance checks are in acceptance.py). Pure functions of the report dict, except the plots
+(matplotlib, imported lazily, Agg backend: no display in containers)."""
 
 from __future__ import annotations
 
@@ -26,12 +26,6 @@ METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
     ("mean_reward", "mean reward", "num"),
     ("mean_response_tokens", "mean response tokens", "int"),
 )
-SFT_FORMAT_MIN = 0.95
-CALIBRATION_MIN_RATIO = 3.0
-# The learning goals after GRPO against the base model on the same questions (issue 12).
-HALLUCINATION_MAX = 0.10
-ACCURACY_KEPT_MIN = 0.80
-TRUTHFULNESS_MIN = 0.0
 
 
 def _fmt(value: Any, kind: str = "num") -> str:
@@ -52,135 +46,6 @@ def _cell(checkpoint: dict[str, Any], key: str, kind: str, view: str = "") -> st
         return _fmt(value, kind)
     low, high = (_fmt(v, kind).rstrip("%") for v in interval)
     return f"{_fmt(value, kind)} [{low}, {high}]"
-
-
-def _last(checkpoints: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
-    found = [c for c in checkpoints if c["kind"] == kind]
-    return max(found, key=lambda c: c["number"]) if found else None
-
-
-def _check(cid: str, check: str, checkpoint: Any, values: dict[str, Any], passed: Any) -> dict:
-    shown = ", ".join(f"{k} {_fmt(v)}" for k, v in values.items())
-    return {
-        "id": cid,
-        "check": check,
-        "checkpoint": checkpoint,
-        "values": values,
-        "passed": passed,
-        "detail": shown if any(v is not None for v in values.values()) else "not measured",
-    }
-
-
-def acceptance(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's acceptance checks, computed from the report where it has the numbers.
-    passed is None when a checkpoint, a bucket or the training log they need is missing."""
-    cks = report["checkpoints"]
-    base = next((c for c in cks if c["kind"] == "base"), None)
-    sft, final = _last(cks, "sft"), _last(cks, "policy")
-    curve = report["training"]["curve"]
-    checks = []
-
-    values = {"sft": sft["metrics"]["format_rate"] if sft else None}
-    values["base"] = base["metrics"]["format_rate"] if base else None
-    checks.append(
-        _check(
-            "sft_format",
-            f"after SFT, >= {SFT_FORMAT_MIN:.0%} of responses have a well-formed think block "
-            "and a plain answer after the tags (base model for reference)",
-            sft["label"] if sft else None,
-            values,
-            None if sft is None else values["sft"] >= SFT_FORMAT_MIN,
-        )
-    )
-    change = (curve or {}).get("reward_change")
-    values = {"first": curve["reward_first"], "last": curve["reward_last"]} if curve else {}
-    rises = curve["reward_improved"] if curve else None
-    if change is not None:
-        low, high = change["interval"]
-        values.update(change=change["change"], low=low, high=high)
-        rises = low > 0
-    checks.append(
-        _check(
-            "rl_reward_rises",
-            "over GRPO, the mean reward of the last steps exceeds that of the first steps"
-            + (", beyond the 95% interval of the change (over prompts)" if change else ""),
-            None,
-            values,
-            rises,
-        )
-    )
-    cal = final["calibration"] if final else {}
-    hard, easy = cal.get("hardest_proactive_rate"), cal.get("easiest_proactive_rate")
-    measurable = hard is not None and easy is not None
-    checks.append(
-        _check(
-            "final_calibration",
-            f"after GRPO, the proactive rate on the hardest bucket is >= {CALIBRATION_MIN_RATIO:g}"
-            "x (and above 0) the rate on the easiest bucket",
-            final["label"] if final else None,
-            {"hardest": hard, "easiest": easy},
-            (hard > 0 and hard >= CALIBRATION_MIN_RATIO * easy) if measurable else None,
-        )
-    )
-    both = final is not None and sft is not None
-    values = {
-        "final": final["metrics"]["hallucination_rate"] if final else None,
-        "sft": sft["metrics"]["hallucination_rate"] if sft else None,
-    }
-    checks.append(
-        _check(
-            "final_hallucination_below_sft",
-            "after GRPO, the hallucination rate is lower than after SFT alone",
-            final["label"] if final else None,
-            values,
-            values["final"] < values["sft"] if both else None,
-        )
-    )
-    return checks + learning_goals(base, final)
-
-
-def _with_interval(checkpoint: dict[str, Any], key: str) -> dict[str, Any]:
-    low, high = checkpoint.get("intervals", {}).get(key) or (None, None)
-    return {"final": checkpoint["metrics"][key], "low": low, "high": high}
-
-
-def learning_goals(base: dict[str, Any] | None, final: dict[str, Any] | None) -> list[dict]:
-    """The goals after GRPO against the base model on the same questions: hallucination at most
-    10%, accuracy at least 80% of the base's, truthfulness (correct - incorrect) at least 0.
-    A goal is judged on the point estimate; the interval is shown beside it."""
-    if final is None:
-        return []
-    label = final["label"]
-    hallucination = _with_interval(final, "hallucination_rate")
-    truth = _with_interval(final, "truthfulness")
-    accuracy = _with_interval(final, "accuracy")
-    base_accuracy = base["metrics"]["accuracy"] if base else None
-    accuracy["base"] = base_accuracy
-    return [
-        _check(
-            "goal_hallucination",
-            f"after GRPO, the hallucination rate is at most {HALLUCINATION_MAX:.0%}",
-            label,
-            hallucination,
-            hallucination["final"] <= HALLUCINATION_MAX,
-        ),
-        _check(
-            "goal_accuracy_kept",
-            f"after GRPO, accuracy is at least {ACCURACY_KEPT_MIN:.0%} of the base model's",
-            label,
-            accuracy,
-            None
-            if base_accuracy is None
-            else accuracy["final"] >= ACCURACY_KEPT_MIN * base_accuracy,
-        ),
-        _check(
-            "goal_truthfulness",
-            f"after GRPO, truthfulness (correct - incorrect) is at least {TRUTHFULNESS_MIN:g}",
-            label,
-            truth,
-            truth["final"] >= TRUTHFULNESS_MIN,
-        ),
-    ]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -247,6 +112,7 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
     ]
     rows.append(["hardest / easiest ratio"] + [_fmt(c["calibration"]["ratio"]) for c in cks])
     out += _table(["bucket", *labels], rows)
+    out += base_difficulty_section(cks, labels)
     categories = sorted({name for c in cks for name in c["categories"]})
     if len(categories) > 1:
         out += [
@@ -313,6 +179,27 @@ GRADER_ROWS: tuple[tuple[str, str], ...] = (
     ("not_attempted_rate", "not attempted"),
     ("truthfulness", "truthfulness"),
 )
+
+
+def base_difficulty_section(cks: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    """The same table with difficulty from the base model on each question, where it ran."""
+    if not all("buckets_by_base" in c for c in cks):
+        return []
+    rows = [
+        [f"{b} ({BUCKET_RANGES[b]})"]
+        + [
+            f"{_fmt(c['buckets_by_base'][b]['proactive_rate'], 'pct')} "
+            f"({c['buckets_by_base'][b]['questions']})"
+            for c in cks
+        ]
+        for b in BUCKETS
+    ]
+    ratios = [_fmt(c["calibration_by_base"]["ratio"]) for c in cks]
+    intro = (
+        "The same, with difficulty from the base model's accuracy on each question: hedging "
+        "where the base model fails and answering where it knows."
+    )
+    return ["", intro, "", *_table(["bucket", *labels], [*rows, ["hardest / easiest", *ratios]])]
 
 
 def graders_section(cks: list[dict[str, Any]], labels: list[str]) -> list[str]:

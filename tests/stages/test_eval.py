@@ -146,6 +146,7 @@ def test_report_compares_every_named_checkpoint(compared):
         "goal_hallucination",
         "goal_accuracy_kept",
         "goal_truthfulness",
+        "goal_hedges_where_base_fails",
     ]
     assert report["acceptance"][0]["checkpoint"] == "sft_epoch_2"
     assert report["acceptance"][3]["checkpoint"] == "policy_2"

@@ -8,6 +8,7 @@ import doctest
 import pytest
 
 from proactive_rl.eval import metrics
+from proactive_rl.eval.acceptance import acceptance
 from proactive_rl.eval.config import EvalConfig
 from proactive_rl.eval.metrics import (
     bucket_table,
@@ -21,7 +22,7 @@ from proactive_rl.eval.metrics import (
     summarize,
     tag_format,
 )
-from proactive_rl.eval.report import acceptance, markdown
+from proactive_rl.eval.report import markdown
 from proactive_rl.shared.config import load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.tags import formal_answer
@@ -303,6 +304,29 @@ def test_learning_goals_against_the_base() -> None:
     checks = {c["id"]: c for c in acceptance(report)}
     failed = ("goal_hallucination", "goal_accuracy_kept", "goal_truthfulness")
     assert [checks[g]["passed"] for g in failed] == [False, False, False]
+    assert checks["goal_hedges_where_base_fails"]["passed"] is None  # no base buckets
+
+
+def test_hedging_everywhere_fails_the_base_difficulty_goal() -> None:
+    """A policy that hedges on every question passes its own-difficulty calibration vacuously
+    (all its questions are 'hardest') but not the goal judged by the base model's difficulty."""
+    everywhere = {"hardest_proactive_rate": 0.99, "easiest_proactive_rate": 0.98, "ratio": 1.0}
+    final = checkpoint("policy", 9, "policy_9")
+    final["calibration_by_base"] = everywhere
+    report = {"checkpoints": [checkpoint("base", None, "base"), final], "training": {"curve": None}}
+    goal = {c["id"]: c for c in acceptance(report)}["goal_hedges_where_base_fails"]
+    assert goal["passed"] is False and goal["values"]["base_easiest"] == 0.98
+    final["calibration_by_base"] = {**everywhere, "easiest_proactive_rate": 0.2}
+    goal = {c["id"]: c for c in acceptance(report)}["goal_hedges_where_base_fails"]
+    assert goal["passed"] is True
+
+
+def test_bucket_table_by_given_difficulty() -> None:
+    rows = [row(0, "not_attempted", True), row(1, "not_attempted", True)]
+    own = bucket_table(rows)
+    assert own["hardest"]["questions"] == 2
+    by_base = bucket_table(rows, {0: 1.0, 1: 0.0})
+    assert by_base["easiest"]["questions"] == 1 and by_base["hardest"]["questions"] == 1
 
 
 def test_reward_rises_only_beyond_its_interval() -> None:
