@@ -54,6 +54,12 @@ KNOWN=${KNOWN:-'["arithmetic", "general"]'}
 PROACTIVE_FRACTION=${PROACTIVE_FRACTION:-0.5}
 MEASURE_N=${MEASURE_N:-4}
 KNOWN_THRESHOLD=${KNOWN_THRESHOLD:-0.5}
+# The GRPO pool (the first RL_POOL train rows): with RL_KNOWN_FRACTION (e.g. 0.5) prep orders
+# the train split so that this fraction of the pool are questions the measurement marks known,
+# instead of the mix's mostly-never-right questions (null: the shuffled split's own order).
+RL_KNOWN_FRACTION=${RL_KNOWN_FRACTION:-null}
+# GRPO's sampling temperature (the rollout's; eval samples at 0.7).
+RL_TEMPERATURE=${RL_TEMPERATURE:-1.0}
 REWARD=${REWARD:-proactive}
 REWARD_KWARGS=${REWARD_KWARGS:-'{"beta": 0.5}'}
 RL_LR=${RL_LR:-2e-5}
@@ -86,7 +92,7 @@ timed measure "$proactive" eval --data-dir "$data" --run-dir "$run" --set split=
     --set sampling.max_new_tokens="$MAX_NEW_TOKENS" --set sampling.temperature=0.7 \
     --set plots=false
 timed prep-known prep --set known_from="$run/eval/base-train/samples.jsonl" \
-    --set known_threshold="$KNOWN_THRESHOLD"
+    --set known_threshold="$KNOWN_THRESHOLD" --set rl_known_fraction="$RL_KNOWN_FRACTION"
 
 timed sft "$proactive" sft --data-dir "$data" --run-dir "$run" \
     --set base_model="$BASE_MODEL" --set epochs="$SFT_EPOCHS" --set learning_rate=1e-4 \
@@ -100,7 +106,8 @@ rl() {
         --set keep_policies=2 --set state_every_steps="$RL_STEPS_PER_EPOCH" &
     local grpo=$!
     "$proactive" rollout --data-dir "$data" --run-dir "$run" \
-        --set sampling.max_new_tokens="$MAX_NEW_TOKENS" --set generation_batch_prompts=8 \
+        --set sampling.max_new_tokens="$MAX_NEW_TOKENS" --set sampling.temperature="$RL_TEMPERATURE" \
+        --set generation_batch_prompts=8 \
         --set num_examine=2 --set reward="$REWARD" --set "reward_kwargs=$REWARD_KWARGS" ||
         { kill "$grpo" 2>/dev/null; wait "$grpo" || true; return 1; }
     wait "$grpo"
@@ -114,13 +121,19 @@ timed eval "$proactive" eval --data-dir "$data" --run-dir "$run" \
 # The learning goals (report.json's acceptance) and what hedging alone could reach with the base
 # model's knowledge (scripts/learning_frontier.py), beside the wall times.
 python3 scripts/learning_frontier.py "$run/eval/report" base --json "$run/frontier.json"
-python3 - "$run" "$times" "$((SECONDS - start))" <<'PY'
-import json, sys
+settings=(BASE_MODEL SIMPLEQA_ROWS TEST_ROWS SFT_SAMPLES SFT_EPOCHS RL_POOL RL_EPOCHS RL_PROMPTS RL_N
+    MAX_NEW_TOKENS EVAL_N KNOWN PROACTIVE_FRACTION MEASURE_N KNOWN_THRESHOLD RL_KNOWN_FRACTION
+    RL_TEMPERATURE REWARD REWARD_KWARGS RL_LR)
+export "${settings[@]}"
+python3 - "$run" "$times" "$((SECONDS - start))" "${settings[@]}" <<'PY'
+import json, os, sys
 run, times, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+settings = {name: os.environ[name] for name in sys.argv[4:]}
 stages = {name: int(s) for name, s in (line.split() for line in open(times))}
 report = json.load(open(f"{run}/eval/report/report.json"))
 goals = {c["id"]: {"passed": c["passed"], "detail": c["detail"]} for c in report["acceptance"]}
 bench = {
+    "settings": settings,
     "wall_seconds": total,
     "stage_seconds": stages,
     "seeds": report["seeds"],

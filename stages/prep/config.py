@@ -78,6 +78,16 @@ class PrepConfig(StageConfig):
         le=1.0,
         description="sft_source=build: measured accuracy at or above which a question is known.",
     )
+    rl_known_fraction: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="Order the RL train split so that every prefix of it holds this fraction of "
+        "questions known by known_from's measurement (known_threshold), seeded: grpo's pool "
+        "(max_prompts, the first rows) then teaches both when to answer and when to hedge, "
+        "instead of mostly questions the model never gets right. null = the split's own order. "
+        "Needs known_from; the test split is unchanged.",
+    )
     test_fraction: float = Field(
         0.05,
         ge=0.0,
@@ -128,8 +138,9 @@ class PrepConfig(StageConfig):
             raise ValueError(
                 f"{', '.join(misplaced)}: used only with sft_source=build (set it, or drop them)"
             )
-        if self.known_checkpoint is not None and self.known_from is None:
-            raise ValueError("known_checkpoint needs known_from")
+        for name in ("known_checkpoint", "rl_known_fraction"):
+            if getattr(self, name) is not None and self.known_from is None:
+                raise ValueError(f"{name} needs known_from")
         return self
 
     def rl_paths(self, default: Path) -> list[Path]:

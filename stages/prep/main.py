@@ -22,6 +22,7 @@ from proactive_rl.common import check_writable, config_options
 from proactive_rl.prep.config import PrepConfig
 from proactive_rl.prep.sources import check_sft_row, read_jsonl, read_rl_mix
 from proactive_rl.prep.warmup import (
+    balance_known,
     build_conversation,
     check_measured,
     decide_known,
@@ -131,9 +132,10 @@ def sample_sft_file(config: PrepConfig, source: Path) -> tuple[list[str], int]:
 
 def build_sft(
     config: PrepConfig, questions: list[dict[str, Any]], train: range, test: range
-) -> tuple[list[str], int, dict[str, Any]]:
+) -> tuple[list[str], int, dict[str, Any], dict[int, bool]]:
     """Warm-up conversations from the RL train questions (never a test question, even when the
-    test split borrows train rows), sampled like a file; plus the numbers for the marker."""
+    test split borrows train rows), sampled like a file; plus the numbers for the marker and
+    which train questions (positions in `questions`) count as known."""
     held_out = set(test)
     candidates = [questions[i] for i in train if i not in held_out]
     if not candidates:
@@ -190,7 +192,29 @@ def build_sft(
         meta["sampled"]["known"],
         n_proactive,
     )
-    return lines, n_proactive, meta
+    held_in = [i for i in train if i not in held_out]
+    return lines, n_proactive, meta, dict(zip(held_in, known, strict=True))
+
+
+def order_train(
+    train: range, known: dict[int, bool], fraction: float, seed: int
+) -> tuple[list[int], dict[str, int]]:
+    """The train rows in rl_known_fraction's order, and how many known ones lead it."""
+    flags = [known.get(i, False) for i in train]
+    order = [train[k] for k in balance_known(flags, fraction, seed)]
+    n_known = sum(flags)
+    # the balanced prefix ends where one kind runs out
+    prefix = min(len(order), int(n_known / fraction), int((len(order) - n_known) / (1 - fraction)))
+    logger.info(
+        "RL train split ordered by measured knowledge: %d known of %d; its first %d rows hold "
+        "%.0f%% known (rl_known_fraction=%s), grpo's max_prompts should stay within them",
+        n_known,
+        len(order),
+        prefix,
+        100 * fraction,
+        fraction,
+    )
+    return order, {"known": n_known, "rows": len(order), "balanced_prefix": prefix}
 
 
 def up_to_date(processed: Path, key: str) -> bool:
@@ -266,7 +290,11 @@ def run(config: PrepConfig, data_dir: Path, force: bool = False) -> None:
     check_splits(rl_sources, len(records), train_idx, test_idx, config)
     warmup = None
     if build:
-        sft_lines, sft_proactive, warmup = build_sft(config, questions, train_idx, test_idx)
+        sft_lines, sft_proactive, warmup, known = build_sft(config, questions, train_idx, test_idx)
+        if config.rl_known_fraction is not None:
+            train_idx, warmup["rl_train_order"] = order_train(
+                train_idx, known, config.rl_known_fraction, config.seed
+            )
 
     split_mix = {
         name: dict(Counter(questions[i]["sub_category"] for i in rows))

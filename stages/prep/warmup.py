@@ -293,3 +293,31 @@ def sample_indices(
         chosen += rng.sample(pool, min(wants[flag], len(pool)))
     rng.shuffle(chosen)
     return chosen
+
+
+def balance_known(known: Sequence[bool], fraction: float, seed: int) -> list[int]:
+    """An order of the questions (positions into `known`) in which every prefix holds about
+    `fraction` known ones, each kind in a seeded order; once a kind runs out, the rest of the
+    other follows. grpo trains on a prefix (max_prompts), so its pool then mixes questions worth
+    answering with questions worth hedging instead of mirroring the data's mostly-unknown mix.
+
+    >>> order = balance_known([False] * 8 + [True] * 4, 0.5, 0)
+    >>> [([False] * 8 + [True] * 4)[i] for i in order[:6]]
+    [True, False, True, False, True, False]
+    >>> sorted(order) == list(range(12))
+    True
+    """
+    rng = random.Random(seed)
+    kinds = {flag: [i for i, k in enumerate(known) if k == flag] for flag in (True, False)}
+    for positions in kinds.values():
+        rng.shuffle(positions)
+    order: list[int] = []
+    n_known = 0
+    while kinds[True] or kinds[False]:
+        # known next when the prefix is below its share (or only known ones are left)
+        take_known = bool(kinds[True]) and (
+            not kinds[False] or n_known < fraction * (len(order) + 1)
+        )
+        order.append(kinds[take_known].pop())
+        n_known += take_known
+    return order

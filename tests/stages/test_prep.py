@@ -256,6 +256,37 @@ def test_prep_build_decides_known_from_measured_accuracy(workdir):
     assert "nothing to do" not in proactive(*args, cwd=workdir).stderr
 
 
+def test_prep_rl_known_fraction_balances_grpo_pool(workdir):
+    """rl_known_fraction reorders only the train split: its head mixes measured-known and
+    unknown questions at the fraction asked, the test split stays as it was."""
+    rows = [json.loads(line) for line in (workdir / "data/sample/rl.jsonl").open()]
+    args = ["prep", "--set", "sft_source=build", "--set", "known_categories=[]"]
+    proactive(*args, cwd=workdir)
+    train_before, test_before = _split(workdir)
+    known = [r["extra_info"]["index"] for r in train_before[-6:]]  # the tail, as measured
+    samples = workdir / "samples.jsonl"
+    samples.write_text(
+        "".join(
+            json.dumps({"question_index": i, "correct": i in known}) + "\n"
+            for i in range(len(rows))
+        )
+    )
+    args += ["--set", f"known_from={samples}", "--set", "rl_known_fraction=0.5"]
+    proc = proactive(*args, cwd=workdir)
+    assert "6 known of" in proc.stderr and "first 12 rows hold 50% known" in proc.stderr
+    train, test = _split(workdir)
+    assert test == test_before
+    index = [r["extra_info"]["index"] for r in train]
+    assert sorted(index) == sorted(r["extra_info"]["index"] for r in train_before)
+    assert [i in known for i in index[:4]] == [True, False, True, False]
+    assert sum(i in known for i in index[:12]) == 6
+    order = read_marker(workdir / "data/processed")["warmup"]["rl_train_order"]
+    assert order == {"known": 6, "rows": len(train), "balanced_prefix": 12}
+
+    proc = proactive("prep", "--set", "rl_known_fraction=0.5", cwd=workdir, check=False)
+    assert proc.returncode == 2 and "rl_known_fraction needs known_from" in proc.stderr
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
