@@ -68,7 +68,7 @@ SWEEP_ARGS ?= --preset recipe
 sweep: $(VENV)/.installed ## Run a grid of experiments + a comparison report (SWEEP_ARGS; docs/sweeps.md)
 	$(VENV)/bin/proactive sweep $(SWEEP_ARGS)
 
-bench-learning: $(VENV)/.installed ## SmolLM2-135M: SFT -> GRPO -> eval on 200 held-out questions on CPU (~40-45 min), report in checkpoints/bench-learning
+bench-learning: $(VENV)/.installed ## SmolLM2-135M: SFT -> GRPO -> eval on 200 held-out questions on CPU (~35-45 min), report in checkpoints/bench-learning
 	scripts/bench_learning.sh
 
 # Needs a CUDA GPU and the CUDA lock from PyPI (or PIP_FIND_LINKS=.build/cuda/wheelhouse

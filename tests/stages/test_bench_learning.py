@@ -59,8 +59,8 @@ def test_bench_learning_runs_and_reports_the_goals(tmp_path):
         "MEASURE_N": "2",
         "REWARD": "ternary",
         "REWARD_KWARGS": "{}",
-        "RL_KNOWN_FRACTION": "0.5",
-        "RL_TEMPERATURE": "0.7",
+        "RL_KNOWN_FRACTION": "0.25",
+        "RL_TEMPERATURE": "0.9",
     }
     proc = subprocess.run(
         ["bash", str(REPO / "scripts" / "bench_learning.sh")],
@@ -72,7 +72,7 @@ def test_bench_learning_runs_and_reports_the_goals(tmp_path):
     assert set(bench["stage_seconds"]) == stages
     assert bench["questions"] == 8 and bench["n"] == 2
     assert set(GOALS) <= set(bench["goals"])
-    assert bench["settings"]["RL_KNOWN_FRACTION"] == "0.5"
+    assert bench["settings"]["RL_KNOWN_FRACTION"] == "0.25"
     assert bench["settings"]["REWARD"] == "ternary" and bench["settings"]["RL_POOL"] == "4"
     assert bench["seeds"] == {"sft": 42, "grpo": 42, "rollout": 1234, "eval": 7}
     frontier = bench["oracle_frontier"]
@@ -83,7 +83,7 @@ def test_bench_learning_runs_and_reports_the_goals(tmp_path):
     assert warmup["known_from"].endswith("eval/base-train/samples.jsonl")
     assert warmup["decided_by"]["measured"] > 0
     rollout = json.loads((run / "configs" / "rollout.json").read_text())
-    assert rollout["reward"] == "ternary" and rollout["sampling"]["temperature"] == 0.7
+    assert rollout["reward"] == "ternary" and rollout["sampling"]["temperature"] == 0.9
     built = warmup["built"]
     assert warmup["rl_train_order"]["rows"] == built["known"] + built["proactive"]
     report = json.loads((run / "eval" / "report" / "report.json").read_text())
