@@ -25,6 +25,14 @@ import click
 
 from proactive_rl.common import config_options, dir_options, reuse_options, save_config
 from proactive_rl.sft.config import SftConfig
+from proactive_rl.sft.optim import (
+    accumulation_steps,
+    check_enough_data,
+    check_lengths,
+    global_batch,
+    process_count,
+    trainer_class,
+)
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.faults import crash_point
@@ -50,7 +58,7 @@ logger = logging.getLogger(__name__)
     "epoch a complete Hugging Face folder (safetensors, tokenizer, chat template) is "
     "published to sft/epoch_N; the Trainer checkpoint for --resume goes to state/sft; logs "
     "(metrics.jsonl, tensorboard, loss_mask_example.json) go to logs/sft.",
-    epilog="\b\nConfig fields (--set key=value):\n" + describe(SftConfig),
+    epilog="\b\nConfig fields (--set key=value):\n" + describe(SftConfig, stage="sft"),
 )
 @dir_options
 @config_options
@@ -85,6 +93,9 @@ def run(
     conversations = read_conversations(data_file)
     if config.max_samples is not None:
         conversations = conversations[: config.max_samples]
+    processes = process_count(config)
+    accumulation_steps(config, processes)  # the global batch splits into whole micro batches
+    check_enough_data(len(conversations), global_batch(config, processes))
     check_before_training(config, paths)
 
     from proactive_rl.parallel import relaunch
@@ -246,7 +257,7 @@ def train(
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from transformers.trainer_utils import get_last_checkpoint
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from proactive_rl.models import resolve_base_model
 
@@ -272,16 +283,21 @@ def train(
     use_bf16 = config.precision == "bf16" or (
         config.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     )
+    processes = process_count(config)
+    batch = global_batch(config, processes)
     args = SFTConfig(
         output_dir=str(paths.sft_trainer_state),
         num_train_epochs=config.epochs,
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
+        adam_beta1=config.betas[0],
+        adam_beta2=config.betas[1],
+        max_grad_norm=config.grad_clip,
         per_device_train_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
-        max_length=config.max_length,
+        gradient_accumulation_steps=accumulation_steps(config, processes),
+        # the warm-up and schedule are veRL's, built by trainer_class (optim.py)
+        # truncation=error: nothing cut, check_lengths refuses the long ones below
+        max_length=config.max_length if config.truncation == "right" else None,
         # TRL defaults bf16 and activation checkpointing to True; we decide both explicitly.
         bf16=use_bf16,
         # Without it the Trainer refuses bf16 on a machine without a GPU (CPU autocast works).
@@ -319,7 +335,7 @@ def train(
         if resume and (checkpoint or metrics.dropped):
             name = Path(checkpoint).name if checkpoint else None  # None: from the start
             metrics.event(done + 1, "resume", checkpoint=name, dropped_lines=metrics.dropped)
-    trainer = SFTTrainer(
+    trainer = trainer_class(config, batch)(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(conversations),
@@ -331,6 +347,9 @@ def train(
             f"no conversation has answer tokens within max_length={config.max_length}; "
             "raise max_length"
         )
+    if config.truncation == "error":
+        check_lengths(trainer.train_dataset, config.max_length)
+    check_enough_data(samples, batch)
     if samples < len(conversations):
         logger.warning(
             "sft: %d of %d conversations dropped: their prompt fills max_length=%d",
@@ -354,9 +373,13 @@ def train(
             sorted(published),
         )
     logger.info(
-        "sft: %d conversations, %d epochs, bf16=%s; training: %s x%d%s",
+        "sft: %d conversations, %d epochs of %d steps of %d (%d left out each epoch, as veRL "
+        "drops the partial batch), bf16=%s; training: %s x%d%s",
         samples,
         config.epochs,
+        samples // batch,
+        batch,
+        samples % batch,
         use_bf16,
         config.strategy,
         args.world_size,

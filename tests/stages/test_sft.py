@@ -127,7 +127,92 @@ def test_metrics_jsonl_and_tensorboard(trained: tuple[Path, Path]) -> None:
     assert len(steps) == 4  # 8 conversations / batch 4 x 2 epochs, logged every step
     for record in steps:
         assert {"loss", "learning_rate", "grad_norm", "epoch", "seconds"} <= record.keys()
+        assert record["learning_rate"] == 1e-3  # veRL's default: constant, no warm-up
     assert list(log_dir.glob("events.out.tfevents.*"))
+
+
+def train_steps(run_dir: Path, data_dir: Path, *args: str) -> list[dict]:
+    """The optimizer steps of a fresh run (logged every step): one record each."""
+    result = sft(run_dir, data_dir, *args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return [r for r in read_metrics(RunPaths(run_dir).logs("sft")) if "loss" in r]
+
+
+def verl_batches(total: int, micro: int) -> list[str]:
+    return [
+        "--set",
+        f"data.train_batch_size={total}",
+        "--set",
+        f"data.micro_batch_size_per_gpu={micro}",
+    ]
+
+
+def test_a_step_is_verls_global_batch(tmp_path: Path) -> None:
+    """data.train_batch_size=4 from micro batches of 2 trains exactly as one batch of 4 (the
+    loss is the token mean over the global batch) and not as steps of 2; 11 conversations give
+    2 steps an epoch: veRL drops the partial batch (drop_last), the Trainer alone would not."""
+    data_dir = tmp_path / "data"
+    write_data(data_dir, [json.dumps(conversation(i)) for i in range(11)])
+    one = ["--set", "epochs=1"]
+    accumulated = train_steps(tmp_path / "a", data_dir, *one, *verl_batches(4, 2))
+    whole = train_steps(tmp_path / "b", data_dir, *one, *verl_batches(4, 4))
+    smaller = train_steps(tmp_path / "c", data_dir, *one, *verl_batches(2, 2))
+    assert [r["step"] for r in accumulated] == [r["step"] for r in whole] == [1, 2]
+    assert len(smaller) == 5
+    assert read_marker(RunPaths(tmp_path / "a").sft_epoch(1))["samples"] == 11
+    a, b, c = (state_dict(RunPaths(tmp_path / n).sft_epoch(1)) for n in "abc")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=key)
+    assert any(not torch.allclose(a[key], c[key], rtol=1e-4, atol=1e-6) for key in a)
+
+
+# veRL 0.9.1's own schedules (verl.utils.torch_functional, as its FSDP engine builds them) for
+# 10 steps at lr 1e-3, warm-up int(0.25 x 10) = 2: get_cosine_schedule_with_warmup(opt, 2, 10,
+# min_lr_ratio=0.1) and get_constant_schedule_with_warmup(opt, 2), the rate of each step.
+VERL_COSINE = [0.0, 0.0005, 0.001, 0.000965745789630079, 0.0008681980515339465,
+               0.0007222075445642905, 0.00055, 0.00037779245543570966, 0.00023180194846605367,
+               0.00013425421036992102]  # fmt: skip
+VERL_CONSTANT = [0.0, 0.0005] + [0.001] * 8
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"), [("cosine", VERL_COSINE), ("constant", VERL_CONSTANT)]
+)
+def test_the_learning_rate_follows_verls_schedule(
+    tmp_path: Path, kind: str, expected: list
+) -> None:
+    """11 conversations in steps of 2, 2 epochs: 10 steps; the warm-up is veRL's int(0.25 x
+    10) = 2 steps (transformers' own ratio would round up to 3)."""
+    data_dir = tmp_path / "data"
+    write_data(data_dir, [json.dumps(conversation(i)) for i in range(11)])
+    schedule = ["optim.lr_warmup_steps_ratio=0.25", f"optim.lr_scheduler_type={kind}"]
+    schedule += ["optim.min_lr_ratio=0.1"]
+    args = [a for s in schedule for a in ("--set", s)]
+    steps = train_steps(tmp_path / "run", data_dir, "--set", "epochs=2", *verl_batches(2, 1), *args)
+    assert [r["step"] for r in steps] == list(range(1, 11))
+    rates = [r["learning_rate"] for r in steps]
+    assert rates == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+def test_a_batch_the_data_or_the_micro_batches_cannot_make_fails_first(tmp_path: Path) -> None:
+    data_dir, run_dir = tmp_path / "data", tmp_path / "run"
+    write_data(data_dir, [json.dumps(conversation(i)) for i in range(8)])
+    for args, message in [
+        (verl_batches(6, 4), "train_batch_size=4 or 8"),  # 6 is not whole micro batches of 4
+        (verl_batches(16, 4), "8 conversations do not fill one global batch"),
+    ]:
+        result = sft(run_dir, data_dir, *args)
+        assert isinstance(result.exception, UserError), repr(result.exception)
+        assert message in str(result.exception)
+    assert not run_dir.exists()  # checked before anything is written
+
+
+def test_truncation_error_refuses_a_conversation_longer_than_max_length(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    write_data(data_dir, [json.dumps(conversation(i)) for i in range(8)])
+    result = sft(tmp_path / "run", data_dir, "--set", "truncation=error", "--set", "max_length=60")
+    assert isinstance(result.exception, UserError), repr(result.exception)
+    assert "4 of 8 conversations are longer than max_length=60" in str(result.exception)
 
 
 def test_loss_is_on_the_assistant_turn_only(trained: tuple[Path, Path]) -> None:
@@ -271,6 +356,7 @@ def test_ddp_strategy_trains_in_two_processes_and_publishes_once(tmp_path: Path)
     data_dir, run_dir = tmp_path / "data", tmp_path / "run"
     write_data(data_dir, [json.dumps(conversation(i)) for i in range(8)])
     args = ["--set", "epochs=2", "--set", "strategy=ddp", "--set", "num_processes=2"]
+    args += verl_batches(8, 2)  # 2 micro batches of 2 on each of the 2 processes
     proc = proactive(
         "sft", "--run-dir", str(run_dir), "--data-dir", str(data_dir), *FAST, *args, cwd=tmp_path
     )
@@ -279,7 +365,7 @@ def test_ddp_strategy_trains_in_two_processes_and_publishes_once(tmp_path: Path)
         assert is_stable(paths.sft_epoch(epoch)), proc.stdout
         assert read_marker(paths.sft_epoch(epoch))["epoch"] == epoch
     assert not (run_dir / "sft" / "epoch_000003").exists()
-    # 8 conversations, batch 4 per process, 2 processes: one optimizer step per epoch
+    # 8 conversations, a global batch of 8: one optimizer step per epoch
     records = read_metrics(paths.logs("sft"))
     steps = [r["step"] for r in records if "loss" in r]
     assert steps == sorted(set(steps)) == [1, 2], records  # logged once, not once per process
