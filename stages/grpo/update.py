@@ -172,9 +172,11 @@ def train_step(
     device: torch.device,
     n: int,
     par: Parallel | None = None,
+    update_actor: bool = True,
 ) -> dict[str, float]:
     """One RL step. `model` is what forward passes go through (the DDP or DeepSpeed wrapper
-    when `par` spans several processes); every process gets all `rows` and trains its share."""
+    when `par` spans several processes); every process gets all `rows` and trains its share.
+    Without `update_actor` (veRL's critic warm-up) the step is measured but trains nothing."""
     par = par or Parallel("single", device=device)
     optimizer.zero_grad(set_to_none=True)
     cfg = config.loss
@@ -199,28 +201,28 @@ def train_step(
         mine = par.shard(rows, mini)
         shares.append((mine or mini[:1], bool(mine), par.micro_batches(rows, mini, micro)))
 
-    # pi_old must be frozen before the first update when a step makes several updates, and is
-    # what the importance weights compare the sampler with.
-    need_old = config.ppo_epochs > 1 or len(minis) > 1 or cfg.is_correction != "none"
+    # pi_old is frozen before the first update, as veRL recomputes old_log_prob every step: the
+    # ratio's denominator when a step makes several updates, what the importance weights compare
+    # the sampler with, and the sampler/trainer mismatch metric. One no-grad forward a response.
     old: dict[int, torch.Tensor] = {}
-    if need_old:
-        for mine, _, passes in shares:
-            lps = logprobs_of(model, [rows[j] for j in mine], temperature, micro, device, passes)
-            old.update(zip(mine, lps, strict=True))
+    for mine, _, passes in shares:
+        lps = logprobs_of(model, [rows[j] for j in mine], temperature, micro, device, passes)
+        old.update(zip(mine, lps, strict=True))
     weights: dict[int, torch.Tensor] = {}
-    if old and cfg.is_correction != "none":
+    if cfg.is_correction != "none":
         order = sorted(old)
         computed = importance_weights([old[j] for j in order], [sampler[j] for j in order], cfg)
         weights = dict(zip(order, computed, strict=True))
 
     totals: dict[str, float] = {}
     grad_norms = []
-    for _ in range(config.ppo_epochs):
+    lr = scheduler.get_last_lr()[0]  # every update of this RL step trains at this rate
+    for _ in range(config.ppo_epochs if update_actor else 0):
         for mini, (mine, real, passes) in zip(minis, shares, strict=True):
             norm = Normalizer(
                 tokens=float(sum(keep[j] * len(rows[j]["response_ids"]) for j in mini)),
                 sequences=float(sum(keep[j] for j in mini)),
-                max_len=float(max_new_tokens),
+                max_len=float(cfg.loss_scale_factor or max_new_tokens),
             )
             stats = accumulate_gradients(
                 model,
@@ -241,10 +243,11 @@ def train_step(
             for name, value in stats.items():
                 totals[f"loss/{name}"] = totals.get(f"loss/{name}", 0.0) + value
             grad_norms.append(par.step(model, optimizer, config.grad_clip))
-            scheduler.step()
+    if update_actor:
+        scheduler.step()  # once per RL step, as veRL: warm-up and decay count RL steps
     totals = par.reduce(totals)  # each process holds its share of every mini-batch statistic
 
-    updates = config.ppo_epochs * len(minis)
+    updates = config.ppo_epochs * len(minis) if update_actor else 0
     lengths = [len(r["response_ids"]) for r in rows]
     out = {
         "reward/mean": float(rewards.mean()),
@@ -256,8 +259,8 @@ def train_step(
         "adv/abs_mean": float(advantages.abs().mean()),
         "response/length_mean": sum(lengths) / len(lengths),
         "response/truncated_frac": sum(r["finish_reason"] == "length" for r in rows) / len(rows),
-        "opt/grad_norm": sum(grad_norms) / len(grad_norms),
-        "opt/lr": scheduler.get_last_lr()[0],
+        "opt/grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
+        "opt/lr": lr if update_actor else 0.0,
         "opt/updates": updates,
         **{name: value / updates for name, value in totals.items()},
     }

@@ -40,7 +40,16 @@ def model64(tiny_model):
     return model
 
 
-@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+@pytest.mark.parametrize(
+    "agg",
+    [
+        "token-mean",
+        "token-sum",
+        "seq-mean-token-sum",
+        "seq-mean-token-mean",
+        "seq-mean-token-sum-norm",
+    ],
+)
 def test_gradients_do_not_depend_on_the_micro_batch_size(model64, agg):
     rows, adv = synthetic_rows(model64.config.vocab_size)
     ref = AutoModelForCausalLM.from_pretrained(model64.name_or_path, dtype=torch.float64)

@@ -28,7 +28,8 @@ def test_mean_reward_rises(tmp_path, tiny_model, max_staleness):
         "grpo", *run, "--set", f"init_model={tiny_model}", "--set", "epochs=2",
         "--set", "prompts_per_step=4", "--set", "n=8", "--set", "mini_batch_prompts=4",
         "--set", "micro_batch_size=32", "--set", "learning_rate=1e-2",
-        "--set", "min_learning_rate=1e-2", "--set", f"max_staleness={max_staleness}",
+        "--set", "lr_scheduler=constant", "--set", f"max_staleness={max_staleness}",
+        "--set", "loss.is_correction=token",
         cwd=tmp_path,
     )  # fmt: skip
     rollout = start(

@@ -54,7 +54,7 @@ def run_rl(
         "--set",
         "learning_rate=1e-3",
         "--set",
-        "min_learning_rate=1e-4",
+        "min_lr_ratio=0.1",
         "--set",
         f"max_staleness={max_staleness}",
         "--set",

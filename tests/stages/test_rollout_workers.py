@@ -32,7 +32,7 @@ def two_workers(tmp_path_factory, tiny_model):
         *common,
         *("--set", f"init_model={tiny_model}", "--set", f"prompts_per_step={PROMPTS}"),
         *("--set", f"n={N}", "--set", f"max_steps={STEPS}", "--set", "rollout_workers=2"),
-        *("--set", "learning_rate=1e-3", "--set", "min_learning_rate=1e-4"),
+        *("--set", "learning_rate=1e-3", "--set", "min_lr_ratio=0.1"),
         cwd=workdir,
     )
     rollout = ["--set", "sampling.max_new_tokens=8", "--set", "num_examine=0"]
