@@ -15,7 +15,8 @@ import tomllib
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.verl import translate
+from proactive_rl.shared.verl import keys_of, translate
+from proactive_rl.shared.verl_defaults import default_note
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -153,15 +154,21 @@ def load_config(
         ) from err
 
 
-def describe(model: type[BaseModel], prefix: str = "") -> str:
+def describe(model: type[BaseModel], prefix: str = "", stage: str = "") -> str:
     """One entry per field (`name = default` then its description), nested sections dotted,
-    for `--help` epilogs."""
+    for `--help` epilogs; with `stage`, the veRL keys that set a field and, where our default is
+    not veRL's, whose it is and why (docs/verl.md has the table)."""
+    keys = keys_of(stage) if stage else {}
+    table = "sft" if stage == "sft" else "rl"
     out = []
     for name, field in model.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            out.append(describe(annotation, f"{prefix}{name}."))
+            out.append(describe(annotation, f"{prefix}{name}.", stage))
             continue
         default = field.get_default(call_default_factory=True)
         out.append(f"{prefix}{name} = {default!r}\n    {field.description or ''}")
+        for key in keys.get(f"{prefix}{name}", []):
+            note = default_note(table, key)
+            out.append(f"    veRL: {key}" + (f" ({note})" if note else ""))
     return "\n".join(out)

@@ -15,200 +15,201 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.verl_keys import (
+    IGNORED,
+    RL_KEYS,
+    RL_SECTIONS,
+    SFT_IGNORED,
+    SFT_KEYS,
+    SFT_SECTIONS,
+)
 
 logger = logging.getLogger(__name__)
 
-# The top-level sections of veRL's configs: a key under one of them is a veRL key (no field of
-# ours starts with these names).
-RL_SECTIONS = ("data", "actor_rollout_ref", "custom_reward_function", "trainer", "algorithm")
-SFT_SECTIONS = ("data", "model", "optim", "trainer")
 
-# veRL key -> {stage: our field or fields}. A key ending in ".*" maps everything beneath it.
-RL_KEYS: dict[str, dict[str, str | tuple[str, ...]]] = {
-    "data.train_batch_size": {"grpo": "prompts_per_step"},
-    "data.max_prompt_length": {"rollout": "sampling.max_prompt_tokens"},
-    "data.max_response_length": {
-        "rollout": "sampling.max_new_tokens",
-        "eval": "sampling.max_new_tokens",
-    },
-    "actor_rollout_ref.model.path": {"grpo": "init_model"},
-    "actor_rollout_ref.model.enable_gradient_checkpointing": {"grpo": "gradient_checkpointing"},
-    "actor_rollout_ref.actor.optim.lr": {"grpo": "learning_rate"},
-    "actor_rollout_ref.actor.optim.weight_decay": {"grpo": "weight_decay"},
-    "actor_rollout_ref.actor.optim.lr_warmup_steps": {"grpo": "warmup_steps"},
-    "actor_rollout_ref.actor.grad_clip": {"grpo": "grad_clip"},
-    "actor_rollout_ref.actor.clip_ratio": {"grpo": ("loss.clip_eps_low", "loss.clip_eps_high")},
-    "actor_rollout_ref.actor.clip_ratio_low": {"grpo": "loss.clip_eps_low"},
-    "actor_rollout_ref.actor.clip_ratio_high": {"grpo": "loss.clip_eps_high"},
-    "actor_rollout_ref.actor.clip_ratio_c": {"grpo": "loss.dual_clip"},
-    "actor_rollout_ref.actor.ppo_epochs": {"grpo": "ppo_epochs"},
-    "actor_rollout_ref.actor.ppo_mini_batch_size": {"grpo": "mini_batch_prompts"},
-    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": {"grpo": "micro_batch_size"},
-    "actor_rollout_ref.actor.use_kl_loss": {"grpo": "loss.kl_coef"},
-    "actor_rollout_ref.actor.kl_loss_coef": {"grpo": "loss.kl_coef"},
-    "actor_rollout_ref.actor.kl_loss_type": {"grpo": "loss.kl_type"},
-    "actor_rollout_ref.actor.entropy_coeff": {"grpo": "loss.entropy_coef"},
-    "actor_rollout_ref.actor.loss_agg_mode": {"grpo": "loss.agg"},
-    "actor_rollout_ref.rollout.n": {"grpo": "n"},
-    "actor_rollout_ref.rollout.name": {"rollout": "backend", "eval": "backend"},
-    "actor_rollout_ref.rollout.temperature": {"rollout": "sampling.temperature"},
-    "actor_rollout_ref.rollout.top_p": {"rollout": "sampling.top_p"},
-    "actor_rollout_ref.rollout.top_k": {"rollout": "sampling.top_k"},
-    "actor_rollout_ref.rollout.gpu_memory_utilization": {
-        "rollout": "vllm.gpu_memory_utilization",
-        "eval": "vllm.gpu_memory_utilization",
-    },
-    "actor_rollout_ref.rollout.tensor_model_parallel_size": {
-        "rollout": "vllm.tensor_parallel_size",
-        "eval": "vllm.tensor_parallel_size",
-    },
-    "actor_rollout_ref.rollout.enforce_eager": {
-        "rollout": "vllm.enforce_eager",
-        "eval": "vllm.enforce_eager",
-    },
-    "actor_rollout_ref.rollout.enable_prefix_caching": {
-        "rollout": "vllm.enable_prefix_caching",
-        "eval": "vllm.enable_prefix_caching",
-    },
-    "actor_rollout_ref.rollout.max_model_len": {
-        "rollout": "vllm.max_model_len",
-        "eval": "vllm.max_model_len",
-    },
-    "actor_rollout_ref.rollout.val_kwargs.n": {"eval": "n"},
-    "actor_rollout_ref.rollout.val_kwargs.temperature": {"eval": "sampling.temperature"},
-    "actor_rollout_ref.rollout.val_kwargs.top_p": {"eval": "sampling.top_p"},
-    "actor_rollout_ref.rollout.val_kwargs.top_k": {"eval": "sampling.top_k"},
-    "custom_reward_function.path": {"rollout": "reward", "eval": "reward"},
-    "custom_reward_function.name": {"rollout": "reward", "eval": "reward"},
-    "custom_reward_function.reward_kwargs.*": {"rollout": "reward_kwargs", "eval": "reward_kwargs"},
-    "trainer.total_epochs": {"grpo": "epochs"},
-    "trainer.total_training_steps": {"grpo": "max_steps"},
-    "algorithm.adv_estimator": {},
-    "algorithm.norm_adv_by_std_in_grpo": {"grpo": "loss.scale_advantages"},
-    "algorithm.use_kl_in_reward": {},
+def _sft_only(allowed: Any, key: str) -> Callable[[Any], Any]:
+    # resolved when called: _only is defined further down
+    return lambda value: _only(allowed, key)(value)
+
+
+def _sft_precision(value: Any) -> Any:
+    if value in ("bfloat16", "bf16"):
+        return "bf16"
+    raise UserError(f"engine.dtype={value!r} is not supported: only 'bfloat16' (bf16 autocast)")
+
+
+# SFT values whose meaning differs between veRL and our fields (translate applies it for sft).
+SFT_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "engine": _sft_only("fsdp", "engine"),
+    "optim": _sft_only("fsdp", "optim"),
+    "data.messages_key": _sft_only("messages", "data.messages_key"),
+    "data.train_max_samples": lambda v: None if isinstance(v, int) and v <= 0 else v,
+    "optim.min_lr_ratio": lambda v: 0.0 if v is None else v,
+    "engine.dtype": _sft_precision,
+    "model.lora_rank": _sft_only(0, "model.lora_rank"),
+    "optim.optimizer": _sft_only("AdamW", "optim.optimizer"),
+    "optim.optimizer_impl": _sft_only("torch.optim", "optim.optimizer_impl"),
+    "optim.zero_indexed_step": _sft_only(True, "optim.zero_indexed_step"),
 }
-
-SFT_KEYS: dict[str, dict[str, str | tuple[str, ...]]] = {
-    "data.micro_batch_size_per_gpu": {"sft": "per_device_batch_size"},
-    "data.max_length": {"sft": "max_length"},
-    "model.partial_pretrain": {"sft": "base_model"},
-    "model.enable_gradient_checkpointing": {"sft": "gradient_checkpointing"},
-    "optim.lr": {"sft": "learning_rate"},
-    "optim.weight_decay": {"sft": "weight_decay"},
-    "optim.warmup_steps_ratio": {"sft": "warmup_ratio"},
-    "trainer.total_epochs": {"sft": "epochs"},
-    "trainer.seed": {"sft": "seed"},
-}
-
-# veRL keys with nothing to set here, and why (a warning, not an error: users' launch scripts
-# carry them, and what they control is done another way).
-IGNORED: dict[str, str] = {
-    "trainer.logger": "every number is logged to tensorboard and a JSONL file",
-    "trainer.project_name": "the run directory names the run (RUN_NAME / --run-dir)",
-    "trainer.experiment_name": "the run directory names the run (RUN_NAME / --run-dir)",
-    "trainer.default_local_dir": "the run directory names the run (RUN_NAME / --run-dir)",
-    "trainer.n_gpus_per_node": "GPUs are given per container (compose.gpu.yaml)",
-    "trainer.nnodes": "GPUs are given per container (compose.gpu.yaml)",
-    "trainer.save_freq": "every step's policy is published",
-    "trainer.test_freq": "evaluation is its own stage (proactive eval)",
-    "trainer.val_before_train": "evaluation is its own stage (proactive eval)",
-    "trainer.critic_warmup": "GRPO has no critic",
-    "actor_rollout_ref.model.use_remove_padding": "padding is always masked out",
-    "actor_rollout_ref.actor.use_dynamic_bsz": "micro batches are fixed (micro_batch_size)",
-    "actor_rollout_ref.actor.fsdp_config.param_offload": "training uses DeepSpeed: cpu_offload",
-    "actor_rollout_ref.actor.fsdp_config.optimizer_offload": "training uses DeepSpeed: cpu_offload",
-    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": "set by micro_batch_size",
-    "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": "set by micro_batch_size",
-    "actor_rollout_ref.ref.fsdp_config.param_offload": "the reference is the trainer's own copy",
-    "data.filter_overlong_prompts": "overlong prompts are always filtered",
-    "data.truncation": "overlong prompts are always filtered",
-}
-
-
-def _kl_type(value: Any) -> Any:
-    names = {"kl": "k1", "k1": "k1", "mse": "k2", "k2": "k2", "low_var_kl": "low_var_kl"}
-    return names.get(value, "low_var_kl" if value == "k3" else value)
 
 
 def _backend(value: Any) -> Any:
     return {"hf": "transformers"}.get(value, value)
 
 
-def _only(allowed: Any, what: str) -> Callable[[Any], Any]:
+def _only(allowed: Any, what: str, why: str = "") -> Callable[[Any], Any]:
+    """veRL's value that we implement; any other would train differently, so it is an error."""
+
     def check(value: Any) -> Any:
         if value != allowed:
-            raise UserError(f"{what}={value!r} is not supported: only {allowed!r}")
+            reason = f" ({why})" if why else ""
+            raise UserError(f"{what}={value!r} is not supported: only {allowed!r}{reason}")
         return value
 
     return check
 
 
+_RS = "veRL's rejection sampling of rollouts is not implemented here"
+
+
 # Values whose meaning differs between veRL and our fields.
 CONVERT: dict[str, Callable[[Any], Any]] = {
-    "actor_rollout_ref.actor.kl_loss_type": _kl_type,
     "actor_rollout_ref.rollout.name": _backend,
     "actor_rollout_ref.rollout.top_k": lambda v: 0 if v == -1 else v,
     "actor_rollout_ref.rollout.val_kwargs.top_k": lambda v: 0 if v == -1 else v,
     "algorithm.norm_adv_by_std_in_grpo": lambda v: "group_std" if v else "none",
     "algorithm.adv_estimator": _only("grpo", "algorithm.adv_estimator"),
-    "algorithm.use_kl_in_reward": _only(False, "algorithm.use_kl_in_reward"),
+    "algorithm.use_kl_in_reward": _only(
+        False, "algorithm.use_kl_in_reward", "the KL is a loss term here (use_kl_loss)"
+    ),
+    "actor_rollout_ref.actor.policy_loss.loss_mode": _only(
+        "vanilla", "actor_rollout_ref.actor.policy_loss.loss_mode", "the clipped PPO loss"
+    ),
+    "algorithm.rollout_correction.rollout_is": lambda v: "none" if v is None else v,
+    "actor_rollout_ref.actor.optim.min_lr_ratio": lambda v: 0.0 if v is None else v,
+    "actor_rollout_ref.actor.optim.zero_indexed_step": _only(
+        True, "optim.zero_indexed_step", "the schedule counts RL steps from 0, as veRL's default"
+    ),
+    "algorithm.rollout_correction.rollout_rs": _only(None, "rollout_rs", _RS),
+    "algorithm.rollout_correction.rollout_rs_threshold": _only(None, "rollout_rs_threshold", _RS),
+    "algorithm.rollout_correction.bypass_mode": _only(
+        False, "rollout_correction.bypass_mode", "pi_old is always recomputed by the trainer"
+    ),
+    "algorithm.rollout_correction.loss_type": _only(
+        "ppo_clip", "rollout_correction.loss_type", "the clipped PPO loss"
+    ),
+    "algorithm.rollout_correction.rollout_is_batch_normalize": _only(
+        False, "rollout_is_batch_normalize", "weights are truncated, never renormalised"
+    ),
 }
 
+# veRL keys whose null means "not set" (a deprecated alias falling back to its successor).
+NULL_IS_UNSET = (
+    "actor_rollout_ref.actor.optim.warmup_style",
+    "optim.warmup_style",
+    "custom_reward_function.path",  # null: no custom reward, the built-in one
+    "custom_reward_function.name",
+)
+# veRL's clip bounds, as its default vanilla loss resolves them (verl.workers.config.ActorConfig):
+# clip_ratio_low/high are 0.2 unless set, and clip_ratio only fills a bound set to null.
+CLIP_KEYS = {
+    "actor_rollout_ref.actor.clip_ratio": "ratio",
+    "actor_rollout_ref.actor.clip_ratio_low": "low",
+    "actor_rollout_ref.actor.clip_ratio_high": "high",
+}
+VERL_CLIP_DEFAULT = 0.2
 
-def _table(stage: str) -> tuple[tuple[str, ...], dict[str, dict[str, str | tuple[str, ...]]]]:
+
+class _Table(NamedTuple):
+    sections: tuple[str, ...]
+    keys: dict[str, dict[str, str | tuple[str, ...]]]
+    convert: dict[str, Callable[[Any], Any]]
+    ignored: dict[str, str]
+
+
+def _table(stage: str) -> _Table:
     if stage == "sft":
-        return SFT_SECTIONS, SFT_KEYS
+        return _Table(SFT_SECTIONS, SFT_KEYS, SFT_CONVERT, SFT_IGNORED)
     if stage in ("rollout", "grpo", "eval"):
-        return RL_SECTIONS, RL_KEYS
-    return (), {}
+        return _Table(RL_SECTIONS, RL_KEYS, CONVERT, IGNORED)
+    return _Table((), {}, {}, {})
+
+
+def keys_of(stage: str) -> dict[str, list[str]]:
+    """Our field -> the veRL keys that set it on `stage` (for `--help`)."""
+    out: dict[str, list[str]] = {}
+    for key, targets in _table(stage).keys.items():
+        fields = targets.get(stage, ())
+        for field in (fields,) if isinstance(fields, str) else fields:
+            out.setdefault(field, []).append(key)
+    return out
 
 
 def is_verl_key(key: str, stage: str) -> bool:
-    sections, _ = _table(stage)
-    return key.split(".", 1)[0] in sections
+    return key.split(".", 1)[0] in _table(stage).sections
 
 
-def _lookup(key: str, table: dict[str, dict[str, str | tuple[str, ...]]]) -> tuple[str, str]:
-    """(table entry, the rest of the key beneath a `.*` entry)."""
-    if key in table:
-        return key, ""
-    for entry in table:
+def _match(key: str, entries: Iterable[str]) -> tuple[str, str] | None:
+    """(the entry `key` falls under, the rest of the key beneath a `.*` entry), or None."""
+    for entry in entries:
         prefix = entry.removesuffix(".*")
-        if entry.endswith(".*") and (key == prefix or key.startswith(prefix + ".")):
-            return entry, key[len(prefix) :]
-    nearest = difflib.get_close_matches(key, list(table) + list(IGNORED), n=1, cutoff=0.5)
+        if key == entry or (entry.endswith(".*") and (key + ".").startswith(prefix + ".")):
+            return entry, key[len(prefix) :] if entry.endswith(".*") else ""
+    return None
+
+
+def ignored(key: str, stage: str) -> str | None:
+    """Why a veRL key changes nothing trained on `stage`, or None if it is not one of those."""
+    table = _table(stage).ignored
+    found = _match(key, table)
+    return table[found[0]] if found else None
+
+
+def _unsupported(key: str, table: _Table) -> UserError:
+    nearest = difflib.get_close_matches(key, [*table.keys, *table.ignored], n=1, cutoff=0.5)
     hint = f"; the nearest we support is {nearest[0]!r}" if nearest else ""
-    raise UserError(f"veRL key {key!r} is not supported{hint} (docs/verl.md lists them)")
+    return UserError(f"veRL key {key!r} is not supported{hint} (docs/verl.md lists them)")
 
 
 def translate(overrides: tuple[str, ...] | list[str], stage: str) -> list[str]:
     """The overrides with veRL keys rewritten to `stage`'s fields; veRL keys that set another
-    stage's field are dropped (logged), unsupported ones raise."""
+    stage's field are dropped (logged), unsupported ones raise. Hydra's `+key=` / `++key=`
+    (add / force-add a key) read as `key=`: every key we map exists."""
     out: list[str] = []
     reward: dict[str, str] = {}
+    clip: dict[str, Any] = {}
     kl_off = False
     for assignment in overrides:
         key, sep, raw = assignment.partition("=")
         key = key.strip()
+        key = key[2:] if key.startswith("++") else key.removeprefix("+")
         if not sep or not is_verl_key(key, stage):
             out.append(assignment)
             continue
-        if key in IGNORED:
-            logger.warning("veRL key %s has no effect here: %s", key, IGNORED[key])
+        table = _table(stage)
+        found = _match(key, table.keys)
+        if found is None:  # the stage's own table first: data.truncation is both
+            if (why := ignored(key, stage)) is None:
+                raise _unsupported(key, table)
+            logger.warning("veRL key %s has no effect here: %s", key, why)
             continue
-        _, table = _table(stage)
-        entry, rest = _lookup(key, table)
+        entry, rest = found
         value = _parse(raw)
-        if entry in CONVERT:
-            value = CONVERT[entry](value)
-        targets = table[entry].get(stage)
+        if entry in table.convert:
+            value = table.convert[entry](value)
+        targets = table.keys[entry].get(stage)
         if targets is None:
-            others = ", ".join(f"{s}.{f}" for s, f in table[entry].items()) or "nothing"
+            others = ", ".join(f"{s}.{f}" for s, f in table.keys[entry].items()) or "nothing"
             logger.info("veRL key %s sets %s; not a %s setting", key, others, stage)
+            continue
+        if value is None and entry in NULL_IS_UNSET:
+            continue
+        if entry in CLIP_KEYS:
+            clip[CLIP_KEYS[entry]] = value
             continue
         if entry.startswith("custom_reward_function.") and entry.endswith((".path", ".name")):
             reward[entry.rpartition(".")[2]] = str(value)
@@ -224,8 +225,29 @@ def translate(overrides: tuple[str, ...] | list[str], stage: str) -> list[str]:
             raise UserError("custom_reward_function.name needs custom_reward_function.path")
         spec = f"{reward['path']}:{reward.get('name', 'compute_score')}"  # veRL's default name
         out.append(f"reward={json.dumps(spec)}")
+    out += _clip_bounds(clip)
     if kl_off:  # after kl_loss_coef, so use_kl_loss=false wins as in veRL
         out.append("loss.kl_coef=0")
+    return out
+
+
+def _clip_bounds(clip: dict[str, Any]) -> list[str]:
+    """Our clip fields from veRL's three keys, resolved as veRL's vanilla loss does: a bound is
+    clip_ratio_low/high, or clip_ratio where that bound is null. Only bounds the user touched
+    are written (ours default to veRL's 0.2)."""
+    out = []
+    ratio = clip.get("ratio", VERL_CLIP_DEFAULT)
+    for side in ("low", "high"):
+        if side in clip:
+            bound = ratio if clip[side] is None else clip[side]
+            out.append(f"loss.clip_eps_{side}={json.dumps(bound)}")
+    if "ratio" in clip and clip.get("low", 0) is not None and clip.get("high", 0) is not None:
+        logger.warning(
+            "veRL key actor_rollout_ref.actor.clip_ratio has no effect here, as in veRL: "
+            "clip_ratio_low and clip_ratio_high (%s unless set) are the bounds; clip_ratio "
+            "only fills one set to null",
+            VERL_CLIP_DEFAULT,
+        )
     return out
 
 

@@ -22,7 +22,13 @@ logger = logging.getLogger(__name__)
 
 
 class SamplingConfig(StageConfig):
-    temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature.")
+    temperature: float = Field(
+        1.0,
+        ge=0.0,
+        le=10.0,
+        description="Sampling temperature; 0 = greedy decoding (as in vLLM and veRL's "
+        "val_kwargs; evaluation only: a GRPO group of identical responses learns nothing).",
+    )
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (1 = off).")
     top_k: int = Field(0, ge=0, description="Top-k sampling (0 = off).")
     max_new_tokens: int = Field(1024, ge=1, description="Max response tokens (longer: cut).")
@@ -167,8 +173,8 @@ class TransformersBackend:
             out = self.model.generate(
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
-                do_sample=True,
-                temperature=sampling.temperature,
+                do_sample=sampling.temperature > 0,  # 0: greedy, as vLLM reads it
+                temperature=sampling.temperature or None,
                 top_p=sampling.top_p,
                 top_k=sampling.top_k if sampling.top_k > 0 else None,
                 max_new_tokens=sampling.max_new_tokens,
@@ -180,7 +186,7 @@ class TransformersBackend:
             )
         new_tokens = out.sequences[:, width:].cpu()
         # raw logits -> the policy the trainer optimises: softmax(logits / temperature)
-        logits = torch.stack(out.logits, dim=1).float() / sampling.temperature
+        logits = torch.stack(out.logits, dim=1).float() / (sampling.temperature or 1.0)
         logprobs = torch.log_softmax(logits, dim=-1)
         chosen = logprobs.gather(-1, new_tokens.to(logprobs.device).unsqueeze(-1)).squeeze(-1)
         chosen = chosen.cpu()

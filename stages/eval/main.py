@@ -50,7 +50,8 @@ logger = logging.getLogger(__name__)
     "the RL test split: n samples per question, graded SimpleQA-style on the formal answer "
     "(correct / incorrect / not attempted). Writes <run-dir>/eval/<name>/ with report.json, "
     "report.md, samples.jsonl and PNG plots; see docs/eval.md.",
-    epilog="\b\nConfig fields (--set key=value, dotted for nested):\n" + describe(EvalConfig),
+    epilog="\b\nConfig fields (--set key=value, dotted for nested):\n"
+    + describe(EvalConfig, stage="eval"),
 )
 @dir_options
 @config_options

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from proactive_rl.generation import SamplingConfig, VllmConfig
 from proactive_rl.shared.config import StageConfig
@@ -56,3 +56,11 @@ class RolloutConfig(StageConfig):
         "it samples the prompts at positions p % rollout_workers == worker of each step and "
         "publishes them as its part (docs/contract.md). Must be below rollout_workers.",
     )
+
+    @field_validator("sampling")
+    @classmethod
+    def _sampled(cls, sampling: SamplingConfig) -> SamplingConfig:
+        # greedy decoding gives a group n identical responses: zero advantages, nothing learned
+        if sampling.temperature == 0:
+            raise ValueError("temperature 0 (greedy) is for evaluation; GRPO needs sampling")
+        return sampling

@@ -61,7 +61,8 @@ logger = logging.getLogger(__name__)
     "the policy it needs, sample n responses per prompt, score whole groups with the reward "
     "and publish <run-dir>/rollouts/step_N (with grpo's rollout_workers=N > 1: this worker's "
     "share, <run-dir>/rollouts/part-<worker>-of-N/step_N). Exits after the plan's last step.",
-    epilog="\b\nConfig fields (--set key=value, dotted for nested):\n" + describe(RolloutConfig),
+    epilog="\b\nConfig fields (--set key=value, dotted for nested):\n"
+    + describe(RolloutConfig, stage="rollout"),
 )
 @dir_options
 @config_options

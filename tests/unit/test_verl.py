@@ -3,6 +3,7 @@ are converted where veRL's meaning differs, and unsupported keys fail naming the
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 from pathlib import Path
@@ -15,7 +16,7 @@ from proactive_rl.rollout.config import RolloutConfig
 from proactive_rl.sft.config import SftConfig
 from proactive_rl.shared.config import _field_names, load_config
 from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.verl import CONVERT, IGNORED, RL_KEYS, SFT_KEYS, translate
+from proactive_rl.shared.verl import CONVERT, IGNORED, RL_KEYS, SFT_IGNORED, SFT_KEYS, translate
 
 CONFIGS = {"sft": SftConfig, "rollout": RolloutConfig, "grpo": GrpoConfig, "eval": EvalConfig}
 
@@ -41,7 +42,7 @@ def test_the_users_keys_set_the_mapped_fields():
             "actor_rollout_ref.rollout.n=8",
             "trainer.total_epochs=20",
             "actor_rollout_ref.actor.optim.lr=3e-6",
-            "actor_rollout_ref.actor.clip_ratio=0.28",
+            "actor_rollout_ref.actor.clip_ratio_high=0.28",
             "actor_rollout_ref.actor.kl_loss_type=low_var_kl",
             "actor_rollout_ref.actor.kl_loss_coef=0.01",
             "actor_rollout_ref.model.path=checkpoints/x/sft/epoch_000002",
@@ -51,7 +52,7 @@ def test_the_users_keys_set_the_mapped_fields():
         stage="grpo",
     )
     assert (grpo.n, grpo.epochs, grpo.learning_rate, grpo.prompts_per_step) == (8, 20, 3e-6, 64)
-    assert grpo.loss.clip_eps_low == grpo.loss.clip_eps_high == 0.28
+    assert (grpo.loss.clip_eps_low, grpo.loss.clip_eps_high) == (0.2, 0.28)
     assert (grpo.loss.kl_type, grpo.loss.kl_coef) == ("low_var_kl", 0.01)
     assert grpo.init_model == "checkpoints/x/sft/epoch_000002"
 
@@ -79,9 +80,6 @@ def test_the_users_keys_set_the_mapped_fields():
 @pytest.mark.parametrize(
     ("key", "raw", "expected"),
     [
-        ("actor_rollout_ref.actor.kl_loss_type", "kl", "k1"),
-        ("actor_rollout_ref.actor.kl_loss_type", "mse", "k2"),
-        ("actor_rollout_ref.actor.kl_loss_type", "k3", "low_var_kl"),
         ("actor_rollout_ref.rollout.name", "hf", "transformers"),
         ("actor_rollout_ref.rollout.name", "vllm", "vllm"),
         ("algorithm.norm_adv_by_std_in_grpo", False, "none"),
@@ -122,7 +120,7 @@ def test_an_unsupported_key_names_the_nearest_supported_one():
             RolloutConfig, None, ["actor_rollout_ref.rollout.temprature=1"], stage="rollout"
         )
     with pytest.raises(UserError, match="not supported"):
-        translate(["algorithm.kl_ctrl.kl_coef=0.1"], "grpo")
+        translate(["data.train_files=train.parquet"], "grpo")
 
 
 def test_unsupported_values_are_refused():
@@ -146,7 +144,72 @@ def test_our_own_keys_pass_through_untouched():
     assert translate(["data.train_batch_size=4"], "prep") == ["data.train_batch_size=4"]
 
 
-def test_docs_list_exactly_the_supported_and_ignored_keys():
-    text = (Path(__file__).resolve().parents[2] / "docs" / "verl.md").read_text()
+def test_docs_page_is_generated_from_the_tables():
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("verl_doc", root / "scripts" / "verl_doc.py")
+    verl_doc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(verl_doc)
+    text = (root / "docs" / "verl.md").read_text()
+    assert text == verl_doc.render(), "docs/verl.md is stale: run scripts/verl_doc.py"
     listed = set(re.findall(r"^\| `([a-z_.*]+)` \|", text, flags=re.MULTILINE))
-    assert listed == set(RL_KEYS) | set(SFT_KEYS) | set(IGNORED)
+    assert listed == set(RL_KEYS) | set(SFT_KEYS) | set(IGNORED) | set(SFT_IGNORED)
+
+
+def _grpo(*overrides: str) -> GrpoConfig:
+    return load_config(GrpoConfig, None, list(overrides), stage="grpo")
+
+
+def test_clip_bounds_resolve_as_in_verls_vanilla_loss(caplog):
+    a = "actor_rollout_ref.actor."
+    # clip_ratio after an asymmetric bound does not undo it (veRL: low/high win)
+    asym = _grpo(f"{a}clip_ratio_high=0.28", f"{a}clip_ratio=0.2")
+    assert (asym.loss.clip_eps_low, asym.loss.clip_eps_high) == (0.2, 0.28)
+    # clip_ratio alone changes nothing, as in veRL, and says so
+    with caplog.at_level(logging.WARNING):
+        alone = _grpo(f"{a}clip_ratio=0.3")
+    assert (alone.loss.clip_eps_low, alone.loss.clip_eps_high) == (0.2, 0.2)
+    assert "clip_ratio has no effect" in caplog.text
+    # ... but fills a bound set to null
+    filled = _grpo(f"{a}clip_ratio_low=null", f"{a}clip_ratio=0.3")
+    assert (filled.loss.clip_eps_low, filled.loss.clip_eps_high) == (0.3, 0.2)
+
+
+def test_hydra_add_prefixes_read_as_plain_keys():
+    assert translate(["+custom_reward_function.reward_kwargs.beta=0.7"], "rollout") == [
+        "reward_kwargs.beta=0.7"
+    ]
+    assert translate(["++actor_rollout_ref.rollout.n=8"], "grpo") == ["n=8"]
+
+
+def test_keys_of_mechanisms_we_lack_warn_once_each_with_the_reason(caplog):
+    keys = [
+        "actor_rollout_ref.actor.fsdp_config.param_offload=True",
+        "actor_rollout_ref.actor.fsdp_config.wrap_policy.min_num_params=0",
+        "ray_kwargs.ray_init.num_cpus=8",
+        "actor_rollout_ref.actor.use_dynamic_bsz=True",
+        "actor_rollout_ref.rollout.free_cache_engine=True",
+    ]
+    with caplog.at_level(logging.WARNING):
+        assert translate(keys, "grpo") == []
+    assert len(caplog.records) == len(keys)
+    assert all("has no effect here: " in r.getMessage() for r in caplog.records)
+
+
+def test_greedy_validation_at_temperature_zero():
+    key = "actor_rollout_ref.rollout.val_kwargs.temperature=0"
+    assert load_config(EvalConfig, None, [key], stage="eval").sampling.temperature == 0
+    with pytest.raises(UserError, match="greedy"):
+        load_config(
+            RolloutConfig, None, ["actor_rollout_ref.rollout.temperature=0"], stage="rollout"
+        )
+
+
+def test_rollout_correction_and_critic_warmup_map_to_our_fields():
+    c = "algorithm.rollout_correction."
+    on = _grpo(f"{c}rollout_is=token", f"{c}rollout_is_threshold=3.0", "trainer.critic_warmup=3")
+    assert (on.loss.is_correction, on.loss.is_threshold, on.critic_warmup) == ("token", 3.0, 3)
+    assert _grpo(f"{c}rollout_is=null").loss.is_correction == "none"
+    with pytest.raises(UserError, match="rejection sampling"):
+        translate([f"{c}rollout_rs=token"], "grpo")
+    with pytest.raises(UserError, match="only 'vanilla'"):
+        translate(["actor_rollout_ref.actor.policy_loss.loss_mode=gspo"], "grpo")
