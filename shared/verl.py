@@ -91,6 +91,13 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     ),
     "algorithm.rollout_correction.rollout_is": lambda v: "none" if v is None else v,
     "actor_rollout_ref.actor.optim.min_lr_ratio": lambda v: 0.0 if v is None else v,
+    "actor_rollout_ref.rollout.do_sample": _only(
+        True, "actor_rollout_ref.rollout.do_sample", "greedy groups are identical: no signal"
+    ),
+    "actor_rollout_ref.actor.shuffle": _only(
+        False, "actor_rollout_ref.actor.shuffle", "mini-batches take a step's groups in order"
+    ),
+    "data.shuffle": _only(True, "data.shuffle", "prompts are shuffled every epoch, seeded"),
     "actor_rollout_ref.actor.optim.zero_indexed_step": _only(
         True, "optim.zero_indexed_step", "the schedule counts RL steps from 0, as veRL's default"
     ),
@@ -113,6 +120,8 @@ NULL_IS_UNSET = (
     "optim.warmup_style",
     "custom_reward_function.path",  # null: no custom reward, the built-in one
     "custom_reward_function.name",
+    "reward.custom_reward_function.path",
+    "reward.custom_reward_function.name",
 )
 # veRL's clip bounds, as its default vanilla loss resolves them (verl.workers.config.ActorConfig):
 # clip_ratio_low/high are 0.2 unless set, and clip_ratio only fills a bound set to null.
@@ -150,7 +159,11 @@ def keys_of(stage: str) -> dict[str, list[str]]:
 
 
 def is_verl_key(key: str, stage: str) -> bool:
-    return key.split(".", 1)[0] in _table(stage).sections
+    """A key under one of veRL's sections; an undotted one only if the table names it (our own
+    `reward=` is not veRL's `reward.` section)."""
+    table = _table(stage)
+    head, dot, _ = key.partition(".")
+    return head in table.sections and bool(dot or key in table.keys or key in table.ignored)
 
 
 def _match(key: str, entries: Iterable[str]) -> tuple[str, str] | None:
@@ -211,7 +224,7 @@ def translate(overrides: tuple[str, ...] | list[str], stage: str) -> list[str]:
         if entry in CLIP_KEYS:
             clip[CLIP_KEYS[entry]] = value
             continue
-        if entry.startswith("custom_reward_function.") and entry.endswith((".path", ".name")):
+        if "custom_reward_function." in entry and entry.endswith((".path", ".name")):
             reward[entry.rpartition(".")[2]] = str(value)
             continue
         if entry == "actor_rollout_ref.actor.use_kl_loss":
@@ -220,6 +233,8 @@ def translate(overrides: tuple[str, ...] | list[str], stage: str) -> list[str]:
         for field in (targets,) if isinstance(targets, str) else targets:
             out.append(f"{field}{rest}={json.dumps(value)}")
             logger.info("veRL key %s -> %s = %r", key, f"{field}{rest}", value)
+    if reward.get("name") == "compute_score" and "path" not in reward:
+        reward = {}  # veRL's default name, which only means something with a path
     if reward:
         if "path" not in reward:
             raise UserError("custom_reward_function.name needs custom_reward_function.path")

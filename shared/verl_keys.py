@@ -14,6 +14,7 @@ RL_SECTIONS = (
     "trainer",
     "algorithm",
     "ray_kwargs",
+    "reward",
 )
 # veRL 0.9.1's sft_trainer_engine.yaml sections, and two top-level keys of the older
 # fsdp_sft_trainer that its example scripts still pass.
@@ -66,6 +67,9 @@ RL_KEYS: dict[str, dict[str, str | tuple[str, ...]]] = {
     "actor_rollout_ref.actor.loss_scale_factor": {"grpo": "loss.loss_scale_factor"},
     "actor_rollout_ref.actor.policy_loss.loss_mode": {},
     "actor_rollout_ref.rollout.n": {"grpo": "n"},
+    "actor_rollout_ref.rollout.do_sample": {},
+    "actor_rollout_ref.actor.shuffle": {},
+    "data.shuffle": {},
     "actor_rollout_ref.rollout.name": {"rollout": "backend", "eval": "backend"},
     "actor_rollout_ref.rollout.temperature": {"rollout": "sampling.temperature"},
     "actor_rollout_ref.rollout.top_p": {"rollout": "sampling.top_p"},
@@ -97,6 +101,13 @@ RL_KEYS: dict[str, dict[str, str | tuple[str, ...]]] = {
     "custom_reward_function.path": {"rollout": "reward", "eval": "reward"},
     "custom_reward_function.name": {"rollout": "reward", "eval": "reward"},
     "custom_reward_function.reward_kwargs.*": {"rollout": "reward_kwargs", "eval": "reward_kwargs"},
+    # veRL 0.9.1 moved the custom reward under `reward` (the top-level one still works there)
+    "reward.custom_reward_function.path": {"rollout": "reward", "eval": "reward"},
+    "reward.custom_reward_function.name": {"rollout": "reward", "eval": "reward"},
+    "reward.custom_reward_function.reward_kwargs.*": {
+        "rollout": "reward_kwargs",
+        "eval": "reward_kwargs",
+    },
     "trainer.total_epochs": {"grpo": "epochs"},
     "trainer.total_training_steps": {"grpo": "max_steps"},
     "trainer.critic_warmup": {"grpo": "critic_warmup"},

@@ -213,3 +213,16 @@ def test_rollout_correction_and_critic_warmup_map_to_our_fields():
         translate([f"{c}rollout_rs=token"], "grpo")
     with pytest.raises(UserError, match="only 'vanilla'"):
         translate(["actor_rollout_ref.actor.policy_loss.loss_mode=gspo"], "grpo")
+
+
+def test_verl_091s_reward_section_and_our_reward_field_do_not_collide():
+    assert translate(
+        [
+            "reward.custom_reward_function.path=r.py",
+            "+reward.custom_reward_function.reward_kwargs.beta=0.7",
+        ],
+        "rollout",
+    ) == ["reward_kwargs.beta=0.7", 'reward="r.py:compute_score"']
+    assert translate(["reward=proactive_strict"], "rollout") == ["reward=proactive_strict"]
+    # veRL's default name without a path: the built-in reward, nothing to set
+    assert translate(["reward.custom_reward_function.name=compute_score"], "eval") == []
