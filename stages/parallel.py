@@ -27,6 +27,29 @@ import torch
 STRATEGIES = ("single", "ddp", "zero2", "zero3")
 
 
+def row_tokens(row: dict[str, Any]) -> int:
+    """A rollout row's prompt + response tokens: what a token budget counts, as veRL does."""
+    return len(row["prompt_ids"]) + len(row["response_ids"])
+
+
+def split_micro(rows: list[dict[str, Any]], size: int, max_tokens: int | None) -> list[list[int]]:
+    """Positions of `rows`, in order, cut into micro-batches: greedily, a new one starts when
+    the next row would take it past `max_tokens` tokens (row_tokens), or without a budget when
+    it holds `size` rows. A row longer than the budget is a micro-batch of its own."""
+    batches: list[list[int]] = []
+    tokens = 0
+    for i, row in enumerate(rows):
+        n = row_tokens(row)
+        if not batches or (
+            len(batches[-1]) >= size if max_tokens is None else tokens + n > max_tokens
+        ):
+            batches.append([])
+            tokens = 0
+        batches[-1].append(i)
+        tokens += n
+    return batches
+
+
 def relaunch(strategy: str, num_processes: int | None) -> None:
     """Re-execute this command under torchrun, once, when a multi-process strategy is chosen.
     A strategy that cannot run here is a UserError before anything starts."""
@@ -151,9 +174,19 @@ class Parallel:
         mine = {g for i, g in enumerate(groups) if i % self.world == rank}
         return [j for j in indices if rows[j]["group_id"] in mine]
 
-    def micro_batches(self, rows: list[dict[str, Any]], indices: list[int], size: int) -> int:
-        """The most micro-batches any process gets for `indices` (each computes it alike)."""
-        return max(-(-len(self.shard(rows, indices, r)) // size) for r in range(self.world))
+    def micro_batches(
+        self,
+        rows: list[dict[str, Any]],
+        indices: list[int],
+        size: int,
+        max_tokens: int | None = None,
+    ) -> int:
+        """The most micro-batches (split_micro) any process gets for `indices` (each computes
+        it alike)."""
+        return max(
+            len(split_micro([rows[j] for j in self.shard(rows, indices, r)], size, max_tokens))
+            for r in range(self.world)
+        )
 
     # ------------------------------------------------------------------ the model
     def wrap(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: Any):

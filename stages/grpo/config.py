@@ -202,6 +202,28 @@ class GrpoConfig(StageConfig):
     micro_batch_size: int = Field(
         8, ge=1, description="Responses per forward/backward (gradient accumulation)."
     )
+    micro_batch_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="veRL's actor.ppo_max_token_len_per_gpu with actor.use_dynamic_bsz: tokens "
+        "(prompt + response, per row, as veRL counts them) per forward/backward; a micro-batch "
+        "takes responses in order while they fit, at least one. When set, micro_batch_size is "
+        "ignored (as veRL ignores ppo_micro_batch_size_per_gpu). None: micro_batch_size rows. "
+        "Memory only: the loss normalisers are fixed per mini-batch.",
+    )
+    log_prob_micro_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="veRL's rollout.log_prob_micro_batch_size_per_gpu: responses per forward of "
+        "the no-grad pass that computes pi_old. None: micro_batch_size.",
+    )
+    log_prob_micro_batch_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="veRL's rollout.log_prob_max_token_len_per_gpu with "
+        "rollout.log_prob_use_dynamic_bsz: tokens (prompt + response) per forward of the pi_old "
+        "pass, as micro_batch_tokens; log_prob_micro_batch_size is then ignored. None: fixed rows.",
+    )
     loss: LossConfig = Field(default_factory=LossConfig)
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto = bf16 on a CUDA GPU with bf16 support, else fp32."

@@ -11,7 +11,7 @@ import torch
 
 from proactive_rl.grpo.config import GrpoConfig, LossConfig
 from proactive_rl.grpo.loss import Normalizer, group_advantages, policy_loss, token_logprobs
-from proactive_rl.parallel import Parallel
+from proactive_rl.parallel import Parallel, split_micro
 
 
 @dataclass
@@ -56,20 +56,22 @@ def logprobs_of(
     micro_batch_size: int,
     device: torch.device,
     micro_batches: int | None = None,
+    max_tokens: int | None = None,
 ) -> list[torch.Tensor]:
-    """Per-response token logprobs under `model`, without gradients (1-D tensors on the CPU).
+    """Per-response token logprobs under `model`, without gradients (1-D tensors on the CPU),
+    in micro-batches of `micro_batch_size` rows or, with `max_tokens`, of that token budget.
     `micro_batches` > the rows' own count adds forward passes whose results are dropped: under
     ZeRO-3 every process must run as many forwards as the others."""
     out: list[torch.Tensor] = []
-    starts = list(range(0, len(rows), micro_batch_size))
+    splits = split_micro(rows, micro_batch_size, max_tokens)
     with torch.no_grad():
-        for k in range(max(micro_batches or 0, len(starts))):
-            chunk = rows[starts[k] : starts[k] + micro_batch_size] if k < len(starts) else rows[:1]
+        for k in range(max(micro_batches or 0, len(splits))):
+            chunk = [rows[j] for j in splits[k]] if k < len(splits) else rows[:1]
             b = collate(chunk, device)
             lp, _ = token_logprobs(
                 model, b.ids, b.attn, b.response_start, b.response_len, temperature
             )
-            if k < len(starts):
+            if k < len(splits):
                 out += [lp[i, : len(r["response_ids"])].cpu() for i, r in enumerate(chunk)]
     return out
 
@@ -104,8 +106,10 @@ def accumulate_gradients(
     is_weights: list[torch.Tensor] | None = None,
     par: Parallel | None = None,
     micro_batches: int | None = None,
+    micro_batch_tokens: int | None = None,
 ) -> dict[str, float]:
-    """Backward the loss of one mini-batch, micro-batch by micro-batch, into the .grad fields.
+    """Backward the loss of one mini-batch, micro-batch by micro-batch (`micro_batch_size`
+    rows, or with `micro_batch_tokens` that token budget: split_micro), into the .grad fields.
 
     `old` are the logprobs of the policy before this step's first update (None: the current
     policy, i.e. ratio 1 in value); `keep` zeroes responses excluded from the loss. With several
@@ -113,13 +117,11 @@ def accumulate_gradients(
     `micro_batches` pads with zero-loss passes so every process runs as many as the others.
     Returns the mini-batch's loss statistics (each micro-batch contributes its share)."""
     totals: dict[str, float] = {}
-    starts = list(range(0, len(rows), micro_batch_size))
-    count = max(micro_batches or 0, len(starts))
+    splits = split_micro(rows, micro_batch_size, micro_batch_tokens)
+    count = max(micro_batches or 0, len(splits))
     for k in range(count):
-        padding = k >= len(starts)
-        idx = (
-            [0] if padding else list(range(starts[k], min(starts[k] + micro_batch_size, len(rows))))
-        )
+        padding = k >= len(splits)
+        idx = [0] if padding else splits[k]
         chunk = [rows[j] for j in idx]
         b = collate(chunk, device)
         mask = b.mask * (0.0 if padding else keep[idx].unsqueeze(-1).to(device))
@@ -180,7 +182,9 @@ def train_step(
     par = par or Parallel("single", device=device)
     optimizer.zero_grad(set_to_none=True)
     cfg = config.loss
-    micro = config.micro_batch_size
+    micro, micro_tokens = config.micro_batch_size, config.micro_batch_tokens
+    lp_micro = config.log_prob_micro_batch_size or micro
+    lp_tokens = config.log_prob_micro_batch_tokens
     rewards = torch.tensor([r["reward"] for r in rows], dtype=torch.float64)
     group_ids = torch.tensor([r["group_id"] for r in rows])
     # advantages need whole groups, so every process computes them for the whole step
@@ -195,18 +199,22 @@ def train_step(
     per_mini = config.mini_batch_prompts * n
     minis = [list(range(i, min(i + per_mini, len(rows)))) for i in range(0, len(rows), per_mini)]
     # This process's rows of each mini-batch (a process without a group gets one row that
-    # counts for nothing, so it still joins the collective passes), and the pass count to pad to.
+    # counts for nothing, so it still joins the collective passes), and the pass counts to pad
+    # to: training micro-batches and pi_old forwards.
     shares = []
     for mini in minis:
         mine = par.shard(rows, mini)
-        shares.append((mine or mini[:1], bool(mine), par.micro_batches(rows, mini, micro)))
+        passes = par.micro_batches(rows, mini, micro, micro_tokens)
+        lp_passes = par.micro_batches(rows, mini, lp_micro, lp_tokens)
+        shares.append((mine or mini[:1], bool(mine), passes, lp_passes))
 
     # pi_old is frozen before the first update, as veRL recomputes old_log_prob every step: the
     # ratio's denominator when a step makes several updates, what the importance weights compare
     # the sampler with, and the sampler/trainer mismatch metric. One no-grad forward a response.
     old: dict[int, torch.Tensor] = {}
-    for mine, _, passes in shares:
-        lps = logprobs_of(model, [rows[j] for j in mine], temperature, micro, device, passes)
+    for mine, _, _, lp_passes in shares:
+        mine_rows = [rows[j] for j in mine]
+        lps = logprobs_of(model, mine_rows, temperature, lp_micro, device, lp_passes, lp_tokens)
         old.update(zip(mine, lps, strict=True))
     weights: dict[int, torch.Tensor] = {}
     if cfg.is_correction != "none":
@@ -218,7 +226,7 @@ def train_step(
     grad_norms = []
     lr = scheduler.get_last_lr()[0]  # every update of this RL step trains at this rate
     for _ in range(config.ppo_epochs if update_actor else 0):
-        for mini, (mine, real, passes) in zip(minis, shares, strict=True):
+        for mini, (mine, real, passes, _) in zip(minis, shares, strict=True):
             norm = Normalizer(
                 tokens=float(sum(keep[j] * len(rows[j]["response_ids"]) for j in mini)),
                 sequences=float(sum(keep[j] for j in mini)),
@@ -239,6 +247,7 @@ def train_step(
                 is_weights=[weights[j] for j in mine] if weights else None,
                 par=par,
                 micro_batches=passes,
+                micro_batch_tokens=micro_tokens,
             )
             for name, value in stats.items():
                 totals[f"loss/{name}"] = totals.get(f"loss/{name}", 0.0) + value
@@ -264,7 +273,7 @@ def train_step(
         "opt/updates": updates,
         **{name: value / updates for name, value in totals.items()},
     }
-    real_rows = [j for mine, real, _ in shares if real for j in mine]
+    real_rows = [j for mine, real, *_ in shares if real for j in mine]
     if old:
         diffs = torch.cat([(old[j] - sampler[j]).abs() for j in real_rows] or [torch.zeros(0)])
         summed = par.reduce({"sum": float(diffs.sum()), "count": float(diffs.numel())})

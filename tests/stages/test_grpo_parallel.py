@@ -1,7 +1,8 @@
 """The GRPO update spread over processes gives the same policy as one process: the groups are
 dealt out whole, each process's loss is its share of the global mini-batch loss, and a process
-with fewer micro-batches pads with zero-loss passes. Checked for DDP (gloo, float64: to 1e-9)
-and for DeepSpeed ZeRO-2 and ZeRO-3 (DeepSpeed's CPU accelerator over gloo, float32)."""
+with fewer micro-batches (by rows or by token budget) pads with zero-loss passes. Checked for
+DDP (gloo, float64: to 1e-9) and for DeepSpeed ZeRO-2 and ZeRO-3 (DeepSpeed's CPU accelerator
+over gloo, float32)."""
 
 from __future__ import annotations
 
@@ -45,9 +46,9 @@ def rollout_rows(vocab: int, groups: int = 5, seed: int = 0) -> list[dict]:
     return rows
 
 
-def config(cpu_offload: bool = False) -> GrpoConfig:
+def config(cpu_offload: bool = False, settings: dict | None = None) -> GrpoConfig:
     return GrpoConfig(
-        cpu_offload=cpu_offload,
+        **{"cpu_offload": cpu_offload, **(settings or {})},
         n=N,
         mini_batch_prompts=2,  # 5 groups -> mini-batches of 2, 2, 1 groups: uneven shards
         micro_batch_size=3,
@@ -65,6 +66,7 @@ def one_step(
     port: int,
     strategy: str = "ddp",
     cpu_offload: bool = False,
+    settings: dict | None = None,
 ) -> None:
     if world > 1:
         os.environ.update(
@@ -75,7 +77,7 @@ def one_step(
             MASTER_PORT=str(port),
         )
     torch.manual_seed(0)
-    cfg = config(cpu_offload)
+    cfg = config(cpu_offload, settings)
     par = Parallel.start(strategy if world > 1 else "single")
     # float64 shows the maths is exact; DeepSpeed's ZeRO keeps float32 (or bf16) partitions
     dtype = torch.float32 if strategy.startswith("zero") else torch.float64
@@ -108,13 +110,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spread_step(model_dir, world: int, out, strategy: str, cpu_offload: bool = False) -> None:
+def spread_step(
+    model_dir, world: int, out, strategy: str, cpu_offload: bool = False, settings=None
+) -> None:
     port = free_port()
     ctx = mp.get_context("spawn")
     procs = [
         ctx.Process(
             target=one_step,
-            args=(model_dir, r, world, str(out), port, strategy, cpu_offload),
+            args=(model_dir, r, world, str(out), port, strategy, cpu_offload, settings),
         )
         for r in range(world)
     ]
@@ -136,11 +140,15 @@ def compare(single, spread, original, atol: float, rel: float) -> None:
     assert single["stats"]["loss/kl"] > 0 and single["stats"]["is/weight_mean"] > 0
 
 
+# token budgets (veRL's use_dynamic_bsz) give the processes different micro-batch counts
+BUDGETS = {"micro_batch_tokens": 20, "log_prob_micro_batch_tokens": 12}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("world", [2, 3])
-def test_ddp_processes_make_the_same_update_as_one(tiny_model, tmp_path, world):
-    one_step(str(tiny_model), 0, 1, str(tmp_path / "single.pt"), 0)
-    spread_step(str(tiny_model), world, tmp_path / "ddp.pt", "ddp")
+@pytest.mark.parametrize(("world", "settings"), [(2, None), (3, None), (2, BUDGETS)])
+def test_ddp_processes_make_the_same_update_as_one(tiny_model, tmp_path, world, settings):
+    one_step(str(tiny_model), 0, 1, str(tmp_path / "single.pt"), 0)  # fixed micro_batch_size
+    spread_step(str(tiny_model), world, tmp_path / "ddp.pt", "ddp", settings=settings)
     original = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float64)
     compare(
         torch.load(tmp_path / "single.pt"),
@@ -153,14 +161,20 @@ def test_ddp_processes_make_the_same_update_as_one(tiny_model, tmp_path, world):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("strategy", "cpu_offload"), [("zero2", False), ("zero3", False), ("zero3", True)]
+    ("strategy", "cpu_offload", "settings"),
+    [
+        ("zero2", False, None),
+        ("zero3", False, None),
+        ("zero3", True, None),
+        ("zero3", False, BUDGETS),
+    ],
 )
 def test_zero_processes_make_the_same_update_as_one(
-    tiny_model, tmp_path, strategy, cpu_offload, monkeypatch
+    tiny_model, tmp_path, strategy, cpu_offload, settings, monkeypatch
 ):
     monkeypatch.setenv("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
     one_step(str(tiny_model), 0, 1, str(tmp_path / "single.pt"), 0, strategy)
-    spread_step(str(tiny_model), 2, tmp_path / "zero.pt", strategy, cpu_offload)
+    spread_step(str(tiny_model), 2, tmp_path / "zero.pt", strategy, cpu_offload, settings)
     original = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     compare(
         torch.load(tmp_path / "single.pt"),

@@ -1,6 +1,6 @@
-"""The GRPO update on the real tiny model: micro-batching does not change gradients, the
-transformers sampler's logprobs equal the trainer's, and with ratio 1 and no KL the update is
-the advantage-weighted log-likelihood gradient."""
+"""The GRPO update on the real tiny model: micro-batching (by rows or by token budget) changes
+neither the gradients nor pi_old, the transformers sampler's logprobs equal the trainer's, and
+with ratio 1 and no KL the update is the advantage-weighted log-likelihood gradient."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from proactive_rl.generation import SamplingConfig, TransformersBackend
-from proactive_rl.grpo.config import LossConfig
+from proactive_rl.grpo.config import GrpoConfig, LossConfig
 from proactive_rl.grpo.loss import Normalizer
-from proactive_rl.grpo.update import accumulate_gradients, logprobs_of
+from proactive_rl.grpo.update import accumulate_gradients, logprobs_of, train_step
+from tests.stages.test_grpo_parallel import N, rollout_rows
 
 CPU = torch.device("cpu")
 
@@ -64,10 +65,23 @@ def test_gradients_do_not_depend_on_the_micro_batch_size(model64, agg):
         tokens=float(sum(len(r["response_ids"]) for r in rows)), sequences=7.0, max_len=10.0
     )
     results = []
-    for micro in (len(rows), 3, 1):
+    # rows hold 3..18 tokens: a budget of 20 packs one to several rows a micro-batch, a budget
+    # of 1 puts every row alone (each longer than the budget), whatever micro_batch_size says
+    for micro, budget in ((len(rows), None), (3, None), (1, None), (1, 20), (len(rows), 1)):
         model64.zero_grad(set_to_none=True)
         stats = accumulate_gradients(
-            model64, ref, rows, adv, keep, cfg, norm, 1.0, micro, CPU, old=old
+            model64,
+            ref,
+            rows,
+            adv,
+            keep,
+            cfg,
+            norm,
+            1.0,
+            micro,
+            CPU,
+            old=old,
+            micro_batch_tokens=budget,
         )
         results.append((grads(model64), stats))
     (whole, s_whole), *others = results
@@ -77,6 +91,55 @@ def test_gradients_do_not_depend_on_the_micro_batch_size(model64, agg):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-12)
         for key in s_whole:
             assert s_split[key] == pytest.approx(s_whole[key], rel=1e-6, abs=1e-12)
+
+
+def test_pi_old_does_not_depend_on_its_micro_batches(model64):
+    rows, _ = synthetic_rows(model64.config.vocab_size)
+    whole = logprobs_of(model64, rows, 1.0, len(rows), CPU)
+    assert [lp.shape[0] for lp in whole] == [len(r["response_ids"]) for r in rows]
+    # by rows, by token budget, and with padding passes (ZeRO-3) whose results are dropped
+    for micro, budget, passes in ((1, None, None), (2, 20, None), (7, 1, None), (3, 25, 9)):
+        split = logprobs_of(model64, rows, 1.0, micro, CPU, passes, budget)
+        for a, b in zip(whole, split, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_train_step_does_not_depend_on_the_micro_batch_settings(model64):
+    """The config's micro-batch settings reach both passes and change nothing trained."""
+    rows = rollout_rows(model64.config.vocab_size)
+    before = [p.detach().clone() for p in model64.parameters()]
+    results = []
+    for settings in (
+        {"micro_batch_size": 20},
+        {"micro_batch_tokens": 24, "log_prob_micro_batch_size": 3},
+        {"micro_batch_size": 2, "log_prob_micro_batch_tokens": 1},
+    ):
+        cfg = GrpoConfig(
+            n=N,
+            mini_batch_prompts=2,
+            ppo_epochs=2,
+            learning_rate=0.5,
+            loss={"kl_coef": 0.0},
+            **settings,
+        )
+        with torch.no_grad():
+            for p, b in zip(model64.parameters(), before, strict=True):
+                p.copy_(b)
+        optimizer = torch.optim.SGD(model64.parameters(), lr=cfg.learning_rate)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        stats = train_step(model64, None, optimizer, scheduler, rows, cfg, 1.0, 8, CPU, N)
+        results.append(([p.detach().clone() for p in model64.parameters()], stats))
+    with torch.no_grad():  # the module-scoped model leaves as it came
+        for p, b in zip(model64.parameters(), before, strict=True):
+            p.copy_(b)
+    (params, stats), *others = results
+    assert stats["loss/clip_frac"] > 0  # the second epoch's ratios moved
+    assert max(float((p - b).abs().max()) for p, b in zip(params, before, strict=True)) > 1e-4
+    for other, other_stats in others:
+        for a, b in zip(params, other, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+        for key, value in stats.items():
+            assert other_stats[key] == pytest.approx(value, rel=1e-6, abs=1e-12, nan_ok=True), key
 
 
 def test_ratio_one_without_kl_is_the_advantage_weighted_log_likelihood(model64):
