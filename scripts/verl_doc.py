@@ -123,6 +123,12 @@ NOTES: dict[str, str] = {
     "seq-mean-token-sum, seq-mean-token-mean, seq-mean-token-sum-norm",
     "actor_rollout_ref.actor.optim.warmup_style": "null: lr_scheduler_type decides",
     "actor_rollout_ref.rollout.n": "the plan carries n to the rollout worker",
+    "actor_rollout_ref.actor.use_dynamic_bsz": "true: micro_batch_tokens = "
+    "ppo_max_token_len_per_gpu (16384 unless set), filled greedily in order (veRL balances "
+    "them): the count may differ, never the gradient",
+    "actor_rollout_ref.actor.ppo_max_token_len_per_gpu": "only read with use_dynamic_bsz=true",
+    "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz": "follows the actor's unless set",
+    "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu": "follows the actor's unless set",
     "actor_rollout_ref.rollout.name": "vllm → vllm, hf → transformers",
     "actor_rollout_ref.rollout.top_k": "-1 (off) → 0",
     "actor_rollout_ref.rollout.val_kwargs.top_k": "-1 (off) → 0",

@@ -125,6 +125,15 @@ NULL_IS_UNSET = (
 )
 # veRL's clip bounds, as its default vanilla loss resolves them (verl.workers.config.ActorConfig):
 # clip_ratio_low/high are 0.2 unless set, and clip_ratio only fills a bound set to null.
+# veRL's micro-batching keys, resolved together as veRL reads them: a token budget only under
+# use_dynamic_bsz, and the log-prob pass following the actor's unless set (its yaml interpolates).
+MICRO_KEYS = {
+    "actor_rollout_ref.actor.use_dynamic_bsz": "dynamic",
+    "actor_rollout_ref.actor.ppo_max_token_len_per_gpu": "tokens",
+    "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz": "log_dynamic",
+    "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu": "log_tokens",
+}
+VERL_MAX_TOKEN_LEN = 16384  # ppo_max_token_len_per_gpu's default
 CLIP_KEYS = {
     "actor_rollout_ref.actor.clip_ratio": "ratio",
     "actor_rollout_ref.actor.clip_ratio_low": "low",
@@ -195,6 +204,7 @@ def translate(overrides: tuple[str, ...] | list[str], stage: str) -> list[str]:
     out: list[str] = []
     reward: dict[str, str] = {}
     clip: dict[str, Any] = {}
+    micro: dict[str, Any] = {}
     kl_off = False
     for assignment in overrides:
         key, sep, raw = assignment.partition("=")
@@ -224,6 +234,9 @@ def translate(overrides: tuple[str, ...] | list[str], stage: str) -> list[str]:
         if entry in CLIP_KEYS:
             clip[CLIP_KEYS[entry]] = value
             continue
+        if entry in MICRO_KEYS:
+            micro[MICRO_KEYS[entry]] = value
+            continue
         if "custom_reward_function." in entry and entry.endswith((".path", ".name")):
             reward[entry.rpartition(".")[2]] = str(value)
             continue
@@ -241,6 +254,7 @@ def translate(overrides: tuple[str, ...] | list[str], stage: str) -> list[str]:
         spec = f"{reward['path']}:{reward.get('name', 'compute_score')}"  # veRL's default name
         out.append(f"reward={json.dumps(spec)}")
     out += _clip_bounds(clip)
+    out += _micro_batching(micro)
     if kl_off:  # after kl_loss_coef, so use_kl_loss=false wins as in veRL
         out.append("loss.kl_coef=0")
     return out
@@ -263,6 +277,26 @@ def _clip_bounds(clip: dict[str, Any]) -> list[str]:
             "only fills one set to null",
             VERL_CLIP_DEFAULT,
         )
+    return out
+
+
+def _micro_batching(micro: dict[str, Any]) -> list[str]:
+    """micro_batch_tokens and log_prob_micro_batch_tokens from veRL's dynamic-batch keys: the
+    budget (ppo_max_token_len_per_gpu, 16384 unless set) applies only under use_dynamic_bsz; the
+    log-prob pass takes the actor's choice and budget unless its own keys are set."""
+    out = []
+    tokens = micro.get("tokens", VERL_MAX_TOKEN_LEN)
+    if "dynamic" in micro:
+        out.append(f"micro_batch_tokens={json.dumps(tokens if micro['dynamic'] else None)}")
+    elif "tokens" in micro:
+        logger.warning(
+            "veRL key actor_rollout_ref.actor.ppo_max_token_len_per_gpu has no effect here, as "
+            "in veRL: it is the budget of use_dynamic_bsz=true"
+        )
+    if "dynamic" in micro or "log_dynamic" in micro or "log_tokens" in micro:
+        dynamic = micro.get("log_dynamic", micro.get("dynamic", False))
+        budget = micro.get("log_tokens", tokens)
+        out.append(f"log_prob_micro_batch_tokens={json.dumps(budget if dynamic else None)}")
     return out
 
 

@@ -59,6 +59,16 @@ RL_KEYS: dict[str, dict[str, str | tuple[str, ...]]] = {
     "actor_rollout_ref.actor.ppo_epochs": {"grpo": "ppo_epochs"},
     "actor_rollout_ref.actor.ppo_mini_batch_size": {"grpo": "mini_batch_prompts"},
     "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": {"grpo": "micro_batch_size"},
+    # token-budget micro-batches: resolved together (shared/verl.py, _micro_batching)
+    "actor_rollout_ref.actor.use_dynamic_bsz": {"grpo": "micro_batch_tokens"},
+    "actor_rollout_ref.actor.ppo_max_token_len_per_gpu": {"grpo": "micro_batch_tokens"},
+    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": {
+        "grpo": "log_prob_micro_batch_size"
+    },
+    "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz": {"grpo": "log_prob_micro_batch_tokens"},
+    "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu": {
+        "grpo": "log_prob_micro_batch_tokens"
+    },
     "actor_rollout_ref.actor.use_kl_loss": {"grpo": "loss.kl_coef"},
     "actor_rollout_ref.actor.kl_loss_coef": {"grpo": "loss.kl_coef"},
     "actor_rollout_ref.actor.kl_loss_type": {"grpo": "loss.kl_type"},
@@ -167,7 +177,10 @@ _SAME_GRADIENT = (
     "micro-batches never change the gradient here (every normaliser is fixed per mini-batch); "
     "micro_batch_size sets their size"
 )
-_NO_GRADIENT = "log-probs take no gradient: their batching changes memory, not values"
+_REF_LOG_PROBS = (
+    "the reference's log-probs are computed inside each training micro-batch (its size: "
+    "micro_batch_size or micro_batch_tokens); they take no gradient, batching changes memory only"
+)
 _DEEPSPEED = "training uses DeepSpeed (strategy=zero2/zero3; offload: cpu_offload=true)"
 _SAME_GRADIENT_SFT = (
     "micro-batches never change the gradient here (the loss is the token mean over the global "
@@ -198,14 +211,9 @@ IGNORED: dict[str, str] = {
     "trainer.balance_batch": "it reorders a step's responses across GPUs; the mini-batch loss "
     "is the same",
     "actor_rollout_ref.model.use_remove_padding": "padding is always masked out",
-    "actor_rollout_ref.actor.use_dynamic_bsz": _SAME_GRADIENT,
-    "actor_rollout_ref.actor.ppo_max_token_len_per_gpu": _SAME_GRADIENT,
-    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": _NO_GRADIENT,
-    "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz": _NO_GRADIENT,
-    "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu": _NO_GRADIENT,
-    "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": _NO_GRADIENT,
-    "actor_rollout_ref.ref.log_prob_use_dynamic_bsz": _NO_GRADIENT,
-    "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu": _NO_GRADIENT,
+    "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": _REF_LOG_PROBS,
+    "actor_rollout_ref.ref.log_prob_use_dynamic_bsz": _REF_LOG_PROBS,
+    "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu": _REF_LOG_PROBS,
     "actor_rollout_ref.actor.fsdp_config.*": _DEEPSPEED,
     "actor_rollout_ref.ref.fsdp_config.*": _DEEPSPEED,
     "actor_rollout_ref.actor.ulysses_sequence_parallel_size": _SEQUENCE_PARALLEL,

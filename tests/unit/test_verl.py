@@ -186,7 +186,7 @@ def test_keys_of_mechanisms_we_lack_warn_once_each_with_the_reason(caplog):
         "actor_rollout_ref.actor.fsdp_config.param_offload=True",
         "actor_rollout_ref.actor.fsdp_config.wrap_policy.min_num_params=0",
         "ray_kwargs.ray_init.num_cpus=8",
-        "actor_rollout_ref.actor.use_dynamic_bsz=True",
+        "actor_rollout_ref.actor.use_torch_compile=True",
         "actor_rollout_ref.rollout.free_cache_engine=True",
     ]
     with caplog.at_level(logging.WARNING):
@@ -226,3 +226,18 @@ def test_verl_091s_reward_section_and_our_reward_field_do_not_collide():
     assert translate(["reward=proactive_strict"], "rollout") == ["reward=proactive_strict"]
     # veRL's default name without a path: the built-in reward, nothing to set
     assert translate(["reward.custom_reward_function.name=compute_score"], "eval") == []
+
+
+def test_dynamic_micro_batches_resolve_as_verl_reads_them(caplog):
+    a, r = "actor_rollout_ref.actor.", "actor_rollout_ref.rollout."
+    # the budget only under use_dynamic_bsz; 16384 unless set; the pi_old pass follows
+    on = _grpo(f"{a}use_dynamic_bsz=true")
+    assert (on.micro_batch_tokens, on.log_prob_micro_batch_tokens) == (16384, 16384)
+    both = _grpo(f"{a}ppo_max_token_len_per_gpu=4096", f"{a}use_dynamic_bsz=True")
+    assert (both.micro_batch_tokens, both.log_prob_micro_batch_tokens) == (4096, 4096)
+    own = _grpo(f"{a}use_dynamic_bsz=true", f"{r}log_prob_use_dynamic_bsz=false")
+    assert (own.micro_batch_tokens, own.log_prob_micro_batch_tokens) == (16384, None)
+    with caplog.at_level(logging.WARNING):
+        alone = _grpo(f"{a}ppo_max_token_len_per_gpu=4096")
+    assert alone.micro_batch_tokens is None
+    assert "ppo_max_token_len_per_gpu has no effect here, as in veRL" in caplog.text

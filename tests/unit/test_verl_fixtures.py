@@ -48,7 +48,6 @@ RECIPE_WARNINGS = {
     "actor_rollout_ref.actor.clip_ratio",  # as in veRL: clip_ratio_low/high are the bounds
     "actor_rollout_ref.actor.fsdp_config.param_offload",
     "actor_rollout_ref.actor.fsdp_config.optimizer_offload",
-    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu",
     "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu",
     "actor_rollout_ref.ref.fsdp_config.param_offload",
     "trainer.logger",
@@ -60,12 +59,8 @@ RECIPE_WARNINGS = {
     "trainer.test_freq",
 }
 QWEN3_WARNINGS = RECIPE_WARNINGS - {"actor_rollout_ref.actor.clip_ratio"} | {
-    "actor_rollout_ref.actor.use_dynamic_bsz",
-    "actor_rollout_ref.actor.ppo_max_token_len_per_gpu",
     "actor_rollout_ref.actor.ulysses_sequence_parallel_size",
     "actor_rollout_ref.actor.use_torch_compile",
-    "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz",
-    "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu",
     "actor_rollout_ref.rollout.free_cache_engine",
     "actor_rollout_ref.rollout.val_kwargs.do_sample",
     "actor_rollout_ref.ref.log_prob_use_dynamic_bsz",
@@ -112,6 +107,7 @@ def test_the_recipe_sets_the_recipes_values(caplog):
     assert grpo.loss.scale_advantages == "group_std"
     assert grpo.init_model == FILL["CHECKPOINT"]
     assert grpo.gradient_checkpointing is True
+    assert (grpo.log_prob_micro_batch_size, grpo.micro_batch_tokens) == (4, None)
     rollout, _ = _load("rollout", lines, caplog)
     assert rollout.reward == f"{FILL['REWARD_FILE']}:compute_score"
     assert rollout.reward_kwargs["beta"] == 0.5
@@ -136,6 +132,9 @@ def test_the_qwen3_example_sets_its_values(caplog):
     assert (grpo.warmup_steps, grpo.lr_scheduler, grpo.min_lr_ratio) == (10, "constant", 0.0)
     assert (grpo.weight_decay, grpo.grad_clip) == (0.1, 1.0)
     assert grpo.loss.agg == "token-mean"
+    # dynamic micro-batches by token budget, for training and for the pi_old pass
+    assert (grpo.micro_batch_tokens, grpo.log_prob_micro_batch_tokens) == (24000, 24000)
+    assert grpo.log_prob_micro_batch_size == 32
     evaluation, _ = _load("eval", lines, caplog)
     assert evaluation.sampling.temperature == 0  # veRL's greedy validation
     rollout, _ = _load("rollout", lines, caplog)
