@@ -31,36 +31,6 @@ from proactive_rl.shared.verl_keys import (
 logger = logging.getLogger(__name__)
 
 
-def _sft_only(allowed: Any, key: str) -> Callable[[Any], Any]:
-    # resolved when called: _only is defined further down
-    return lambda value: _only(allowed, key)(value)
-
-
-def _sft_precision(value: Any) -> Any:
-    if value in ("bfloat16", "bf16"):
-        return "bf16"
-    raise UserError(f"engine.dtype={value!r} is not supported: only 'bfloat16' (bf16 autocast)")
-
-
-# SFT values whose meaning differs between veRL and our fields (translate applies it for sft).
-SFT_CONVERT: dict[str, Callable[[Any], Any]] = {
-    "engine": _sft_only("fsdp", "engine"),
-    "optim": _sft_only("fsdp", "optim"),
-    "data.messages_key": _sft_only("messages", "data.messages_key"),
-    "data.train_max_samples": lambda v: None if isinstance(v, int) and v <= 0 else v,
-    "optim.min_lr_ratio": lambda v: 0.0 if v is None else v,
-    "engine.dtype": _sft_precision,
-    "model.lora_rank": _sft_only(0, "model.lora_rank"),
-    "optim.optimizer": _sft_only("AdamW", "optim.optimizer"),
-    "optim.optimizer_impl": _sft_only("torch.optim", "optim.optimizer_impl"),
-    "optim.zero_indexed_step": _sft_only(True, "optim.zero_indexed_step"),
-}
-
-
-def _backend(value: Any) -> Any:
-    return {"hf": "transformers"}.get(value, value)
-
-
 def _only(allowed: Any, what: str, why: str = "") -> Callable[[Any], Any]:
     """veRL's value that we implement; any other would train differently, so it is an error."""
 
@@ -71,6 +41,31 @@ def _only(allowed: Any, what: str, why: str = "") -> Callable[[Any], Any]:
         return value
 
     return check
+
+
+def _sft_precision(value: Any) -> Any:
+    if value in ("bfloat16", "bf16"):
+        return "bf16"
+    raise UserError(f"engine.dtype={value!r} is not supported: only 'bfloat16' (bf16 autocast)")
+
+
+# SFT values whose meaning differs between veRL and our fields (translate applies it for sft).
+SFT_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "engine": _only("fsdp", "engine"),
+    "optim": _only("fsdp", "optim"),
+    "data.messages_key": _only("messages", "data.messages_key"),
+    "data.train_max_samples": lambda v: None if isinstance(v, int) and v <= 0 else v,
+    "optim.min_lr_ratio": lambda v: 0.0 if v is None else v,
+    "engine.dtype": _sft_precision,
+    "model.lora_rank": _only(0, "model.lora_rank"),
+    "optim.optimizer": _only("AdamW", "optim.optimizer"),
+    "optim.optimizer_impl": _only("torch.optim", "optim.optimizer_impl"),
+    "optim.zero_indexed_step": _only(True, "optim.zero_indexed_step"),
+}
+
+
+def _backend(value: Any) -> Any:
+    return {"hf": "transformers"}.get(value, value)
 
 
 _RS = "veRL's rejection sampling of rollouts is not implemented here"

@@ -189,8 +189,7 @@ _SAME_GRADIENT_SFT = (
 _SEQUENCE_PARALLEL = "sequence parallelism splits activations over GPUs; the loss is the same"
 
 # veRL keys with nothing to set here, and why (a warning, not an error: users' launch scripts
-# carry them, and what they control is done another way).
-# Both trainers' launch-script keys.
+# carry them, and what they control is done another way). First the keys of both trainers.
 _LAUNCH: dict[str, str] = {
     "trainer.logger": "every number is logged to tensorboard and a JSONL file",
     "trainer.project_name": "the run directory names the run (RUN_NAME / --run-dir)",

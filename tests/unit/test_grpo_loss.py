@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import get_args
 
 import pytest
 import torch
@@ -100,13 +101,7 @@ def random_batch(seed: int, rows: int = 6, cols: int = 9):
     return logp, old, ref, adv, mask, entropy, isw
 
 
-AGGS = [
-    "token-mean",
-    "token-sum",
-    "seq-mean-token-sum",
-    "seq-mean-token-mean",
-    "seq-mean-token-sum-norm",
-]
+AGGS = list(get_args(LossConfig.model_fields["agg"].annotation))
 CASES = list(itertools.product(AGGS, ["k1", "abs", "mse", "low_var_kl", "k3+"], [False, True]))
 
 

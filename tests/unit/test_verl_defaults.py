@@ -78,9 +78,10 @@ def test_our_default_is_verls_or_the_recipes_or_a_written_deviation(table, key):
     for stage, fields in targets.items():
         for field in (fields,) if isinstance(fields, str) else fields:
             ours = _get(CONFIGS[stage](), field)
-            as_verl = REFUSED if verl[key] == REQUIRED else None
-            if key in deviations or key in recipe:
-                as_verl = as_verl or _as_set_or_refused(stage, key, verl[key], field)
+            if verl[key] == REQUIRED:
+                as_verl = REFUSED
+            elif key in deviations or key in recipe:
+                as_verl = _as_set_or_refused(stage, key, verl[key], field)
             else:
                 as_verl = _as_set(stage, key, verl[key], field)
             if key in deviations:
