@@ -117,7 +117,7 @@ def launch_script(stage: Stage) -> str:
             f' --nnodes="${stage.count}" --node_rank="$JOB_COMPLETION_INDEX"'
             ' --nproc_per_node="$TRAIN_GPUS_PER_POD"'
             f' --master_addr="$COORDINATOR" --master_port={TORCHRUN_PORT}'
-            f' -m proactive_rl.cli {stage.name} "$@" {extras}',
+            f' -m proactive_rl.stages.cli {stage.name} "$@" {extras}',
             "fi",
         ]
     lines.append(f'exec proactive {stage.name} "$@" {extras}')

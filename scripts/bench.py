@@ -108,7 +108,7 @@ def main(
 ) -> None:  # fmt: skip
     from bench_engines import bench_generate_and_handoff, bench_overlap
 
-    from proactive_rl.models import resolve_base_model
+    from proactive_rl.engine.models import resolve_base_model
     from proactive_rl.shared.metrics import MetricsLogger
 
     shutil.rmtree(out / "engines", ignore_errors=True)

@@ -49,7 +49,7 @@ def chat_prompts(model_dir: Path, count: int) -> list[list[int]]:
 
 def timed_generate(backend, prompts, n: int, tokens: int) -> tuple[float, int]:
     """(seconds, generated tokens) of one batch, after a short warm-up batch."""
-    from proactive_rl.generation import SamplingConfig
+    from proactive_rl.engine.generation import SamplingConfig
 
     backend.generate(prompts[:1], 1, SamplingConfig(max_new_tokens=4), seed=0)
     start = time.perf_counter()
@@ -74,15 +74,15 @@ def copy_bytes(src: Path, dst: Path) -> float:
 def bench_generate_and_handoff(model_dir: Path, work: Path, prompts: int, n: int, tokens: int):
     import torch
 
-    from proactive_rl.generation import (
+    from proactive_rl.engine.generation import (
         TransformersBackend,
         VllmBackend,
         VllmConfig,
         load_causal_lm,
         pick_dtype,
     )
-    from proactive_rl.grpo.main import publish_policy
     from proactive_rl.shared.paths import RunPaths
+    from proactive_rl.stages.grpo.main import publish_policy
 
     ids = chat_prompts(model_dir, prompts)
     hf = TransformersBackend("auto")
@@ -141,11 +141,11 @@ def run_rl(
     data = work / "data"
     if not data.exists():
         shutil.copytree(REPO / "data" / "sample", data / "sample")
-        subprocess.run([sys.executable, "-m", "proactive_rl.cli", "prep", "--data-dir", str(data)],
-                       check=True, capture_output=True)  # fmt: skip
+        prep = [sys.executable, "-m", "proactive_rl.stages.cli", "prep", "--data-dir", str(data)]
+        subprocess.run(prep, check=True, capture_output=True)
     run = work / f"staleness_{staleness}"
     common = ["--data-dir", str(data), "--run-dir", str(run)]
-    cli = [sys.executable, "-m", "proactive_rl.cli"]
+    cli = [sys.executable, "-m", "proactive_rl.stages.cli"]
     cores = len(os.sched_getaffinity(0)) >= 2
     grpo = subprocess.Popen(
         [*cli, "grpo", *common, "--set", f"init_model={model_dir}", "--set", f"n={n}",

@@ -30,7 +30,7 @@ PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A1
 
 
 def proactive(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "proactive_rl.cli", *args], cwd=cwd)
+    return subprocess.Popen([sys.executable, "-m", "proactive_rl.stages.cli", *args], cwd=cwd)
 
 
 def finish(proc: subprocess.Popen, what: str) -> None:
@@ -54,8 +54,8 @@ def read_jsonl(path: Path) -> list[dict]:
 def main(workdir, shape, steps, prompts, n, max_new_tokens, lora, allow_cpu) -> None:
     import torch
 
-    from proactive_rl.generation import resolve_backend
-    from proactive_rl.models import SHAPES, build_tiny_model
+    from proactive_rl.engine.generation import resolve_backend
+    from proactive_rl.engine.models import SHAPES, build_tiny_model
     from proactive_rl.shared.paths import RunPaths
 
     gpu = torch.cuda.is_available()

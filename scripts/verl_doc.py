@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from proactive_rl.eval.config import EvalConfig
-from proactive_rl.grpo.config import GrpoConfig
-from proactive_rl.rollout.config import RolloutConfig
-from proactive_rl.sft.config import SftConfig
 from proactive_rl.shared import verl
 from proactive_rl.shared import verl_defaults as meta
+from proactive_rl.stages.eval.config import EvalConfig
+from proactive_rl.stages.grpo.config import GrpoConfig
+from proactive_rl.stages.rollout.config import RolloutConfig
+from proactive_rl.stages.sft.config import SftConfig
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "verl.md"
 CONFIGS = {"sft": SftConfig, "rollout": RolloutConfig, "grpo": GrpoConfig, "eval": EvalConfig}

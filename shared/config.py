@@ -80,10 +80,10 @@ def _field_names(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 def recipes_dir() -> Path:
-    """Packaged recipes: proactive_rl/recipes (stages/recipes in the repository)."""
+    """Packaged recipes: proactive_rl/stages/recipes (stages/recipes in the repository)."""
     from importlib.resources import files
 
-    return Path(str(files("proactive_rl") / "recipes"))
+    return Path(str(files("proactive_rl.stages") / "recipes"))
 
 
 def recipe_names() -> list[str]:

@@ -6,15 +6,15 @@ import sys
 
 import click
 
-from proactive_rl.eval.main import command as eval_command
-from proactive_rl.grpo.main import command as grpo_command
-from proactive_rl.prep.main import command as prep_command
-from proactive_rl.rollout.main import command as rollout_command
-from proactive_rl.sft.main import command as sft_command
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.metrics import setup_logging
-from proactive_rl.sweep.main import command as sweep_command
-from proactive_rl.tiny import command as tiny_command
+from proactive_rl.stages.eval.main import command as eval_command
+from proactive_rl.stages.grpo.main import command as grpo_command
+from proactive_rl.stages.prep.main import command as prep_command
+from proactive_rl.stages.rollout.main import command as rollout_command
+from proactive_rl.stages.sft.main import command as sft_command
+from proactive_rl.stages.sweep.main import command as sweep_command
+from proactive_rl.stages.tiny import command as tiny_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -15,6 +15,6 @@ import click
 @click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--seed", default=0, show_default=True, help="Weight initialisation seed.")
 def command(out_dir: Path, seed: int) -> None:
-    from proactive_rl.models import build_tiny_model
+    from proactive_rl.engine.models import build_tiny_model
 
     click.echo(build_tiny_model(out_dir, seed=seed))

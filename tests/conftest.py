@@ -20,7 +20,7 @@ def command(args: tuple[str, ...]) -> list[str]:
     the vLLM engine has tests of its own (tests/vllm, the container smoke)."""
     if args and args[0] in ("rollout", "eval") and not any("backend=" in a for a in args):
         args = (*args, "--set", "backend=transformers")
-    return [sys.executable, "-m", "proactive_rl.cli", *args]
+    return [sys.executable, "-m", "proactive_rl.stages.cli", *args]
 
 
 def proactive(*args: str, cwd: Path, check: bool = True, timeout: float = 600, env=None):
@@ -53,7 +53,7 @@ def start(*args: str, cwd: Path) -> subprocess.Popen:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from proactive_rl.models import build_tiny_model
+    from proactive_rl.engine.models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 

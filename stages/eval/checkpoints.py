@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from proactive_rl.model_checks import check_model_folder
+from proactive_rl.engine.model_checks import check_model_folder
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import EPOCH_RE, RunPaths, record_path, resolve_recorded
 from proactive_rl.shared.publish import is_stable, published, read_marker
@@ -88,7 +88,7 @@ def _inside(path: Path, parent: Path) -> bool:
 
 def _model_folder(spec: str, paths: RunPaths) -> Path:
     """A checkpoint the user named by its folder (or a built-in model)."""
-    from proactive_rl.models import resolve_base_model
+    from proactive_rl.engine.models import resolve_base_model
 
     if not spec.startswith("builtin:") and not Path(spec).expanduser().is_dir():
         raise UserError(
@@ -101,7 +101,7 @@ def _model_folder(spec: str, paths: RunPaths) -> Path:
 def _recorded_model(recorded: str, where: Path, paths: RunPaths) -> Path:
     """The base model a stage recorded in `where`: a built-in model, or a folder named relative
     to the run directory (absolute when outside it)."""
-    from proactive_rl.models import resolve_base_model
+    from proactive_rl.engine.models import resolve_base_model
 
     if recorded.startswith("builtin:"):
         return resolve_base_model(recorded, paths.base_models)

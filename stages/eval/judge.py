@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from proactive_rl.eval.metrics import GRADES, summarize
+from proactive_rl.stages.eval.metrics import GRADES, summarize
 
 if TYPE_CHECKING:
-    from proactive_rl.eval.config import EvalConfig
-    from proactive_rl.generation import Backend
+    from proactive_rl.engine.generation import Backend
+    from proactive_rl.stages.eval.config import EvalConfig
 
 # Our wording of SimpleQA's rubric (Wei et al., 2024): the gold target decides, hedged wrong
 # answers are incorrect, a declined answer is not attempted.
@@ -60,7 +60,7 @@ def judge_samples(
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
-    from proactive_rl.generation import SamplingConfig
+    from proactive_rl.engine.generation import SamplingConfig
 
     backend.load(judge_dir)
     tokenizer = AutoTokenizer.from_pretrained(judge_dir)

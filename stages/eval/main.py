@@ -17,14 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from proactive_rl.common import (
-    check_writable,
-    config_options,
-    dir_options,
-    reuse_options,
-    save_config,
-)
-from proactive_rl.eval.config import EvalConfig
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import ROLLOUTS_FILE, DataPaths, RunPaths
@@ -38,9 +30,17 @@ from proactive_rl.shared.publish import (
     verified_processed,
     write_json_atomic,
 )
+from proactive_rl.stages.common import (
+    check_writable,
+    config_options,
+    dir_options,
+    reuse_options,
+    save_config,
+)
+from proactive_rl.stages.eval.config import EvalConfig
 
 if TYPE_CHECKING:
-    from proactive_rl.generation import Backend
+    from proactive_rl.engine.generation import Backend
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +76,14 @@ def training_reward(config: EvalConfig, paths: RunPaths) -> EvalConfig:
 
 
 def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: bool) -> None:
-    from proactive_rl.eval.acceptance import acceptance
-    from proactive_rl.eval.checkpoints import resolve_checkpoints
-    from proactive_rl.eval.metrics import bucket_table, by_category, calibration, summarize
-    from proactive_rl.eval.report import markdown, write_plots
-    from proactive_rl.generation import make_backend
+    from proactive_rl.engine.generation import make_backend
     from proactive_rl.shared.metrics import MetricsLogger
     from proactive_rl.shared.rewards import load_reward
     from proactive_rl.shared.schemas import RL_DATA, read_table
+    from proactive_rl.stages.eval.acceptance import acceptance
+    from proactive_rl.stages.eval.checkpoints import resolve_checkpoints
+    from proactive_rl.stages.eval.metrics import bucket_table, by_category, calibration, summarize
+    from proactive_rl.stages.eval.report import markdown, write_plots
 
     t0 = time.perf_counter()
     paths = RunPaths(run_dir)
@@ -97,7 +97,7 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     for ckpt in checkpoints:  # all of them before sampling any: a damaged one fails in seconds
         verified_model(ckpt.path, CHECKPOINT_DAMAGED)
     if config.judge:  # checked now, not after sampling every checkpoint
-        from proactive_rl.model_checks import check_model_folder
+        from proactive_rl.engine.model_checks import check_model_folder
 
         if not Path(config.judge).is_dir():
             raise UserError(f"judge={config.judge}: not a folder; give a local chat model folder")
@@ -227,9 +227,14 @@ def sample_checkpoint(
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
-    from proactive_rl.eval.metrics import difficulty_bucket, grade, group_accuracy, tag_format
     from proactive_rl.shared.rewards import score_group
     from proactive_rl.shared.tags import parse_response
+    from proactive_rl.stages.eval.metrics import (
+        difficulty_bucket,
+        grade,
+        group_accuracy,
+        tag_format,
+    )
 
     backend.load(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -305,7 +310,7 @@ def judge_all(
 ) -> None:
     """The LLM judge over every checkpoint's samples (one judge load), its view per checkpoint
     in the report and the metrics log."""
-    from proactive_rl.eval.judge import judge_samples, judge_view
+    from proactive_rl.stages.eval.judge import judge_samples, judge_view
 
     judge_samples(samples, Path(config.judge), backend, config)
     for index, result in enumerate(results, start=len(results)):
@@ -321,8 +326,8 @@ def graded_views(samples: list[dict[str, Any]], resamples: int, seed: int) -> di
     """The report's uncertainty and second-grader views of one checkpoint's samples: 95%
     intervals, the normalised grader's rates (beside the recipe's substring rule) and the
     risk-coverage curve."""
-    from proactive_rl.eval.metrics import summarize
-    from proactive_rl.eval.stats import bootstrap_intervals, risk_coverage
+    from proactive_rl.stages.eval.metrics import summarize
+    from proactive_rl.stages.eval.stats import bootstrap_intervals, risk_coverage
 
     normalised = [{**s, "grade": s["grade_normalised"]} for s in samples]
     return {
@@ -378,7 +383,7 @@ def by_base_difficulty(results: list[dict[str, Any]], samples: list[dict[str, An
     """Each checkpoint's calibration with difficulty taken from the base model on the same
     questions: does a trained model hedge where the base fails and answer where it knows?
     (Its own difficulty cannot tell that once it hedges on everything.) Only with a base."""
-    from proactive_rl.eval.metrics import bucket_table, calibration, group_accuracy
+    from proactive_rl.stages.eval.metrics import bucket_table, calibration, group_accuracy
 
     base = next((r for r in results if r["kind"] == "base"), None)
     if base is None:
@@ -405,9 +410,9 @@ def training_summary(paths: RunPaths, window: int, resamples: int = 2000) -> dic
     logged seconds, RL from policy 0's publication to the last logged step. The curve's change
     from the first to the last window carries a 95% interval over the prompts the windows
     scored (their rollouts), so "the reward rose" can be told apart from noise."""
-    from proactive_rl.eval.metrics import curve_summary
-    from proactive_rl.eval.stats import change_interval
     from proactive_rl.shared.metrics import read_metrics
+    from proactive_rl.stages.eval.metrics import curve_summary
+    from proactive_rl.stages.eval.stats import change_interval
 
     sft_logs = read_metrics(paths.logs("sft"))
     grpo_logs = read_metrics(paths.logs("grpo"))

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from proactive_rl.eval.metrics import BUCKET_RANGES, BUCKETS
+from proactive_rl.stages.eval.metrics import BUCKET_RANGES, BUCKETS
 
 # (key in a checkpoint's metrics, row title, format) for the main table of report.md
 METRIC_ROWS: tuple[tuple[str, str, str], ...] = (

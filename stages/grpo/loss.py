@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from proactive_rl.grpo.config import LossConfig
+from proactive_rl.stages.grpo.config import LossConfig
 
 # veRL clamps the log-ratio before exp so a stale token cannot overflow the ratio
 LOG_RATIO_CLAMP = 20.0

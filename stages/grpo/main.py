@@ -19,9 +19,7 @@ from typing import Any
 
 import click
 
-from proactive_rl.common import config_options, dir_options, reuse_options, save_config
-from proactive_rl.grpo.config import GrpoConfig
-from proactive_rl.model_checks import check_model_folder
+from proactive_rl.engine.model_checks import check_model_folder
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.faults import crash_point
@@ -39,6 +37,8 @@ from proactive_rl.shared.publish import (
     worker_status,
 )
 from proactive_rl.shared.schedule import Plan
+from proactive_rl.stages.common import config_options, dir_options, reuse_options, save_config
+from proactive_rl.stages.grpo.config import GrpoConfig
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def resolve_init_model(spec: str, paths: RunPaths) -> Path:
         verified(epochs[-1], "Run `proactive sft --clean` to publish the SFT epochs again")
         check_model_folder(epochs[-1], "run `proactive sft --clean` to publish them again")
         return epochs[-1]
-    from proactive_rl.models import resolve_base_model
+    from proactive_rl.engine.models import resolve_base_model
 
     return resolve_base_model(spec, paths.base_models)
 
@@ -81,8 +81,8 @@ def resolve_init_model(spec: str, paths: RunPaths) -> Path:
 def check_before_training(config: GrpoConfig, paths: RunPaths) -> None:
     """Before training: the run directory is writable, the starting model readable (a built-in
     one is built here, once), and the disk holds a policy and the optimizer state."""
-    from proactive_rl.common import check_free_space, check_writable
-    from proactive_rl.model_checks import weights_numel
+    from proactive_rl.engine.model_checks import weights_numel
+    from proactive_rl.stages.common import check_free_space, check_writable
 
     outputs = [paths.policies, paths.grpo_state, paths.logs("grpo"), paths.base_models]
     outputs += [paths.config("grpo").parent, paths.status("grpo").parent]
@@ -111,7 +111,7 @@ def publish_policy(
 ) -> float:
     """Save a complete Hugging Face folder (the consolidated weights under ZeRO-3), or a LoRA
     adapter naming its base, and publish it; vLLM and transformers load it as it is."""
-    from proactive_rl.grpo.policy import save_policy
+    from proactive_rl.stages.grpo.policy import save_policy
 
     start = time.perf_counter()
     final = paths.policy(version)
@@ -127,20 +127,25 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     import torch
     from transformers import AutoTokenizer
 
-    from proactive_rl.generation import pick_dtype
-    from proactive_rl.grpo.policy import build_policy, is_adapter, master_dtype, reference_model
-    from proactive_rl.grpo.resume import open_metrics, prune_optimizer_states
-    from proactive_rl.grpo.rollouts import read_parts, wait_parts
-    from proactive_rl.grpo.schedule import (
+    from proactive_rl.engine.generation import pick_dtype
+    from proactive_rl.engine.parallel import Parallel, relaunch
+    from proactive_rl.shared.metrics import json_safe
+    from proactive_rl.shared.schedule import write_plan
+    from proactive_rl.stages.grpo.policy import (
+        build_policy,
+        is_adapter,
+        master_dtype,
+        reference_model,
+    )
+    from proactive_rl.stages.grpo.resume import open_metrics, prune_optimizer_states
+    from proactive_rl.stages.grpo.rollouts import read_parts, wait_parts
+    from proactive_rl.stages.grpo.schedule import (
         build_scheduler,
         describe_schedule,
         resume_scheduler,
         updates_actor,
     )
-    from proactive_rl.grpo.update import train_step
-    from proactive_rl.parallel import Parallel, relaunch
-    from proactive_rl.shared.metrics import json_safe
-    from proactive_rl.shared.schedule import write_plan
+    from proactive_rl.stages.grpo.update import train_step
 
     paths = RunPaths(run_dir)
     train_file = DataPaths(data_dir).rl_train

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from proactive_rl.grpo.config import GrpoConfig
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import adapter_base, relative_base
+from proactive_rl.stages.grpo.config import GrpoConfig
 
 
 def master_dtype(config: GrpoConfig, compute: torch.dtype) -> torch.dtype:

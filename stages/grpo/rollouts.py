@@ -9,11 +9,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from proactive_rl.grpo.config import GrpoConfig
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import ROLLOUTS_FILE, RunPaths, rollout_worker_name
 from proactive_rl.shared.publish import is_stable, read_marker, verified, wait_for
 from proactive_rl.shared.schedule import Plan
+from proactive_rl.stages.grpo.config import GrpoConfig
 
 ROLLOUTS_DAMAGED = "Check the volume for errors, then start both workers over with --clean"
 # enough prompt ids to find the problem, not a screenful

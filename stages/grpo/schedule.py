@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from proactive_rl.grpo.config import GrpoConfig
+from proactive_rl.stages.grpo.config import GrpoConfig
 
 logger = logging.getLogger(__name__)
 

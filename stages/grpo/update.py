@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from proactive_rl.grpo.config import GrpoConfig, LossConfig
-from proactive_rl.grpo.loss import Normalizer, group_advantages, policy_loss, token_logprobs
-from proactive_rl.parallel import Parallel, split_micro
+from proactive_rl.engine.parallel import Parallel, split_micro
+from proactive_rl.stages.grpo.config import GrpoConfig, LossConfig
+from proactive_rl.stages.grpo.loss import Normalizer, group_advantages, policy_loss, token_logprobs
 
 
 @dataclass

@@ -18,10 +18,14 @@ from typing import Any
 
 import click
 
-from proactive_rl.common import check_writable, config_options
-from proactive_rl.prep.config import PrepConfig
-from proactive_rl.prep.sources import check_sft_row, read_jsonl, read_rl_mix
-from proactive_rl.prep.warmup import (
+from proactive_rl.shared.config import describe, load_config
+from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.paths import DataPaths, record_path
+from proactive_rl.shared.publish import is_stable, read_marker, sha256_file, staged, verify
+from proactive_rl.stages.common import check_writable, config_options
+from proactive_rl.stages.prep.config import PrepConfig
+from proactive_rl.stages.prep.sources import check_sft_row, read_jsonl, read_rl_mix
+from proactive_rl.stages.prep.warmup import (
     balance_known,
     build_conversation,
     check_measured,
@@ -29,10 +33,6 @@ from proactive_rl.prep.warmup import (
     read_known_from,
     sample_indices,
 )
-from proactive_rl.shared.config import describe, load_config
-from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.paths import DataPaths, record_path
-from proactive_rl.shared.publish import is_stable, read_marker, sha256_file, staged, verify
 
 logger = logging.getLogger(__name__)
 

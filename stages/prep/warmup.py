@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from proactive_rl.prep.sources import read_jsonl
 from proactive_rl.shared.errors import UserError
+from proactive_rl.stages.prep.sources import read_jsonl
 
 logger = logging.getLogger(__name__)
 

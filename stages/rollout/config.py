@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from proactive_rl.generation import SamplingConfig, VllmConfig
+from proactive_rl.engine.generation import SamplingConfig, VllmConfig
 from proactive_rl.shared.config import StageConfig
 from proactive_rl.shared.publish import HEARTBEAT_S
 

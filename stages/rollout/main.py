@@ -21,14 +21,6 @@ from typing import Any
 
 import click
 
-from proactive_rl.common import (
-    check_writable,
-    config_options,
-    dir_options,
-    reuse_options,
-    save_config,
-)
-from proactive_rl.rollout.config import RolloutConfig
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import (
@@ -52,6 +44,14 @@ from proactive_rl.shared.publish import (
     worker_status,
 )
 from proactive_rl.shared.schedule import Plan, read_plan
+from proactive_rl.stages.common import (
+    check_writable,
+    config_options,
+    dir_options,
+    reuse_options,
+    save_config,
+)
+from proactive_rl.stages.rollout.config import RolloutConfig
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def examine(step: int, prompt: str, truth: str, texts: list[str], scores: list[f
 
 
 def run(config: RolloutConfig, run_dir: Path, data_dir: Path, resume: bool, clean: bool) -> None:
-    from proactive_rl.generation import make_backend
+    from proactive_rl.engine.generation import make_backend
     from proactive_rl.shared.rewards import load_reward
 
     paths = RunPaths(run_dir)

@@ -23,16 +23,6 @@ from typing import Any
 
 import click
 
-from proactive_rl.common import config_options, dir_options, reuse_options, save_config
-from proactive_rl.sft.config import SftConfig
-from proactive_rl.sft.optim import (
-    accumulation_steps,
-    check_enough_data,
-    check_lengths,
-    global_batch,
-    process_count,
-    trainer_class,
-)
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.faults import crash_point
@@ -46,6 +36,16 @@ from proactive_rl.shared.publish import (
     verified_processed,
     worker_status,
     write_json_atomic,
+)
+from proactive_rl.stages.common import config_options, dir_options, reuse_options, save_config
+from proactive_rl.stages.sft.config import SftConfig
+from proactive_rl.stages.sft.optim import (
+    accumulation_steps,
+    check_enough_data,
+    check_lengths,
+    global_batch,
+    process_count,
+    trainer_class,
 )
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def run(
     check_enough_data(len(conversations), global_batch(config, processes))
     check_before_training(config, paths)
 
-    from proactive_rl.parallel import relaunch
+    from proactive_rl.engine.parallel import relaunch
 
     relaunch(config.strategy, config.num_processes)  # ddp/zero*: this command, once per GPU
     main = is_main_process(config.strategy)
@@ -108,7 +108,7 @@ def run(
             remove_incomplete_checkpoints(paths.sft_trainer_state)
         if config.strategy != "single":
             # a builtin base model is built once, by rank 0, before the others look for it
-            from proactive_rl.models import resolve_base_model
+            from proactive_rl.engine.models import resolve_base_model
 
             resolve_base_model(config.base_model, paths.base_models)
     wait_for_rank0(config.strategy)
@@ -128,7 +128,7 @@ def run(
     with worker_status(paths.status("sft")) if main else contextlib.nullcontext():
         train(config, paths, conversations, published_epochs, resume)  # frees its Trainer
     if config.strategy != "single":
-        from proactive_rl.parallel import leave_process_group
+        from proactive_rl.engine.parallel import leave_process_group
 
         leave_process_group()
 
@@ -136,9 +136,9 @@ def run(
 def check_before_training(config: SftConfig, paths: RunPaths) -> None:
     """Before training: the run directory is writable, the base model folder is readable (a
     built-in one is built here, once), and the disk holds an epoch and a Trainer checkpoint."""
-    from proactive_rl.common import check_free_space, check_writable
-    from proactive_rl.model_checks import weights_numel
-    from proactive_rl.models import resolve_base_model
+    from proactive_rl.engine.model_checks import weights_numel
+    from proactive_rl.engine.models import resolve_base_model
+    from proactive_rl.stages.common import check_free_space, check_writable
 
     outputs = [paths.sft, paths.sft_trainer_state, paths.logs("sft"), paths.base_models]
     outputs += [paths.config("sft").parent, paths.status("sft").parent]
@@ -259,7 +259,7 @@ def train(
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig
 
-    from proactive_rl.models import resolve_base_model
+    from proactive_rl.engine.models import resolve_base_model
 
     # Seeded before anything random: new tag embeddings, data order, dropout.
     set_seed(config.seed)
@@ -278,7 +278,7 @@ def train(
             "it (and rollout uses the same one), so use a chat/instruct model folder"
         )
 
-    from proactive_rl.parallel import trainer_deepspeed_config
+    from proactive_rl.engine.parallel import trainer_deepspeed_config
 
     use_bf16 = config.precision == "bf16" or (
         config.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -396,7 +396,7 @@ def train(
 def ensure_tags(model: Any, tokenizer: Any) -> None:
     """Make the four tags single tokens the model can emit (real Qwen3 tokenizers have
     <think>/</think> but not <proactive>); see models.add_tag_tokens for how new rows start."""
-    from proactive_rl.models import add_tag_tokens
+    from proactive_rl.engine.models import add_tag_tokens
 
     added = add_tag_tokens(model, tokenizer)
     if added:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from proactive_rl.sft.config import SftConfig
 from proactive_rl.shared.errors import UserError
+from proactive_rl.stages.sft.config import SftConfig
 
 
 def process_count(config: SftConfig) -> int:

@@ -26,13 +26,13 @@ from typing import Any
 
 import click
 
-from proactive_rl.common import config_options
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import EPOCH_RE, RunPaths
 from proactive_rl.shared.publish import is_stable, published, read_json, write_json_atomic
-from proactive_rl.sweep.config import SweepConfig
-from proactive_rl.sweep.plan import Prefix, Run, plan
+from proactive_rl.stages.common import config_options
+from proactive_rl.stages.sweep.config import SweepConfig
+from proactive_rl.stages.sweep.plan import Prefix, Run, plan
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def run(config: SweepConfig, dry_run: bool = False) -> None:
     _each(config.jobs, [lambda s=s: sft_step(config, state, s, sft_data[s.key]) for s in sfts])
     _each(config.jobs, [lambda r=r: rl_steps(config, state, r) for r in runs])
 
-    from proactive_rl.sweep.report import write_report
+    from proactive_rl.stages.sweep.report import write_report
 
     write_report(config, runs, state.steps, root / "report")
     logger.info("sweep %r done: %s", config.name, root / "report" / "report.md")
@@ -232,7 +232,7 @@ def _launch(config: SweepConfig, stage: str, args: list[str], step: str) -> floa
     if config.launcher == "compose":
         cmd = [*compose_command(), "run", "--rm", "--no-deps", "-T", stage, *args]
     else:
-        cmd = [sys.executable, "-m", "proactive_rl.cli", stage, *args]
+        cmd = [sys.executable, "-m", "proactive_rl.stages.cli", stage, *args]
     log = config.checkpoints_dir / "sweeps" / config.name / "logs" / f"{step}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     logger.info("%s: %s", step, " ".join(shlex.quote(c) for c in cmd))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from proactive_rl.shared.errors import UserError
-from proactive_rl.sweep.config import (
+from proactive_rl.stages.sweep.config import (
     AXES,
     NAME_PARTS,
     PRESETS,

@@ -11,8 +11,8 @@ from typing import Any
 
 from proactive_rl.shared.paths import RunPaths
 from proactive_rl.shared.publish import read_json, staged, write_json_atomic
-from proactive_rl.sweep.config import SweepConfig
-from proactive_rl.sweep.plan import Run
+from proactive_rl.stages.sweep.config import SweepConfig
+from proactive_rl.stages.sweep.plan import Run
 
 RATES: tuple[tuple[str, str], ...] = (
     ("accuracy", "accuracy"),

@@ -36,7 +36,7 @@ def test_a_sweep_in_containers(tmp_path):
     config.write_text(SMALL)
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "proactive_rl.cli", "sweep"]
+            [sys.executable, "-m", "proactive_rl.stages.cli", "sweep"]
             + ["--preset", "with_without_sft", "--config", str(config)],
             cwd=REPO,
             capture_output=True,

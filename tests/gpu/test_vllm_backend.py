@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from proactive_rl.generation import SamplingConfig, VllmBackend, VllmConfig
+from proactive_rl.engine.generation import SamplingConfig, VllmBackend, VllmConfig
 from tests.vllm.test_engine import chat_prompts, differences, perturbed_copy, trainer_logprobs
 
 pytestmark = [pytest.mark.gpu, pytest.mark.vllm]
@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.vllm]
 
 @pytest.fixture(scope="module")
 def small_qwen3(tmp_path_factory):
-    from proactive_rl.models import build_tiny_model
+    from proactive_rl.engine.models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("qwen3") / "model", shape="qwen3-0.6b")
 

@@ -93,7 +93,7 @@ def test_sft_and_grpo_with_zero(workdir, tiny_model, strategy, processes):
 @pytest.mark.parametrize("strategy", ["ddp", "zero3"])
 def test_grpo_lora_over_processes_publishes_adapters(workdir, strategy):
     """LoRA under DDP and ZeRO-3 (the adapter gathered from the partitions for publishing)."""
-    from proactive_rl.generation import load_causal_lm
+    from proactive_rl.engine.generation import load_causal_lm
     from proactive_rl.shared.paths import adapter_base
 
     run = workdir / "checkpoints" / "run"

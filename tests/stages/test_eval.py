@@ -8,7 +8,6 @@ import shutil
 
 import pytest
 
-from proactive_rl.eval.checkpoints import resolve_checkpoints
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.metrics import read_metrics
 from proactive_rl.shared.paths import RunPaths
@@ -19,6 +18,7 @@ from proactive_rl.shared.publish import (
     staging_dir,
     verify,
 )
+from proactive_rl.stages.eval.checkpoints import resolve_checkpoints
 from tests.conftest import REPO, proactive, start
 
 N = 2

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-from proactive_rl.eval import judge
 from proactive_rl.shared.paths import DataPaths
 from proactive_rl.shared.publish import read_marker
+from proactive_rl.stages.eval import judge
 from tests.conftest import proactive
 
 

@@ -14,9 +14,9 @@ import torch
 import torch.multiprocessing as mp
 from transformers import AutoModelForCausalLM
 
-from proactive_rl.grpo.config import GrpoConfig
-from proactive_rl.grpo.update import train_step
-from proactive_rl.parallel import Parallel
+from proactive_rl.engine.parallel import Parallel
+from proactive_rl.stages.grpo.config import GrpoConfig
+from proactive_rl.stages.grpo.update import train_step
 
 N = 4  # responses per prompt
 

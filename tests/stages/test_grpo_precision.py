@@ -12,9 +12,9 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
-from proactive_rl.grpo.config import GrpoConfig
-from proactive_rl.grpo.policy import master_dtype
-from proactive_rl.grpo.update import train_step
+from proactive_rl.stages.grpo.config import GrpoConfig
+from proactive_rl.stages.grpo.policy import master_dtype
+from proactive_rl.stages.grpo.update import train_step
 from tests.conftest import proactive
 from tests.stages.test_grpo_parallel import N, rollout_rows
 from tests.stages.test_rl_loop import run_rl

@@ -11,9 +11,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from proactive_rl.grpo.config import GrpoConfig, LossConfig
-from proactive_rl.grpo.schedule import build_scheduler, updates_actor
-from proactive_rl.grpo.update import train_step
+from proactive_rl.stages.grpo.config import GrpoConfig, LossConfig
+from proactive_rl.stages.grpo.schedule import build_scheduler, updates_actor
+from proactive_rl.stages.grpo.update import train_step
 from tests.stages.test_grpo_parallel import N, rollout_rows
 
 CPU = torch.device("cpu")

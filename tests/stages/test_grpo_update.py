@@ -8,10 +8,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from proactive_rl.generation import SamplingConfig, TransformersBackend
-from proactive_rl.grpo.config import GrpoConfig, LossConfig
-from proactive_rl.grpo.loss import Normalizer
-from proactive_rl.grpo.update import accumulate_gradients, logprobs_of, train_step
+from proactive_rl.engine.generation import SamplingConfig, TransformersBackend
+from proactive_rl.stages.grpo.config import GrpoConfig, LossConfig
+from proactive_rl.stages.grpo.loss import Normalizer
+from proactive_rl.stages.grpo.update import accumulate_gradients, logprobs_of, train_step
 from tests.stages.test_grpo_parallel import N, rollout_rows
 
 CPU = torch.device("cpu")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from proactive_rl.generation import load_causal_lm
+from proactive_rl.engine.generation import load_causal_lm
 from proactive_rl.shared.paths import RunPaths, adapter_base, numbered_children
 from proactive_rl.shared.publish import verify
 from tests.conftest import REPO, proactive
@@ -99,8 +99,8 @@ def test_resume_continues_adapters_and_refuses_a_whole_model(lora_run):
 
 
 def test_the_reference_is_the_policy_with_its_adapter_off(tiny_model):
-    from proactive_rl.grpo.config import GrpoConfig
-    from proactive_rl.grpo.policy import AdapterOff, build_policy, reference_model
+    from proactive_rl.stages.grpo.config import GrpoConfig
+    from proactive_rl.stages.grpo.policy import AdapterOff, build_policy, reference_model
 
     config = GrpoConfig(lora={"enabled": True, "rank": 4}, loss={"kl_coef": 0.1})
     policy = build_policy(config, tiny_model, tiny_model, torch.float32)
@@ -119,9 +119,9 @@ def test_the_reference_is_the_policy_with_its_adapter_off(tiny_model):
 
 
 def test_whole_model_runs_refuse_to_resume_as_lora(tmp_path, tiny_model):
-    from proactive_rl.grpo.config import GrpoConfig
-    from proactive_rl.grpo.policy import build_policy
     from proactive_rl.shared.errors import UserError
+    from proactive_rl.stages.grpo.config import GrpoConfig
+    from proactive_rl.stages.grpo.policy import build_policy
 
     config = GrpoConfig(lora={"enabled": True})
     other = tmp_path / "policy_3"
@@ -143,8 +143,8 @@ def test_eval_reads_adapter_policies(lora_run):
 
 def test_lora_with_gradient_checkpointing_trains_the_adapter(tiny_model):
     """Checkpointed layers over a frozen base still backpropagate into the adapter."""
-    from proactive_rl.grpo.config import GrpoConfig
-    from proactive_rl.grpo.policy import build_policy
+    from proactive_rl.stages.grpo.config import GrpoConfig
+    from proactive_rl.stages.grpo.policy import build_policy
 
     config = GrpoConfig(lora={"enabled": True, "rank": 4}, gradient_checkpointing=True)
     policy = build_policy(config, tiny_model, tiny_model, torch.float32)

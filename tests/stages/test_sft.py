@@ -15,12 +15,12 @@ from click.testing import CliRunner, Result
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from proactive_rl.models import TAG_TOKENS
-from proactive_rl.sft.main import command, ensure_tags
+from proactive_rl.engine.models import TAG_TOKENS
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.metrics import read_metrics
 from proactive_rl.shared.paths import DataPaths, RunPaths
 from proactive_rl.shared.publish import is_stable, publish_dir, read_marker, staging_dir
+from proactive_rl.stages.sft.main import command, ensure_tags
 
 SYSTEM = "You are a helpful proactive assistant."
 # Small max_length and a high rate: fast, and the weights move enough to see.
@@ -294,7 +294,7 @@ def test_the_proactive_cli_prints_the_error_without_a_traceback(tmp_path: Path) 
         [
             sys.executable,
             "-c",
-            "from proactive_rl.cli import main; main()",
+            "from proactive_rl.stages.cli import main; main()",
             "sft",
             "--run-dir",
             str(tmp_path / "run"),

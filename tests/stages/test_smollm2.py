@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from proactive_rl import models
-from proactive_rl.models import TAG_TOKENS, resolve_base_model
+from proactive_rl.engine import models
+from proactive_rl.engine.models import TAG_TOKENS, resolve_base_model
 from proactive_rl.shared.errors import UserError
 
 SYSTEM = "You are a helpful assistant."

@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(
         port = s.getsockname()[1]
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
                       LOCAL_RANK="0", DS_ACCELERATOR="cpu")
-    from proactive_rl.parallel import Parallel
+    from proactive_rl.engine.parallel import Parallel
     from proactive_rl.shared.errors import UserError
 
     strategy, folder, poison = sys.argv[1], sys.argv[2], sys.argv[3]

@@ -9,7 +9,12 @@ import importlib.util
 import pytest
 import torch
 
-from proactive_rl.generation import TransformersBackend, VllmBackend, VllmConfig, make_backend
+from proactive_rl.engine.generation import (
+    TransformersBackend,
+    VllmBackend,
+    VllmConfig,
+    make_backend,
+)
 from proactive_rl.shared.errors import UserError
 
 
@@ -37,7 +42,7 @@ def test_vllm_where_it_is_installed_and_a_user_error_where_not(monkeypatch):
 
 @pytest.mark.parametrize("strategy", ["zero2", "zero3"])
 def test_zero_strategies_without_deepspeed_are_a_user_error(strategy, monkeypatch):
-    from proactive_rl.parallel import relaunch
+    from proactive_rl.engine.parallel import relaunch
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -49,7 +54,7 @@ def test_zero_strategies_without_deepspeed_are_a_user_error(strategy, monkeypatc
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_zero_on_a_cpu_without_a_compiler_is_a_user_error(monkeypatch):
-    from proactive_rl.parallel import relaunch
+    from proactive_rl.engine.parallel import relaunch
 
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(UserError, match="needs a C\\+\\+ compiler"):

@@ -7,13 +7,13 @@ import copy
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
-from proactive_rl.eval.config import EvalConfig
-from proactive_rl.grpo.config import GrpoConfig
-from proactive_rl.prep.config import PrepConfig
-from proactive_rl.rollout.config import RolloutConfig
-from proactive_rl.sft.config import SftConfig
 from proactive_rl.shared.config import StageConfig, apply_override, load_config, parse_value
 from proactive_rl.shared.errors import UserError
+from proactive_rl.stages.eval.config import EvalConfig
+from proactive_rl.stages.grpo.config import GrpoConfig
+from proactive_rl.stages.prep.config import PrepConfig
+from proactive_rl.stages.rollout.config import RolloutConfig
+from proactive_rl.stages.sft.config import SftConfig
 
 PARSE_CASES = [
     ("1", 1),

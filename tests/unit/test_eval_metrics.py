@@ -7,10 +7,13 @@ import doctest
 
 import pytest
 
-from proactive_rl.eval import metrics
-from proactive_rl.eval.acceptance import acceptance
-from proactive_rl.eval.config import EvalConfig
-from proactive_rl.eval.metrics import (
+from proactive_rl.shared.config import load_config
+from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.tags import formal_answer
+from proactive_rl.stages.eval import metrics
+from proactive_rl.stages.eval.acceptance import acceptance
+from proactive_rl.stages.eval.config import EvalConfig
+from proactive_rl.stages.eval.metrics import (
     bucket_table,
     by_category,
     calibration,
@@ -22,10 +25,7 @@ from proactive_rl.eval.metrics import (
     summarize,
     tag_format,
 )
-from proactive_rl.eval.report import markdown
-from proactive_rl.shared.config import load_config
-from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.tags import formal_answer
+from proactive_rl.stages.eval.report import markdown
 
 
 def test_doctests() -> None:

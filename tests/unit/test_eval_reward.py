@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from proactive_rl.eval.config import EvalConfig
-from proactive_rl.eval.main import training_reward
 from proactive_rl.shared.config import load_config
 from proactive_rl.shared.paths import RunPaths
+from proactive_rl.stages.eval.config import EvalConfig
+from proactive_rl.stages.eval.main import training_reward
 
 
 def test_the_runs_reward_is_used_where_eval_sets_none(tmp_path):

@@ -7,12 +7,12 @@ import doctest
 import numpy as np
 import pytest
 
-from proactive_rl.eval import stats
-from proactive_rl.eval.config import EvalConfig
-from proactive_rl.eval.main import graded_views
-from proactive_rl.eval.metrics import bucket_table, by_category, calibration, summarize
-from proactive_rl.eval.report import markdown
-from proactive_rl.eval.stats import bootstrap_intervals, risk_coverage
+from proactive_rl.stages.eval import stats
+from proactive_rl.stages.eval.config import EvalConfig
+from proactive_rl.stages.eval.main import graded_views
+from proactive_rl.stages.eval.metrics import bucket_table, by_category, calibration, summarize
+from proactive_rl.stages.eval.report import markdown
+from proactive_rl.stages.eval.stats import bootstrap_intervals, risk_coverage
 
 
 def sample(q: int, grade: str, proactive: bool = False, normalised: str | None = None) -> dict:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from proactive_rl.grpo.rollouts import check_rollouts
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.schedule import Plan
+from proactive_rl.stages.grpo.rollouts import check_rollouts
 
 
 def rows(step: int, version: int, groups: dict[int, int]) -> list[dict]:

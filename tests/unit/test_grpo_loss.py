@@ -12,8 +12,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from proactive_rl.grpo.config import LossConfig
-from proactive_rl.grpo.loss import (
+from proactive_rl.stages.grpo.config import LossConfig
+from proactive_rl.stages.grpo.loss import (
     Normalizer,
     aggregate,
     group_advantages,

@@ -11,8 +11,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from proactive_rl.grpo.config import GrpoConfig
-from proactive_rl.grpo.schedule import (
+from proactive_rl.stages.grpo.config import GrpoConfig
+from proactive_rl.stages.grpo.schedule import (
     actor_updates_before,
     build_scheduler,
     describe_schedule,

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from proactive_rl.grpo.main import load_optimizer, save_optimizer
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import RunPaths
+from proactive_rl.stages.grpo.main import load_optimizer, save_optimizer
 
 ONE_PROCESS = SimpleNamespace(engine=None, is_main=True)
 
@@ -67,7 +67,7 @@ def test_the_state_of_the_newest_policy_outlives_saving_the_next(tmp_path):
     """A kill between saving the state for policy k+1 and publishing policy k+1 leaves policy k
     the newest: its own state must still be there (one file used to be overwritten, and the
     resume restarted the optimizer and the learning-rate schedule from scratch)."""
-    from proactive_rl.grpo.resume import prune_optimizer_states
+    from proactive_rl.stages.grpo.resume import prune_optimizer_states
 
     paths = RunPaths(tmp_path / "run")
     model, optimizer, scheduler = trained()

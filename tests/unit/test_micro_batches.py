@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from proactive_rl.parallel import Parallel, split_micro
+from proactive_rl.engine.parallel import Parallel, split_micro
 
 
 def rows_of(*tokens: tuple[int, int], group: int = 0) -> list[dict]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from proactive_rl.model_checks import check_model_folder, weights_numel
+from proactive_rl.engine.model_checks import check_model_folder, weights_numel
 from proactive_rl.shared.errors import UserError
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from proactive_rl import models
-from proactive_rl.models import TAG_TOKENS, build_tiny_model, resolve_base_model
+from proactive_rl.engine import models
+from proactive_rl.engine.models import TAG_TOKENS, build_tiny_model, resolve_base_model
 from proactive_rl.shared.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +56,8 @@ def test_other_seed_gives_other_weights(tiny_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_build_is_identical_in_a_fresh_process(tiny_dir: Path, tmp_path: Path) -> None:
     # A different hash seed and a fresh interpreter: nothing may depend on set/dict order.
-    code = "import sys; from pathlib import Path; from proactive_rl.models import build_tiny_model;"
+    code = "import sys; from pathlib import Path;"
+    code += "from proactive_rl.engine.models import build_tiny_model;"
     code += "build_tiny_model(Path(sys.argv[1]))"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "fresh")], check=True, env=env)

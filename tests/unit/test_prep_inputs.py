@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from proactive_rl.prep.sources import read_jsonl, read_rl_questions, read_simpleqa_csv
 from proactive_rl.shared.errors import UserError
+from proactive_rl.stages.prep.sources import read_jsonl, read_rl_questions, read_simpleqa_csv
 
 ROWS = [{"id": 1, "q": "Café?"}, {"id": 2, "q": "Zürich?"}]
 JSONL = "\n".join(json.dumps(r, ensure_ascii=False) for r in ROWS) + "\n"

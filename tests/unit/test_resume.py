@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from proactive_rl.sft.main import checkpoint_complete, remove_incomplete_checkpoints
 from proactive_rl.shared.metrics import MetricsLogger, read_metrics
 from proactive_rl.shared.publish import PeerFailed, WaitTimeout, wait_for, write_status
+from proactive_rl.stages.sft.main import checkpoint_complete, remove_incomplete_checkpoints
 
 
 def test_a_resumed_metrics_log_keeps_one_line_per_step(tmp_path):

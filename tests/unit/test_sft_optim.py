@@ -8,17 +8,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from proactive_rl.sft.config import SftConfig
-from proactive_rl.sft.optim import (
+from proactive_rl.shared.config import load_config
+from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.verl import SFT_CONVERT
+from proactive_rl.stages.sft.config import SftConfig
+from proactive_rl.stages.sft.optim import (
     accumulation_steps,
     check_enough_data,
     global_batch,
     trainer_class,
     warmup_steps,
 )
-from proactive_rl.shared.config import load_config
-from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.verl import SFT_CONVERT
 
 # veRL 0.9.1 SFT key=value -> (our field, the value it must hold)
 MAPPED = {

@@ -9,10 +9,10 @@ import pytest
 
 from proactive_rl.shared.config import load_config
 from proactive_rl.shared.errors import UserError
-from proactive_rl.sweep import plan as plan_module
-from proactive_rl.sweep.config import SweepConfig
-from proactive_rl.sweep.main import check_launcher
-from proactive_rl.sweep.plan import plan
+from proactive_rl.stages.sweep import plan as plan_module
+from proactive_rl.stages.sweep.config import SweepConfig
+from proactive_rl.stages.sweep.main import check_launcher
+from proactive_rl.stages.sweep.plan import plan
 
 
 def test_doctests() -> None:

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from proactive_rl.eval.config import EvalConfig
-from proactive_rl.grpo.config import GrpoConfig
-from proactive_rl.rollout.config import RolloutConfig
-from proactive_rl.sft.config import SftConfig
 from proactive_rl.shared.config import _field_names, load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.verl import CONVERT, IGNORED, RL_KEYS, SFT_IGNORED, SFT_KEYS, translate
+from proactive_rl.stages.eval.config import EvalConfig
+from proactive_rl.stages.grpo.config import GrpoConfig
+from proactive_rl.stages.rollout.config import RolloutConfig
+from proactive_rl.stages.sft.config import SftConfig
 
 CONFIGS = {"sft": SftConfig, "rollout": RolloutConfig, "grpo": GrpoConfig, "eval": EvalConfig}
 

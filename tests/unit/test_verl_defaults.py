@@ -10,10 +10,6 @@ from typing import Any
 
 import pytest
 
-from proactive_rl.eval.config import EvalConfig
-from proactive_rl.grpo.config import GrpoConfig
-from proactive_rl.rollout.config import RolloutConfig
-from proactive_rl.sft.config import SftConfig
 from proactive_rl.shared.config import load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.verl import RL_KEYS, SFT_KEYS, translate
@@ -27,6 +23,10 @@ from proactive_rl.shared.verl_defaults import (
     SFT_VERL_DEFAULTS,
     VERL_DEFAULTS,
 )
+from proactive_rl.stages.eval.config import EvalConfig
+from proactive_rl.stages.grpo.config import GrpoConfig
+from proactive_rl.stages.rollout.config import RolloutConfig
+from proactive_rl.stages.sft.config import SftConfig
 
 CONFIGS = {"sft": SftConfig, "rollout": RolloutConfig, "grpo": GrpoConfig, "eval": EvalConfig}
 TABLES = {

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from proactive_rl.eval.config import EvalConfig
-from proactive_rl.grpo.config import GrpoConfig
-from proactive_rl.rollout.config import RolloutConfig
-from proactive_rl.sft.config import SftConfig
 from proactive_rl.shared.config import load_config
+from proactive_rl.stages.eval.config import EvalConfig
+from proactive_rl.stages.grpo.config import GrpoConfig
+from proactive_rl.stages.rollout.config import RolloutConfig
+from proactive_rl.stages.sft.config import SftConfig
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "verl"
 CONFIGS = {"sft": SftConfig, "rollout": RolloutConfig, "grpo": GrpoConfig, "eval": EvalConfig}

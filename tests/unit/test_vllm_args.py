@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from proactive_rl.generation import SamplingConfig, VllmBackend, model_shape
+from proactive_rl.engine.generation import SamplingConfig, VllmBackend, model_shape
 
 
 def test_no_two_samples_of_a_batch_share_a_seed():

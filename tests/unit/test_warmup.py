@@ -7,7 +7,9 @@ import random
 
 import pytest
 
-from proactive_rl.prep.warmup import (
+from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.tags import parse_response
+from proactive_rl.stages.prep.warmup import (
     KNOWN_ARITHMETIC_THINK,
     KNOWN_THINK,
     PROACTIVE_TEXT,
@@ -22,8 +24,6 @@ from proactive_rl.prep.warmup import (
     read_known_from,
     sample_indices,
 )
-from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.tags import parse_response
 
 KIND_CASES = [
     ("What is 17 + 25?", "arithmetic"),

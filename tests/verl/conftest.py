@@ -14,7 +14,7 @@ import pytest
 import torch
 from verl.workers.config import FSDPActorConfig
 
-from proactive_rl.grpo.config import LossConfig
+from proactive_rl.stages.grpo.config import LossConfig
 
 TOL = 1e-10  # float64: both sides are the same formulas, so only rounding may differ
 SEEDS = (0, 1, 2)

@@ -1,4 +1,4 @@
-"""Our GRPO loss functions (proactive_rl.grpo.loss) against veRL 0.9.1's own: the same random
+"""Our GRPO loss functions (proactive_rl.stages.grpo.loss) against veRL 0.9.1's own: the same random
 float64 batches (tests/verl/conftest.py) through both, value for value and gradient for
 gradient, at 1e-10. Each test names the veRL function it compares with. The last test shows
 the comparison can fail: a loss without dual-clip, or without the log-ratio clamp, is caught."""
@@ -21,8 +21,8 @@ from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logit
 from verl.workers.engine.fsdp.transformer_impl import _scale_logits_by_temperature
 from verl.workers.utils.losses import ppo_loss
 
-import proactive_rl.grpo.loss as ours_mod
-from proactive_rl.grpo.loss import (
+import proactive_rl.stages.grpo.loss as ours_mod
+from proactive_rl.stages.grpo.loss import (
     Normalizer,
     aggregate,
     group_advantages,

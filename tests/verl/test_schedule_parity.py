@@ -1,8 +1,8 @@
 """Our GRPO learning rate per RL step equals veRL's own actor schedule: the scheduler that veRL's
 FSDP engine builds from its optimizer config (FSDPEngine._build_lr_scheduler, called as it is,
 warm-up resolution included), stepped once per RL step as veRL's actor worker steps it (after a
-step's last mini-batch), against ours (proactive_rl.grpo.schedule). That train_step steps ours
-once per RL step at any mini-batch count is tests/stages/test_grpo_schedule.py."""
+step's last mini-batch), against ours (proactive_rl.stages.grpo.schedule). That train_step steps
+ours once per RL step at any mini-batch count is tests/stages/test_grpo_schedule.py."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import torch
 from verl.workers.config import FSDPOptimizerConfig
 from verl.workers.engine.fsdp.transformer_impl import FSDPEngine
 
-from proactive_rl.grpo.config import GrpoConfig
-from proactive_rl.grpo.schedule import build_scheduler, resume_scheduler
+from proactive_rl.stages.grpo.config import GrpoConfig
+from proactive_rl.stages.grpo.schedule import build_scheduler, resume_scheduler
 
 LR = 1e-6
 

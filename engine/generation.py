@@ -303,7 +303,7 @@ class VllmBackend:
             # top_p/top_k they are of the truncated distribution: documented in grpo.md)
             "logprobs_mode": "processed_logprobs",
             # reload_policy: vLLM's in-place reload_weights + a tied head refreshed on the CPU
-            "worker_extension_cls": "proactive_rl.vllm_worker.PolicyReload",
+            "worker_extension_cls": "proactive_rl.engine.vllm_worker.PolicyReload",
             **lora,
         }
 

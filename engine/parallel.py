@@ -85,7 +85,7 @@ def relaunch(strategy: str, num_processes: int | None) -> None:
         "--standalone",
         f"--nproc_per_node={count}",
         "-m",
-        "proactive_rl.cli",
+        "proactive_rl.stages.cli",
         *sys.argv[1:],
     ]
     sys.stdout.flush()

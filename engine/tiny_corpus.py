@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 
-from proactive_rl.models import IM_END, IM_START
+from proactive_rl.engine.models import IM_END, IM_START
 
 # Hand-written prose so the BPE learns ordinary English words; the templated sentences below add
 # numbers, facts and the pipeline's own phrasing. Changing any of this changes the built model.

@@ -5,7 +5,7 @@ surfaces as a traceback from deep inside transformers, minutes later, without th
 These checks read only headers and small JSON files (milliseconds, even for an 8B model); the
 weights are loaded once, later, by the stage itself.
 
-    from proactive_rl.model_checks import check_model_folder
+    from proactive_rl.engine.model_checks import check_model_folder
     check_model_folder(Path("/models/Qwen3-0.6B"), "copy the model folder again")
 """
 
