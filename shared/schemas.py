@@ -7,7 +7,7 @@ ROLLOUTS is one row per sampled response; a step's file always holds whole group
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -49,6 +49,26 @@ ROLLOUTS = pa.schema(
         ("reward_parts", pa.map_(pa.string(), pa.float64())),
     ]
 )
+
+
+class RolloutRow(TypedDict):
+    """One ROLLOUTS row as Python sees it (pyarrow's to_pylist / from_pylist): the same columns,
+    so the rollout loop and the update name their fields with a type. A test keeps the two equal."""
+
+    step: int
+    policy_version: int
+    group_id: int
+    sample_index: int
+    data_source: str
+    prompt_text: str
+    prompt_ids: list[int]
+    response_ids: list[int]
+    response_text: str
+    sampling_logprobs: list[float]
+    finish_reason: str
+    ground_truth: str
+    reward: float
+    reward_parts: dict[str, float] | list[tuple[str, float]]  # from_pylist: dict; to_pylist: pairs
 
 
 def write_table(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> int:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import get_type_hints
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.schemas import RL_DATA, ROLLOUTS, read_table, write_table
+from proactive_rl.shared.schemas import RL_DATA, ROLLOUTS, RolloutRow, read_table, write_table
 
 RL_ROWS = [
     {
@@ -160,3 +162,7 @@ def test_missing_column_error_lists_only_missing_columns(tmp_path):
     _write_without(path, "reward_parts")
     with pytest.raises(UserError, match=r"missing columns \['reward_parts'\]"):
         read_table(path, ROLLOUTS)
+
+
+def test_rollout_row_names_every_rollouts_column() -> None:
+    assert list(get_type_hints(RolloutRow)) == ROLLOUTS.names
