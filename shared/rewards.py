@@ -255,6 +255,14 @@ def load_reward(spec: str, reward_kwargs: Mapping[str, Any] | None = None) -> Re
     if spec in REWARDS:
         _check_builtin_kwargs(spec, dict(reward_kwargs or {}))
         return REWARDS[spec]  # built-ins take **reward_kwargs and ignore what they don't use
+    path, fn_name = _file_and_function(spec)
+    fn = _function_in(path, fn_name)
+    _check_signature(fn, spec, dict(reward_kwargs or {}))
+    return fn
+
+
+def _file_and_function(spec: str) -> tuple[Path, str]:
+    """The existing file and the function name of a `path/to/file.py:function_name` spec."""
     valid = ", ".join(sorted(REWARDS))
     if ":" not in spec:
         if spec.endswith(".py"):
@@ -278,6 +286,11 @@ def load_reward(spec: str, reward_kwargs: Mapping[str, Any] | None = None) -> Re
             f"reward file {file_part!r} not found (looked at {path}); "
             f"give a path relative to {Path.cwd()} or an absolute one, or a built-in: {valid}"
         )
+    return path, fn_name
+
+
+def _function_in(path: Path, fn_name: str) -> RewardFn:
+    """`fn_name` from the file at `path`, imported afresh."""
     module = _import_file(path)
     if not hasattr(module, fn_name):
         # Only what the file itself defines, not what it imported.
@@ -293,7 +306,6 @@ def load_reward(spec: str, reward_kwargs: Mapping[str, Any] | None = None) -> Re
     fn = getattr(module, fn_name)
     if not callable(fn):
         raise UserError(f"{fn_name!r} in {path} is a {type(fn).__name__}, not a function")
-    _check_signature(fn, spec, dict(reward_kwargs or {}))
     return fn
 
 
@@ -413,6 +425,12 @@ def score_group(
         **reward_kwargs,
     )
     who = _describe(fn)
+    scored = [_score_item(item, i, who) for i, item in enumerate(_items(result, n, who))]
+    return GroupScore(scores=[score for score, _ in scored], parts=[parts for _, parts in scored])
+
+
+def _items(result: Any, n: int, who: str) -> list[Any]:
+    """The reward's result as a list of n items, or a UserError naming the reward."""
     if isinstance(result, (str, bytes, Mapping)) or not _is_iterable(result):
         raise UserError(
             f"reward {who} returned a {type(result).__name__}; "
@@ -421,30 +439,30 @@ def score_group(
     items = list(result)
     if len(items) != n:
         raise UserError(f"reward {who} returned {len(items)} scores for a group of {n} responses")
-    scores: list[float] = []
-    parts: list[dict[str, float]] = []
-    for i, item in enumerate(items):
-        if isinstance(item, Mapping):
-            if "score" not in item:
-                raise UserError(
-                    f"reward {who}: item {i} is a dict without 'score' (keys: {sorted(item)})"
-                )
-            raw_score = item["score"]
-            extras = {
-                str(key): value
-                for key, value in ((k, _as_float(v)) for k, v in item.items() if k != "score")
-                if value is not None and math.isfinite(value)
-            }
-        else:
-            raw_score, extras = item, {}
-        score = _as_float(raw_score)
-        if score is None or not math.isfinite(score):
+    return items
+
+
+def _score_item(item: Any, i: int, who: str) -> tuple[float, dict[str, float]]:
+    """Item i's finite score and its finite numeric extra fields (the logged parts)."""
+    if isinstance(item, Mapping):
+        if "score" not in item:
             raise UserError(
-                f"reward {who}: score {i} is {raw_score!r}; every score must be a finite number"
+                f"reward {who}: item {i} is a dict without 'score' (keys: {sorted(item)})"
             )
-        scores.append(score)
-        parts.append(extras)
-    return GroupScore(scores=scores, parts=parts)
+        raw_score = item["score"]
+        extras = {
+            str(key): value
+            for key, value in ((k, _as_float(v)) for k, v in item.items() if k != "score")
+            if value is not None and math.isfinite(value)
+        }
+    else:
+        raw_score, extras = item, {}
+    score = _as_float(raw_score)
+    if score is None or not math.isfinite(score):
+        raise UserError(
+            f"reward {who}: score {i} is {raw_score!r}; every score must be a finite number"
+        )
+    return score, extras
 
 
 def _as_float(value: Any) -> float | None:

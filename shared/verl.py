@@ -16,6 +16,7 @@ import difflib
 import json
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from proactive_rl.shared.errors import UserError
@@ -157,8 +158,8 @@ def keys_of(stage: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for key, targets in _table(stage).keys.items():
         fields = targets.get(stage, ())
-        for field in (fields,) if isinstance(fields, str) else fields:
-            out.setdefault(field, []).append(key)
+        for name in (fields,) if isinstance(fields, str) else fields:
+            out.setdefault(name, []).append(key)
     return out
 
 
@@ -197,62 +198,87 @@ def translate(overrides: tuple[str, ...] | list[str], stage: str) -> list[str]:
     stage's field are dropped (logged), unsupported ones raise. Hydra's `+key=` / `++key=`
     (add / force-add a key) read as `key=`: every key we map exists."""
     out: list[str] = []
-    reward: dict[str, str] = {}
-    clip: dict[str, Any] = {}
-    micro: dict[str, Any] = {}
-    kl_off = False
+    together = _Together()
     for assignment in overrides:
         key, sep, raw = assignment.partition("=")
         key = key.strip()
         key = key[2:] if key.startswith("++") else key.removeprefix("+")
-        if not sep or not is_verl_key(key, stage):
+        if sep and is_verl_key(key, stage):
+            out += _translate_key(key, raw, stage, together)
+        else:
             out.append(assignment)
-            continue
-        table = _table(stage)
-        found = _match(key, table.keys)
-        if found is None:  # the stage's own table first: data.truncation is both
-            if (why := ignored(key, stage)) is None:
-                raise _unsupported(key, table)
-            logger.warning("veRL key %s has no effect here: %s", key, why)
-            continue
-        entry, rest = found
-        value = _parse(raw)
-        if entry in table.convert:
-            value = table.convert[entry](value)
-        targets = table.keys[entry].get(stage)
-        if targets is None:
-            others = ", ".join(f"{s}.{f}" for s, f in table.keys[entry].items()) or "nothing"
-            logger.info("veRL key %s sets %s; not a %s setting", key, others, stage)
-            continue
-        if value is None and entry in NULL_IS_UNSET:
-            continue
+    return out + together.assignments()
+
+
+@dataclass
+class _Together:
+    """The veRL keys that only mean something together, gathered over all the overrides and
+    resolved after them as veRL resolves them: the reward function's path and name, the clip
+    bounds, the dynamic-batch keys, use_kl_loss."""
+
+    reward: dict[str, str] = field(default_factory=dict)
+    clip: dict[str, Any] = field(default_factory=dict)
+    micro: dict[str, Any] = field(default_factory=dict)
+    kl_off: bool = False
+
+    def take(self, entry: str, value: Any) -> bool:
+        """Keep `entry`'s value for later; False if `entry` is not one of these keys."""
         if entry in CLIP_KEYS:
-            clip[CLIP_KEYS[entry]] = value
-            continue
-        if entry in MICRO_KEYS:
-            micro[MICRO_KEYS[entry]] = value
-            continue
-        if "custom_reward_function." in entry and entry.endswith((".path", ".name")):
-            reward[entry.rpartition(".")[2]] = str(value)
-            continue
-        if entry == "actor_rollout_ref.actor.use_kl_loss":
-            kl_off = kl_off or value is False
-            continue
-        for field in (targets,) if isinstance(targets, str) else targets:
-            out.append(f"{field}{rest}={json.dumps(value)}")
-            logger.info("veRL key %s -> %s = %r", key, f"{field}{rest}", value)
-    if reward.get("name") == "compute_score" and "path" not in reward:
-        reward = {}  # veRL's default name, which only means something with a path
-    if reward:
-        if "path" not in reward:
-            raise UserError("custom_reward_function.name needs custom_reward_function.path")
-        spec = f"{reward['path']}:{reward.get('name', 'compute_score')}"  # veRL's default name
-        out.append(f"reward={json.dumps(spec)}")
-    out += _clip_bounds(clip)
-    out += _micro_batching(micro)
-    if kl_off:  # after kl_loss_coef, so use_kl_loss=false wins as in veRL
-        out.append("loss.kl_coef=0")
+            self.clip[CLIP_KEYS[entry]] = value
+        elif entry in MICRO_KEYS:
+            self.micro[MICRO_KEYS[entry]] = value
+        elif "custom_reward_function." in entry and entry.endswith((".path", ".name")):
+            self.reward[entry.rpartition(".")[2]] = str(value)
+        elif entry == "actor_rollout_ref.actor.use_kl_loss":
+            self.kl_off = self.kl_off or value is False
+        else:
+            return False
+        return True
+
+    def assignments(self) -> list[str]:
+        out = _reward_spec(self.reward) + _clip_bounds(self.clip) + _micro_batching(self.micro)
+        if self.kl_off:  # after kl_loss_coef, so use_kl_loss=false wins as in veRL
+            out.append("loss.kl_coef=0")
+        return out
+
+
+def _translate_key(key: str, raw: str, stage: str, together: _Together) -> list[str]:
+    """Our assignments for one veRL key (none if it waits in `together` or sets nothing here)."""
+    table = _table(stage)
+    found = _match(key, table.keys)
+    if found is None:  # the stage's own table first: data.truncation is both
+        if (why := ignored(key, stage)) is None:
+            raise _unsupported(key, table)
+        logger.warning("veRL key %s has no effect here: %s", key, why)
+        return []
+    entry, rest = found
+    value = _parse(raw)
+    if entry in table.convert:
+        value = table.convert[entry](value)
+    targets = table.keys[entry].get(stage)
+    if targets is None:
+        others = ", ".join(f"{s}.{f}" for s, f in table.keys[entry].items()) or "nothing"
+        logger.info("veRL key %s sets %s; not a %s setting", key, others, stage)
+        return []
+    if (value is None and entry in NULL_IS_UNSET) or together.take(entry, value):
+        return []
+    out = []
+    for name in (targets,) if isinstance(targets, str) else targets:
+        out.append(f"{name}{rest}={json.dumps(value)}")
+        logger.info("veRL key %s -> %s = %r", key, f"{name}{rest}", value)
     return out
+
+
+def _reward_spec(reward: dict[str, str]) -> list[str]:
+    """reward=path:name from veRL's custom_reward_function.path and .name."""
+    if reward.get("name") == "compute_score" and "path" not in reward:
+        return []  # veRL's default name, which only means something with a path
+    if not reward:
+        return []
+    if "path" not in reward:
+        raise UserError("custom_reward_function.name needs custom_reward_function.path")
+    spec = f"{reward['path']}:{reward.get('name', 'compute_score')}"  # veRL's default name
+    return [f"reward={json.dumps(spec)}"]
 
 
 def _clip_bounds(clip: dict[str, Any]) -> list[str]:
