@@ -149,38 +149,48 @@ def base_model(paths: RunPaths) -> Path:
 
 def resolve_spec(spec: str, paths: RunPaths) -> list[Checkpoint]:
     """The published checkpoints one spec names, in order; MissingCheckpoint when none."""
-    epochs = published(paths.sft, EPOCH_RE)
-    policies = published(paths.policies)
     if spec == "base":
         return [Checkpoint("base", spec, "base", base_model(paths))]
-    if spec in ("sft", "sft:all"):
-        if not epochs:
-            raise MissingCheckpoint(f"{spec}: {paths.sft} has no published SFT epoch")
-        chosen = epochs if spec == "sft:all" else epochs[-1:]
-        return [_sft(n, f, spec) for n, f in chosen]
-    if spec.startswith("sft:"):
-        number = _number(spec)
-        if not is_stable(paths.sft_epoch(number)):
-            raise MissingCheckpoint(f"{spec}: SFT epoch {number} is not published in {paths.sft}")
-        return [_sft(number, paths.sft_epoch(number), spec)]
-    if spec in ("final", "policies:all"):
-        if not policies:
-            raise MissingCheckpoint(f"{spec}: {paths.policies} has no published policy")
-        chosen = policies if spec == "policies:all" else policies[-1:]
-        return [_policy(n, f, spec) for n, f in chosen]
-    if spec.startswith("policy:"):
-        number = _number(spec)
-        if not is_stable(paths.policy(number)):
-            raise MissingCheckpoint(
-                f"{spec}: policy version {number} is not published in {paths.policies}"
-            )
-        return [_policy(number, paths.policy(number), spec)]
+    if spec in ("sft", "sft:all") or spec.startswith("sft:"):
+        return _sft_spec(spec, paths)
+    if spec in ("final", "policies:all") or spec.startswith("policy:"):
+        return _policy_spec(spec, paths)
     if spec == "rl:epochs":
         return _epoch_ends(spec, paths)
     if spec.startswith("builtin:") or "/" in spec or Path(spec).expanduser().exists():
         folder = _model_folder(spec, paths)
         return [Checkpoint(folder.name, spec, "folder", folder, None, _meta(folder))]
     raise UserError(f"unknown checkpoint {spec!r}; valid specs: {VALID}")
+
+
+def _sft_spec(spec: str, paths: RunPaths) -> list[Checkpoint]:
+    """sft (the last published epoch), sft:all or sft:N."""
+    if spec in ("sft", "sft:all"):
+        epochs = published(paths.sft, EPOCH_RE)
+        if not epochs:
+            raise MissingCheckpoint(f"{spec}: {paths.sft} has no published SFT epoch")
+        chosen = epochs if spec == "sft:all" else epochs[-1:]
+        return [_sft(n, f, spec) for n, f in chosen]
+    number = _number(spec)
+    if not is_stable(paths.sft_epoch(number)):
+        raise MissingCheckpoint(f"{spec}: SFT epoch {number} is not published in {paths.sft}")
+    return [_sft(number, paths.sft_epoch(number), spec)]
+
+
+def _policy_spec(spec: str, paths: RunPaths) -> list[Checkpoint]:
+    """final (the last published policy), policies:all or policy:N."""
+    if spec in ("final", "policies:all"):
+        policies = published(paths.policies)
+        if not policies:
+            raise MissingCheckpoint(f"{spec}: {paths.policies} has no published policy")
+        chosen = policies if spec == "policies:all" else policies[-1:]
+        return [_policy(n, f, spec) for n, f in chosen]
+    number = _number(spec)
+    if not is_stable(paths.policy(number)):
+        raise MissingCheckpoint(
+            f"{spec}: policy version {number} is not published in {paths.policies}"
+        )
+    return [_policy(number, paths.policy(number), spec)]
 
 
 def _epoch_ends(spec: str, paths: RunPaths) -> list[Checkpoint]:

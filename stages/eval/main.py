@@ -12,6 +12,8 @@ import importlib.util
 import json
 import logging
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,12 +21,11 @@ import click
 
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.paths import ROLLOUTS_FILE, DataPaths, RunPaths
+from proactive_rl.shared.paths import DataPaths, RunPaths
 from proactive_rl.shared.publish import (
     claim_outputs,
     is_stable,
     read_json,
-    read_marker,
     staged,
     verified_model,
     verified_processed,
@@ -41,6 +42,10 @@ from proactive_rl.stages.eval.config import EvalConfig
 
 if TYPE_CHECKING:
     from proactive_rl.engine.generation import Backend
+    from proactive_rl.shared.metrics import MetricsLogger
+    from proactive_rl.shared.rewards import RewardFn
+    from proactive_rl.stages.eval.checkpoints import Checkpoint
+    from proactive_rl.stages.eval.sampling import EvalSample
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +81,9 @@ def training_reward(config: EvalConfig, paths: RunPaths) -> EvalConfig:
 
 
 def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: bool) -> None:
-    from proactive_rl.engine.generation import make_backend
-    from proactive_rl.shared.metrics import MetricsLogger
+    """Check everything the evaluation needs, sample and grade every checkpoint, and publish
+    the report folder."""
     from proactive_rl.shared.rewards import load_reward
-    from proactive_rl.shared.schemas import RL_DATA, read_table
-    from proactive_rl.stages.eval.acceptance import acceptance
-    from proactive_rl.stages.eval.checkpoints import resolve_checkpoints
-    from proactive_rl.stages.eval.metrics import bucket_table, by_category, calibration, summarize
-    from proactive_rl.stages.eval.report import markdown, write_plots
 
     t0 = time.perf_counter()
     paths = RunPaths(run_dir)
@@ -91,40 +91,12 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     if resume and is_stable(out_dir):
         logger.info("%s is already published: nothing to do", out_dir)
         return
-    outputs = [paths.eval, paths.logs("eval"), paths.config("eval").parent]
-    check_writable([paths.root, *outputs], "pass another --run-dir")
-    checkpoints = resolve_checkpoints(config.checkpoint_specs(), paths)
-    for ckpt in checkpoints:  # all of them before sampling any: a damaged one fails in seconds
-        verified_model(ckpt.path, CHECKPOINT_DAMAGED)
-    if config.judge:  # checked now, not after sampling every checkpoint
-        from proactive_rl.engine.model_checks import check_model_folder
-
-        if not Path(config.judge).is_dir():
-            raise UserError(f"judge={config.judge}: not a folder; give a local chat model folder")
-        check_model_folder(Path(config.judge), "give another judge model folder")
-    # one engine for every checkpoint (vLLM reloads weights in place); an engine that cannot
-    # run here fails now, not after a model
-    backend = make_backend(
-        config.backend,
-        config.precision,
-        config.vllm,
-        config.sampling.max_prompt_tokens + config.sampling.max_new_tokens,
-    )
-    if config.plots and importlib.util.find_spec("matplotlib") is None:
-        # found out now, not after sampling every checkpoint
-        raise UserError("the plots need matplotlib: pip install matplotlib, or set plots=false")
+    checkpoints = check_inputs(config, paths)
+    backend = start_backend(config)
     claim_outputs([out_dir], "eval", resume, clean)
     reward_fn = load_reward(config.reward, config.reward_kwargs)
     data = DataPaths(data_dir)
-    files = {"test": [data.rl_test], "train": [data.rl_train], "all": [data.rl_train, data.rl_test]}
-    for split in files[config.split]:
-        if not split.is_file():
-            raise UserError(f"{split} does not exist: run `proactive prep` first")
-    verified_processed(data)
-    records = [r for f in files[config.split] for r in read_table(f, RL_DATA).to_pylist()]
-    records = records[: config.max_questions]
-    if not records:
-        raise UserError(f"{', '.join(map(str, files[config.split]))} hold no questions")
+    records = read_questions(config, data)
     save_config(paths.config("eval"), config)
     logger.info(
         "eval %r: %d checkpoints (%s) x %d questions x n=%d",
@@ -134,74 +106,9 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
         len(records),
         config.n,
     )
-
-    metrics_log = MetricsLogger(paths.logs("eval"))
-    results: list[dict[str, Any]] = []
-    all_samples: list[dict[str, Any]] = []
-    for index, ckpt in enumerate(checkpoints):
-        started = time.perf_counter()
-        samples = sample_checkpoint(ckpt.label, ckpt.path, records, config, reward_fn, backend)
-        summary = summarize(samples)
-        buckets = bucket_table(samples)
-        cal = calibration(buckets)
-        results.append(
-            {
-                **ckpt.describe(paths.root),
-                "seconds": time.perf_counter() - started,
-                "metrics": summary,
-                "buckets": buckets,
-                "calibration": cal,
-                "categories": by_category(samples),
-                **graded_views(samples, config.bootstrap_resamples, config.seed),
-            }
-        )
-        all_samples.extend(samples)
-        metrics_log.log(index, flat_metrics(config.name, ckpt.label, ckpt.spec, results[-1]))
-        logger.info(
-            "%s: accuracy %.3f, given attempted %.3f, F %.3f, hallucination %.3f, not attempted "
-            "%.3f, proactive %.3f (hardest %s / easiest %s), format ok %.3f, reward %.3f",
-            ckpt.label,
-            summary["accuracy"],
-            summary["accuracy_given_attempted"],
-            summary["f_score"],
-            summary["hallucination_rate"],
-            summary["not_attempted_rate"],
-            summary["proactive_rate"],
-            _pct(cal["hardest_proactive_rate"]),
-            _pct(cal["easiest_proactive_rate"]),
-            summary["format_rate"],
-            summary["mean_reward"],
-        )
-    by_base_difficulty(results, all_samples)
-    if config.judge:
-        judge_all(config, results, all_samples, backend, metrics_log)
-    metrics_log.close()
-    backend.close()
-
-    report = {
-        "name": config.name,
-        "run_dir": str(paths.root),
-        "split": config.split,
-        "questions": len(records),
-        "n": config.n,
-        "created": time.time(),
-        "seeds": seeds(config, paths),
-        "settings": settings(config, paths, data),
-        "checkpoints": results,
-        "training": training_summary(paths, config.curve_window, config.bootstrap_resamples),
-    }
-    report["acceptance"] = acceptance(report)
-
-    meta = {"rows": len(all_samples), "questions": len(records), "checkpoints": len(results)}
-    with staged(out_dir, meta) as staging:
-        plots = write_plots(report, staging) if config.plots else []
-        report["plots"] = plots
-        report["seconds"] = time.perf_counter() - t0
-        write_json_atomic(staging / "report.json", report)
-        (staging / "report.md").write_text(markdown(report, plots))
-        with open(staging / "samples.jsonl", "w") as fh:
-            for sample in all_samples:
-                fh.write(json.dumps(sample) + "\n")
+    evaluated = evaluate(config, paths, checkpoints, records, reward_fn, backend)
+    report = build_report(config, paths, data, len(records), evaluated.results)
+    plots = publish(report, evaluated.samples, out_dir, config.plots, t0)
     for check in report["acceptance"]:
         logger.info(
             "acceptance %s: %s",
@@ -214,99 +121,220 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
 CHECKPOINT_DAMAGED = "Leave it out of checkpoints (--set checkpoints=...), or train it again"
 
 
-def sample_checkpoint(
-    label: str,
-    model_dir: Path,
+def check_inputs(config: EvalConfig, paths: RunPaths) -> list[Checkpoint]:
+    """The checkpoints to compare, each verified, and the judge model checked: all of it before
+    sampling any, so a damaged checkpoint or a wrong judge folder fails in seconds."""
+    from proactive_rl.stages.eval.checkpoints import resolve_checkpoints
+
+    outputs = [paths.eval, paths.logs("eval"), paths.config("eval").parent]
+    check_writable([paths.root, *outputs], "pass another --run-dir")
+    checkpoints = resolve_checkpoints(config.checkpoint_specs(), paths)
+    for ckpt in checkpoints:
+        verified_model(ckpt.path, CHECKPOINT_DAMAGED)
+    if config.judge:
+        from proactive_rl.engine.model_checks import check_model_folder
+
+        if not Path(config.judge).is_dir():
+            raise UserError(f"judge={config.judge}: not a folder; give a local chat model folder")
+        check_model_folder(Path(config.judge), "give another judge model folder")
+    return checkpoints
+
+
+def start_backend(config: EvalConfig) -> Backend:
+    """One engine for every checkpoint (vLLM reloads weights in place): an engine that cannot
+    run here fails now, not after a model, and so do plots without matplotlib."""
+    from proactive_rl.engine.generation import make_backend
+
+    backend = make_backend(
+        config.backend,
+        config.precision,
+        config.vllm,
+        config.sampling.max_prompt_tokens + config.sampling.max_new_tokens,
+    )
+    if config.plots and importlib.util.find_spec("matplotlib") is None:
+        raise UserError("the plots need matplotlib: pip install matplotlib, or set plots=false")
+    return backend
+
+
+def read_questions(config: EvalConfig, data: DataPaths) -> list[dict[str, Any]]:
+    """The RL rows of the configured split (verified), the first max_questions of them."""
+    from proactive_rl.shared.schemas import RL_DATA, read_table
+
+    files = {"test": [data.rl_test], "train": [data.rl_train], "all": [data.rl_train, data.rl_test]}
+    for split in files[config.split]:
+        if not split.is_file():
+            raise UserError(f"{split} does not exist: run `proactive prep` first")
+    verified_processed(data)
+    records = [r for f in files[config.split] for r in read_table(f, RL_DATA).to_pylist()]
+    records = records[: config.max_questions]
+    if not records:
+        raise UserError(f"{', '.join(map(str, files[config.split]))} hold no questions")
+    return records
+
+
+@dataclass(frozen=True)
+class CheckpointEval:
+    """One checkpoint's entry in report.json and its graded samples."""
+
+    result: dict[str, Any]
+    samples: list[EvalSample]
+
+
+@dataclass
+class Evaluated:
+    """Every checkpoint's report entry, in order, and all their samples."""
+
+    results: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[EvalSample] = field(default_factory=list)
+
+
+def evaluate(
+    config: EvalConfig,
+    paths: RunPaths,
+    checkpoints: list[Checkpoint],
+    records: list[dict[str, Any]],
+    reward_fn: RewardFn,
+    backend: Backend,
+) -> Evaluated:
+    """Sample, grade and summarise every checkpoint (one metrics.jsonl record each), then the
+    views across them: difficulty by the base model and the LLM judge. Closes the backend."""
+    from proactive_rl.shared.metrics import MetricsLogger
+
+    metrics_log = MetricsLogger(paths.logs("eval"))
+    done = Evaluated()
+    for index, ckpt in enumerate(checkpoints):
+        one = evaluate_checkpoint(ckpt, paths.root, records, config, reward_fn, backend)
+        done.results.append(one.result)
+        done.samples.extend(one.samples)
+        metrics_log.log(index, flat_metrics(config.name, ckpt.label, ckpt.spec, one.result))
+        log_checkpoint(ckpt.label, one.result)
+    by_base_difficulty(done.results, done.samples)
+    if config.judge:
+        judge_all(config, done.results, done.samples, backend, metrics_log)
+    metrics_log.close()
+    backend.close()
+    return done
+
+
+def evaluate_checkpoint(
+    ckpt: Checkpoint,
+    root: Path,
     records: list[dict[str, Any]],
     config: EvalConfig,
-    reward_fn: Any,
+    reward_fn: RewardFn,
     backend: Backend,
-) -> list[dict[str, Any]]:
-    """n graded samples per question from one model folder. The seeds depend only on the batch,
-    so every checkpoint is sampled with the same random numbers."""
-    from tqdm import tqdm
-    from transformers import AutoTokenizer
+) -> CheckpointEval:
+    """One checkpoint's samples and its report entry: rates, calibration buckets, categories
+    and the graded views."""
+    from proactive_rl.stages.eval.metrics import bucket_table, by_category, calibration, summarize
+    from proactive_rl.stages.eval.sampling import sample_checkpoint
 
-    from proactive_rl.shared.rewards import score_group
-    from proactive_rl.shared.tags import parse_response
-    from proactive_rl.stages.eval.metrics import (
-        difficulty_bucket,
-        grade,
-        group_accuracy,
-        tag_format,
+    started = time.perf_counter()
+    samples = sample_checkpoint(ckpt.label, ckpt.path, records, config, reward_fn, backend)
+    summary = summarize(samples)
+    buckets = bucket_table(samples)
+    cal = calibration(buckets)
+    result = {
+        **ckpt.describe(root),
+        "seconds": time.perf_counter() - started,
+        "metrics": summary,
+        "buckets": buckets,
+        "calibration": cal,
+        "categories": by_category(samples),
+        **graded_views(samples, config.bootstrap_resamples, config.seed),
+    }
+    return CheckpointEval(result, samples)
+
+
+def log_checkpoint(label: str, result: dict[str, Any]) -> None:
+    """The log line of one evaluated checkpoint: its headline rates."""
+    summary, cal = result["metrics"], result["calibration"]
+    logger.info(
+        "%s: accuracy %.3f, given attempted %.3f, F %.3f, hallucination %.3f, not attempted "
+        "%.3f, proactive %.3f (hardest %s / easiest %s), format ok %.3f, reward %.3f",
+        label,
+        summary["accuracy"],
+        summary["accuracy_given_attempted"],
+        summary["f_score"],
+        summary["hallucination_rate"],
+        summary["not_attempted_rate"],
+        summary["proactive_rate"],
+        _pct(cal["hardest_proactive_rate"]),
+        _pct(cal["easiest_proactive_rate"]),
+        summary["format_rate"],
+        summary["mean_reward"],
     )
-
-    backend.load(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    if tokenizer.chat_template is None:
-        raise UserError(f"{model_dir} has no chat template; eval needs a chat model")
-    samples: list[dict[str, Any]] = []
-    size = config.generation_batch_prompts
-    for start in tqdm(range(0, len(records), size), desc=label, unit="batch", disable=None):
-        chunk = records[start : start + size]
-        texts = [
-            tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False)
-            for r in chunk
-        ]
-        ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-        groups = backend.generate(ids, config.n, config.sampling, seed=config.seed + start)
-        for record, text, group in zip(chunk, texts, groups, strict=True):
-            responses = [tokenizer.decode(s.token_ids, skip_special_tokens=True) for s in group]
-            truth = record["reward_model"]["ground_truth"]
-            scored = score_group(
-                reward_fn,
-                text,
-                responses,
-                truth,
-                record["data_source"],
-                record["extra_info"],
-                config.reward_kwargs,
-            )
-            for i, (response, sample, score) in enumerate(
-                zip(responses, group, scored.scores, strict=True)
-            ):
-                parsed = parse_response(response)
-                format_ok, malformed = tag_format(response)
-                samples.append(
-                    {
-                        "checkpoint": label,
-                        "question_index": record["extra_info"]["index"],
-                        "sample_index": i,
-                        "category": record["extra_info"].get("sub_category") or "",
-                        "question": record["prompt"][-1]["content"],
-                        "ground_truth": truth,
-                        "response": response,
-                        "formal_answer": parsed.formal,
-                        "grade": (graded := grade(parsed.formal, truth)),
-                        "grade_normalised": grade(parsed.formal, truth, grader="normalised"),
-                        # read by prep's known_from (question_index, correct, checkpoint)
-                        "correct": graded == "correct",
-                        "proactive": parsed.proactive,
-                        "think": parsed.think,
-                        "format_ok": format_ok,
-                        "malformed": malformed,
-                        "truncated": sample.finish_reason == "length",
-                        "response_tokens": len(sample.token_ids),
-                        "reward": score,
-                    }
-                )
-    accuracy = group_accuracy(samples)
-    for s in samples:
-        s["group_accuracy"] = accuracy[s["question_index"]]
-        s["bucket"] = difficulty_bucket(s["group_accuracy"])
-    return samples
 
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def build_report(
+    config: EvalConfig,
+    paths: RunPaths,
+    data: DataPaths,
+    questions: int,
+    results: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """report.json's content before publishing (plots and wall time are added then), with the
+    acceptance checks computed from it."""
+    from proactive_rl.stages.eval.acceptance import acceptance
+    from proactive_rl.stages.eval.recorded import seeds, settings, training_summary
+
+    report = {
+        "name": config.name,
+        "run_dir": str(paths.root),
+        "split": config.split,
+        "questions": questions,
+        "n": config.n,
+        "created": time.time(),
+        "seeds": seeds(config, paths),
+        "settings": settings(config, paths, data),
+        "checkpoints": results,
+        "training": training_summary(paths, config.curve_window, config.bootstrap_resamples),
+    }
+    report["acceptance"] = acceptance(report)
+    return report
+
+
+def publish(
+    report: dict[str, Any], samples: list[EvalSample], out_dir: Path, plots: bool, t0: float
+) -> list[str]:
+    """Stage and publish the report folder: plots, report.json, report.md and samples.jsonl;
+    returns the plot file names."""
+    from proactive_rl.stages.eval.report import markdown
+
+    meta = {
+        "rows": len(samples),
+        "questions": report["questions"],
+        "checkpoints": len(report["checkpoints"]),
+    }
+    with staged(out_dir, meta) as staging:
+        written = write_plots(report, staging) if plots else []
+        report["plots"] = written
+        report["seconds"] = time.perf_counter() - t0
+        write_json_atomic(staging / "report.json", report)
+        (staging / "report.md").write_text(markdown(report, written))
+        with open(staging / "samples.jsonl", "w") as fh:
+            for sample in samples:
+                fh.write(json.dumps(sample) + "\n")
+    return written
+
+
+def write_plots(report: dict[str, Any], folder: Path) -> list[str]:
+    """The PNG plots into `folder`; their file names."""
+    from proactive_rl.stages.eval.plots import write_plots  # matplotlib: only with plots on
+
+    return write_plots(report, folder)
+
+
 def judge_all(
     config: EvalConfig,
     results: list[dict[str, Any]],
-    samples: list[dict[str, Any]],
+    samples: list[EvalSample],
     backend: Backend,
-    metrics_log: Any,
+    metrics_log: MetricsLogger,
 ) -> None:
     """The LLM judge over every checkpoint's samples (one judge load), its view per checkpoint
     in the report and the metrics log."""
@@ -322,7 +350,7 @@ def judge_all(
         metrics_log.log(index, record)
 
 
-def graded_views(samples: list[dict[str, Any]], resamples: int, seed: int) -> dict[str, Any]:
+def graded_views(samples: Sequence[Mapping[str, Any]], resamples: int, seed: int) -> dict[str, Any]:
     """The report's uncertainty and second-grader views of one checkpoint's samples: 95%
     intervals, the normalised grader's rates (beside the recipe's substring rule) and the
     risk-coverage curve."""
@@ -359,27 +387,7 @@ def flat_metrics(name: str, label: str, spec: str, result: dict[str, Any]) -> di
     return record
 
 
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
-        return {}
-
-
-STAGES = ("sft", "grpo", "rollout")
-
-
-def seeds(config: EvalConfig, paths: RunPaths) -> dict[str, Any]:
-    """Every seed that shaped the numbers: eval's own and those in the training stages' configs."""
-    found: dict[str, Any] = {"eval": config.seed}
-    for stage in STAGES:
-        seed = _json(paths.config(stage)).get("seed")
-        if seed is not None:
-            found[stage] = seed
-    return found
-
-
-def by_base_difficulty(results: list[dict[str, Any]], samples: list[dict[str, Any]]) -> None:
+def by_base_difficulty(results: list[dict[str, Any]], samples: Sequence[Mapping[str, Any]]) -> None:
     """Each checkpoint's calibration with difficulty taken from the base model on the same
     questions: does a trained model hedge where the base fails and answer where it knows?
     (Its own difficulty cannot tell that once it hedges on everything.) Only with a base."""
@@ -393,64 +401,3 @@ def by_base_difficulty(results: list[dict[str, Any]], samples: list[dict[str, An
         own = [s for s in samples if s["checkpoint"] == result["label"]]
         result["buckets_by_base"] = bucket_table(own, difficulty)
         result["calibration_by_base"] = calibration(result["buckets_by_base"])
-
-
-def settings(config: EvalConfig, paths: RunPaths, data: DataPaths) -> dict[str, Any]:
-    """The eval config, the training stages' resolved configs and the data's prep metadata."""
-    processed = read_marker(data.processed) if is_stable(data.processed) else {}
-    return {
-        "eval": config.model_dump(mode="json"),
-        "stages": {s: _json(paths.config(s)) for s in STAGES if paths.config(s).is_file()},
-        "data": {k: v for k, v in processed.items() if k != "files"},
-    }
-
-
-def training_summary(paths: RunPaths, window: int, resamples: int = 2000) -> dict[str, Any]:
-    """The GRPO curve from logs/grpo/metrics.jsonl and the training wall times: SFT from its
-    logged seconds, RL from policy 0's publication to the last logged step. The curve's change
-    from the first to the last window carries a 95% interval over the prompts the windows
-    scored (their rollouts), so "the reward rose" can be told apart from noise."""
-    from proactive_rl.shared.metrics import read_metrics
-    from proactive_rl.stages.eval.metrics import curve_summary
-    from proactive_rl.stages.eval.stats import change_interval
-
-    sft_logs = read_metrics(paths.logs("sft"))
-    grpo_logs = read_metrics(paths.logs("grpo"))
-    sft_seconds = max(
-        (r.get("train_runtime") or r.get("seconds") or 0.0 for r in sft_logs), default=None
-    )
-    rl_seconds = None
-    if grpo_logs and is_stable(paths.policy(0)):
-        rl_seconds = grpo_logs[-1]["time"] - read_marker(paths.policy(0))["published_at"]
-    curve = curve_summary(grpo_logs, window)
-    if curve is not None:
-        steps = curve["steps"]
-        first = _group_rewards(paths, steps[: curve["window"]])
-        last = _group_rewards(paths, steps[len(steps) - curve["window"] :])
-        if first and last and not curve["windows_overlap"]:
-            curve["reward_change"] = change_interval(first, last, resamples)
-    return {
-        "curve": curve,
-        "sft_seconds": sft_seconds,
-        "rl_seconds": rl_seconds,
-    }
-
-
-def _group_rewards(paths: RunPaths, steps: list[int]) -> dict[int, float]:
-    """Mean reward per prompt (group_id) over the rollouts of `steps` that are still there,
-    every rollout worker's part of a step included."""
-    import pyarrow.parquet as pq
-
-    from proactive_rl.shared.schedule import read_plan
-
-    workers = read_plan(paths.plan).rollout_workers if paths.plan.is_file() else 1
-    totals: dict[int, list[float]] = {}
-    for step in steps:
-        for folder in paths.rollout_parts(step, workers):
-            if not is_stable(folder):
-                continue
-            table = pq.read_table(folder / ROLLOUTS_FILE, columns=["group_id", "reward"])
-            rows = zip(table["group_id"].to_pylist(), table["reward"].to_pylist(), strict=True)
-            for group, reward in rows:
-                totals.setdefault(group, []).append(reward)
-    return {group: sum(values) / len(values) for group, values in totals.items()}

@@ -1,11 +1,9 @@
-"""Turn the evaluation results into what a reader looks at: report.md and the PNG plots (the
-acceptance checks are in acceptance.py). Pure functions of the report dict, except the plots
-(matplotlib, imported lazily, Agg backend: no display in containers)."""
+"""Turn the evaluation results into what a reader looks at: report.md (the PNG plots are in
+plots.py, the acceptance checks in acceptance.py). Pure functions of the report dict."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from proactive_rl.stages.eval.metrics import BUCKET_RANGES, BUCKETS
@@ -58,43 +56,75 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
     curve, settings."""
     cks = report["checkpoints"]
     labels = [c["label"] for c in cks]
-    out = [
-        f"# Evaluation report `{report['name']}`",
-        "",
+    out = [f"# Evaluation report `{report['name']}`", "", header(report), ""]
+    out += acceptance_section(report["acceptance"])
+    out += metrics_section(cks, labels, report["n"])
+    out += graders_section(cks, labels)
+    out += judge_section(cks, labels, report["settings"]["eval"].get("judge"))
+    out += risk_coverage_section(cks, labels)
+    out += calibration_section(cks, labels)
+    out += base_difficulty_section(cks, labels)
+    out += categories_section(cks, labels)
+    out += curve_section(report["training"]["curve"])
+    out += checkpoints_section(cks)
+    if plots:
+        out += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    out += ["", "## Settings", "", "```json", _settings_json(report["settings"]), "```", ""]
+    return "\n".join(out)
+
+
+def header(report: dict[str, Any]) -> str:
+    """The paragraph under the title: what was evaluated how, the seeds and the wall times."""
+    sampling = report["settings"]["eval"]["sampling"]
+    seeds = ", ".join(f"{k} {v}" for k, v in report["seeds"].items())
+    training = "".join(
+        f", {k.replace('_seconds', '')} {v:.0f} s"
+        for k, v in report["training"].items()
+        if k.endswith("_seconds") and v is not None
+    )
+    return (
         f"Run `{report['run_dir']}`, split `{report['split']}`: {report['questions']} questions x "
-        f"n={report['n']} samples per checkpoint (temperature "
-        f"{report['settings']['eval']['sampling']['temperature']}, max_new_tokens "
-        f"{report['settings']['eval']['sampling']['max_new_tokens']}). Seeds: "
-        + ", ".join(f"{k} {v}" for k, v in report["seeds"].items())
-        + f". Eval wall time {report['seconds']:.0f} s"
-        + "".join(
-            f", {k.replace('_seconds', '')} {v:.0f} s"
-            for k, v in report["training"].items()
-            if k.endswith("_seconds") and v is not None
-        )
-        + ".",
-        "",
-        "## Acceptance",
-        "",
-    ]
-    for check in report["acceptance"]:
+        f"n={report['n']} samples per checkpoint (temperature {sampling['temperature']}, "
+        f"max_new_tokens {sampling['max_new_tokens']}). Seeds: {seeds}. "
+        f"Eval wall time {report['seconds']:.0f} s{training}."
+    )
+
+
+def acceptance_section(checks: list[dict[str, Any]]) -> list[str]:
+    out = ["## Acceptance", ""]
+    for check in checks:
         mark = {True: "PASS", False: "FAIL", None: "n/a"}[check["passed"]]
         where = f" ({check['checkpoint']})" if check["checkpoint"] else ""
         out.append(f"- **{mark}** {check['check']}{where}: {check['detail']}")
-    out += [
+    return out
+
+
+def metrics_section(cks: list[dict[str, Any]], labels: list[str], n: int) -> list[str]:
+    """The main table: every metric of METRIC_ROWS per checkpoint, with its interval."""
+    out = [
         "",
         "## Metrics",
         "",
-        f"Brackets: 95% bootstrap interval (questions resampled, each with its {report['n']} "
+        f"Brackets: 95% bootstrap interval (questions resampled, each with its {n} "
         "samples). Graded with the recipe's substring rule; the normalised grader is below.",
         "",
     ]
     rows = [[title] + [_cell(c, k, kind) for c in cks] for k, title, kind in METRIC_ROWS]
-    out += _table(["metric", *labels], rows)
-    out += graders_section(cks, labels)
-    out += judge_section(cks, labels, report["settings"]["eval"].get("judge"))
-    out += risk_coverage_section(cks, labels)
-    out += [
+    return out + _table(["metric", *labels], rows)
+
+
+def _bucket_rows(cks: list[dict[str, Any]], view: str) -> list[list[str]]:
+    """Per difficulty bucket: each checkpoint's proactive rate (questions in the bucket)."""
+    return [
+        [f"{b} ({BUCKET_RANGES[b]})"]
+        + [f"{_fmt(c[view][b]['proactive_rate'], 'pct')} ({c[view][b]['questions']})" for c in cks]
+        for b in BUCKETS
+    ]
+
+
+def calibration_section(cks: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    """Proactive rate per difficulty bucket, difficulty by each checkpoint's own accuracy."""
+    out = [
         "",
         "## Calibration: proactive rate by difficulty",
         "",
@@ -102,75 +132,53 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
         "correct). Cells: proactive rate (questions in the bucket).",
         "",
     ]
-    rows = [
-        [f"{b} ({BUCKET_RANGES[b]})"]
-        + [
-            f"{_fmt(c['buckets'][b]['proactive_rate'], 'pct')} ({c['buckets'][b]['questions']})"
-            for c in cks
-        ]
-        for b in BUCKETS
-    ]
+    rows = _bucket_rows(cks, "buckets")
     rows.append(["hardest / easiest ratio"] + [_fmt(c["calibration"]["ratio"]) for c in cks])
-    out += _table(["bucket", *labels], rows)
-    out += base_difficulty_section(cks, labels)
+    return out + _table(["bucket", *labels], rows)
+
+
+def categories_section(cks: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    """Accuracy / hallucination / proactive per question category, when there are several."""
     categories = sorted({name for c in cks for name in c["categories"]})
-    if len(categories) > 1:
-        out += [
-            "",
-            "## By question category",
-            "",
-            "Cells: accuracy / hallucination / proactive.",
-            "",
-        ]
-        rows = [
-            [name]
-            + [
-                " / ".join(
-                    _fmt(c["categories"][name][k], "pct")
-                    for k in ("accuracy", "hallucination_rate", "proactive_rate")
-                )
-                if name in c["categories"]
-                else "–"
-                for c in cks
-            ]
-            for name in categories
-        ]
-        out += _table(["category", *labels], rows)
-    curve = report["training"]["curve"]
-    out += ["", "## RL training curve", ""]
-    if curve:
-        w = curve["window"]
-        out += [
-            f"{len(curve['steps'])} steps logged in logs/grpo/metrics.jsonl. Mean reward: first "
-            f"{w} steps {_fmt(curve['reward_first'])}, last {w} steps {_fmt(curve['reward_last'])}"
-            f"; proactive rate: {_fmt(curve['proactive_first'], 'pct')} -> "
-            f"{_fmt(curve['proactive_last'], 'pct')}"
-            + (
-                " (windows overlap: fewer steps than 2x the window)"
-                if curve["windows_overlap"]
-                else ""
-            )
-            + ".",
-        ]
-    else:
-        out.append("No GRPO metrics in this run.")
-    out += ["", "## Checkpoints", ""]
-    out += _table(
-        ["label", "spec", "path", "eval seconds"],
-        [[c["label"], c["spec"], f"`{c['path']}`", f"{c['seconds']:.1f}"] for c in cks],
+    if len(categories) <= 1:
+        return []
+    out = ["", "## By question category", "", "Cells: accuracy / hallucination / proactive.", ""]
+
+    def cell(c: dict[str, Any], name: str) -> str:
+        if name not in c["categories"]:
+            return "–"
+        keys = ("accuracy", "hallucination_rate", "proactive_rate")
+        return " / ".join(_fmt(c["categories"][name][k], "pct") for k in keys)
+
+    rows = [[name] + [cell(c, name) for c in cks] for name in categories]
+    return out + _table(["category", *labels], rows)
+
+
+def curve_section(curve: dict[str, Any] | None) -> list[str]:
+    """The RL curve's first and last windows (logs/grpo/metrics.jsonl)."""
+    out = ["", "## RL training curve", ""]
+    if not curve:
+        return out + ["No GRPO metrics in this run."]
+    w = curve["window"]
+    overlap = (
+        " (windows overlap: fewer steps than 2x the window)" if curve["windows_overlap"] else ""
     )
-    if plots:
-        out += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
-    out += [
-        "",
-        "## Settings",
-        "",
-        "```json",
-        json.dumps(report["settings"], indent=2, sort_keys=True, default=str),
-        "```",
-        "",
+    return out + [
+        f"{len(curve['steps'])} steps logged in logs/grpo/metrics.jsonl. Mean reward: first "
+        f"{w} steps {_fmt(curve['reward_first'])}, last {w} steps {_fmt(curve['reward_last'])}"
+        f"; proactive rate: {_fmt(curve['proactive_first'], 'pct')} -> "
+        f"{_fmt(curve['proactive_last'], 'pct')}{overlap}.",
     ]
-    return "\n".join(out)
+
+
+def checkpoints_section(cks: list[dict[str, Any]]) -> list[str]:
+    """Where each checkpoint came from and how long its evaluation took."""
+    rows = [[c["label"], c["spec"], f"`{c['path']}`", f"{c['seconds']:.1f}"] for c in cks]
+    return ["", "## Checkpoints", "", *_table(["label", "spec", "path", "eval seconds"], rows)]
+
+
+def _settings_json(settings: dict[str, Any]) -> str:
+    return json.dumps(settings, indent=2, sort_keys=True, default=str)
 
 
 GRADER_ROWS: tuple[tuple[str, str], ...] = (
@@ -185,15 +193,7 @@ def base_difficulty_section(cks: list[dict[str, Any]], labels: list[str]) -> lis
     """The same table with difficulty from the base model on each question, where it ran."""
     if not all("buckets_by_base" in c for c in cks):
         return []
-    rows = [
-        [f"{b} ({BUCKET_RANGES[b]})"]
-        + [
-            f"{_fmt(c['buckets_by_base'][b]['proactive_rate'], 'pct')} "
-            f"({c['buckets_by_base'][b]['questions']})"
-            for c in cks
-        ]
-        for b in BUCKETS
-    ]
+    rows = _bucket_rows(cks, "buckets_by_base")
     ratios = [_fmt(c["calibration_by_base"]["ratio"]) for c in cks]
     intro = (
         "The same, with difficulty from the base model's accuracy on each question: hedging "
@@ -275,110 +275,3 @@ def risk_coverage_section(cks: list[dict[str, Any]], labels: list[str]) -> list[
         + [_fmt(c["risk_coverage"]["operating_point"]["accuracy"], "pct") for c in cks],
     ]
     return out + _table(["", *labels], rows)
-
-
-def write_plots(report: dict[str, Any], folder: Path) -> list[str]:
-    """grades.png, proactive_by_difficulty.png and (with GRPO logs) rl_curves.png; returns the
-    file names written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cks = report["checkpoints"]
-    labels = [c["label"] for c in cks]
-    written = []
-
-    fig, ax = plt.subplots(figsize=(min(max(5.0, 1.2 * len(cks) + 2), 20.0), 4))
-    bottom = [0.0] * len(cks)
-    for key, color in (
-        ("accuracy", "#2a9d8f"),
-        ("hallucination_rate", "#e76f51"),
-        ("not_attempted_rate", "#8d99ae"),
-    ):
-        values = [c["metrics"][key] for c in cks]
-        name = {"accuracy": "correct", "hallucination_rate": "incorrect"}.get(key, "not attempted")
-        ax.bar(labels, values, bottom=bottom, color=color, label=name)
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("fraction of responses")
-    ax.set_title("Grades per checkpoint")
-    ax.legend(loc="upper left", bbox_to_anchor=(1, 1))
-    ax.tick_params(axis="x", labelrotation=30)
-    fig.tight_layout()
-    fig.savefig(folder / "grades.png", dpi=100)
-    plt.close(fig)
-    written.append("grades.png")
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    width = 0.8 / len(cks)
-    for i, c in enumerate(cks):
-        xs = [b + (i - (len(cks) - 1) / 2) * width for b in range(len(BUCKETS))]
-        values = [c["buckets"][b]["proactive_rate"] or 0.0 for b in BUCKETS]
-        bars = ax.bar(xs, values, width=width, label=c["label"])
-        # how many questions each bar stands on: a rate over 2 questions is not over 200
-        counts = [c["buckets"][b]["questions"] for b in BUCKETS]
-        ax.bar_label(bars, [f"{q}q" if q else "" for q in counts], fontsize=6)
-    ax.set_xticks(range(len(BUCKETS)), [f"{b}\n{BUCKET_RANGES[b]}" for b in BUCKETS], fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("proactive rate")
-    ax.set_title("Proactive rate by difficulty (own accuracy; q = questions)")
-    ax.legend(fontsize=8 if len(cks) <= 6 else 6, ncol=1 if len(cks) <= 6 else 2)
-    fig.tight_layout()
-    fig.savefig(folder / "proactive_by_difficulty.png", dpi=100)
-    plt.close(fig)
-    written.append("proactive_by_difficulty.png")
-
-    if all("risk_coverage" in c for c in cks):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for c in cks:
-            rc = c["risk_coverage"]
-            (line,) = ax.step(rc["coverage"], rc["accuracy"], where="post", label=c["label"])
-            point = rc["operating_point"]
-            ax.plot(point["coverage"], point["accuracy"], "o", color=line.get_color())
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("coverage (fraction of questions answered)")
-        ax.set_ylabel("accuracy of the answered")
-        ax.set_title("Risk-coverage (by own group accuracy; dot: what the model did)")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(folder / "risk_coverage.png", dpi=100)
-        plt.close(fig)
-        written.append("risk_coverage.png")
-
-    curve = report["training"]["curve"]
-    if curve:
-        fig, (top, low) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
-        top.plot(curve["steps"], curve["reward_mean"], marker=".", color="#264653", alpha=0.6)
-        w = curve["window"]
-        if len(curve["steps"]) > 2 * w:  # a moving average over the noisy per-step means
-            rolling = [
-                sum(curve["reward_mean"][i - w + 1 : i + 1]) / w
-                for i in range(w - 1, len(curve["steps"]))
-            ]
-            top.plot(curve["steps"][w - 1 :], rolling, color="#e76f51", label=f"mean of {w}")
-            top.legend(fontsize=8)
-        top.set_ylabel("mean reward")
-        top.set_title("GRPO training (rollouts of each step)")
-        pro = [
-            (s, v)
-            for s, v in zip(curve["steps"], curve["proactive_rate"], strict=True)
-            if v is not None
-        ]
-        if pro:
-            low.plot(*zip(*pro, strict=True), marker=".", color="#e9c46a", label="proactive rate")
-        acc = [
-            (s, v) for s, v in zip(curve["steps"], curve["group_acc"], strict=True) if v is not None
-        ]
-        if acc:
-            low.plot(*zip(*acc, strict=True), marker=".", color="#2a9d8f", label="accuracy")
-        low.set_ylim(0, 1)
-        low.set_xlabel("RL step")
-        low.set_ylabel("rate")
-        low.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(folder / "rl_curves.png", dpi=100)
-        plt.close(fig)
-        written.append("rl_curves.png")
-    return written
