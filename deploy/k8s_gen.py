@@ -207,7 +207,8 @@ def workspace_pod() -> dict:
 def knobs_env() -> str:
     lines = [
         HEADER.rstrip(),
-        "# The knobs' defaults (compose's); the overlays' knobs.env override them.",
+        "# The knobs' defaults (compose's, the stage configs' own); the overlays' knobs.env",
+        "# override them.",
     ]
     lines += [f"{k}={v}" for k, v in {**KNOBS, **K8S_KNOBS}.items()]
     return "\n".join(lines) + "\n"

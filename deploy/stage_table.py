@@ -6,6 +6,12 @@ deploy/k8s/components/counts); tests/deploy/test_k8s.py fails when compose.yaml,
 base or the rendered manifests say anything else. Change a stage here first, then compose.yaml,
 then `make k8s-render`.
 
+A knob that sets a stage field (`--set n=${RL_ROLLOUTS}`) has no default of its own: it is that
+field's, read from the stage's config class, the one owner of every default.
+`deploy/settings_drift.py` (tests/deploy/test_settings_drift.py) fails when a copy of a default
+(compose, .env.example, the env files, the k8s knobs, the recipe preset, the docs tables)
+disagrees with its owner, or when an env file restates a default instead of overriding it.
+
 An argument is a literal or holds `${KNOB}`: compose writes it `${KNOB:-default}`, Kubernetes
 `$(KNOB)` (expanded by the kubelet from the knobs ConfigMap, one argument, never split). The
 free-form knobs of `extra` (`RUN_MODE`, `VERL_ARGS`, `<STAGE>_ARGS`) are split on spaces, as
@@ -16,20 +22,30 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
-# The users' knobs and their defaults: those of compose.yaml (and .env.example), in one ConfigMap
-# on Kubernetes. Values are strings, as in an env file.
-KNOBS: dict[str, str] = {
-    "RUN_NAME": "default",
-    "RUN_MODE": "",
-    "RECIPE": "",
-    "NUM_SFT_SAMPLES": "50",
-    "SFT_EPOCHS": "2",
-    "BASE_MODEL_PATH": "builtin:tiny",
-    "RL_BETA": "0.5",
-    "RL_ROLLOUTS": "16",
-    "RL_EPOCHS": "10",
-    "ROLLOUT_WORKERS": "1",
+from pydantic import BaseModel
+
+from proactive_rl.stages.eval.config import EvalConfig
+from proactive_rl.stages.grpo.config import GrpoConfig
+from proactive_rl.stages.prep.config import PrepConfig
+from proactive_rl.stages.rollout.config import RolloutConfig
+from proactive_rl.stages.sft.config import SftConfig
+
+# Each stage's settings: the owners of the defaults (config modules are light: no torch).
+CONFIGS: dict[str, type[BaseModel]] = {
+    "prep": PrepConfig,
+    "sft": SftConfig,
+    "rollout": RolloutConfig,
+    "grpo": GrpoConfig,
+    "eval": EvalConfig,
+}
+
+# The users' knobs with no stage field behind them, and their defaults (compose.yaml's and
+# .env.example's, one ConfigMap on Kubernetes). Values are strings, as in an env file. The knobs
+# that set a field (KNOB_FIELDS, below the stages) join them in KNOBS with that field's default.
+RUN_KNOBS: dict[str, str] = {"RUN_NAME": "default", "RUN_MODE": "", "RECIPE": "", "SEED": ""}
+ARGS_KNOBS: dict[str, str] = {
     "VERL_ARGS": "",
     "PREP_ARGS": "",
     "SFT_ARGS": "",
@@ -59,7 +75,9 @@ COMPOSE_ONLY: dict[str, str] = {
 }
 
 # Environment the stages read, set from a knob (compose: `environment:` of the x-stage anchor).
-ENV_FROM_KNOBS: dict[str, str] = {"PROACTIVE_RECIPE": "RECIPE"}
+# SEED is the pipeline's one seed: set, it is every stage's `seed` (shared/config.py
+# pipeline_seed); empty, each stage keeps its own default.
+ENV_FROM_KNOBS: dict[str, str] = {"PROACTIVE_RECIPE": "RECIPE", "PROACTIVE_SEED": "SEED"}
 
 # Where every stage sees the shared volume (compose: ./data and ./checkpoints mounted there).
 WORKDIR = "/workspace"
@@ -113,6 +131,7 @@ STAGES: tuple[Stage, ...] = (
         count="ROLLOUT_WORKERS",
         index_field="worker",
     ),
+    # grpo's n is the group size (veRL rollout.n); eval's n is another setting: see SAME_NAME.
     Stage(
         "grpo",
         ("--data-dir", "data", *RUN_DIR, "--set", "n=${RL_ROLLOUTS}")
@@ -133,6 +152,70 @@ STAGES: tuple[Stage, ...] = (
 )
 
 KNOB_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
+SET_FROM_KNOB = re.compile(r"^([a-z_][a-z0-9_.]*)=\$\{([A-Z_][A-Z0-9_]*)\}$")
+
+# One name, two settings: what each `n` is, for the help texts, the docs and this table.
+SAME_NAME: dict[str, str] = {
+    "grpo.n": "responses per prompt, the group size (RL_ROLLOUTS; veRL rollout.n)",
+    "eval.n": "samples per question (veRL val_kwargs.n), not the group size; no knob sets it "
+    "(EVAL_ARGS=--set n=8)",
+}
+
+
+def field_default(stage: str, key: str) -> Any:
+    """A stage's default for a dotted key, through nested sections and dict fields alike: the
+    value its config class gives when nothing sets it. KeyError when there is no such field.
+
+    >>> field_default("grpo", "n"), field_default("rollout", "reward_kwargs.beta")
+    (16, 0.5)
+    """
+    node: Any = CONFIGS[stage]()
+    for part in key.split("."):
+        if isinstance(node, BaseModel) and part in type(node).model_fields:
+            node = getattr(node, part)
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            raise KeyError(f"{stage} has no setting {key!r}")
+    return node
+
+
+def env_value(value: Any) -> str:
+    """A default as an env file writes it (`--set` reads it back as JSON, else as a string).
+
+    >>> env_value(0.5), env_value(True), env_value("builtin:tiny"), env_value(None)
+    ('0.5', 'true', 'builtin:tiny', '')
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def knob_fields() -> dict[str, tuple[str, str]]:
+    """knob -> (stage, field) for every `--set field=${KNOB}` in the table, in table order.
+
+    >>> knob_fields()["RL_ROLLOUTS"]
+    ('grpo', 'n')
+    """
+    fields: dict[str, tuple[str, str]] = {}
+    for stage in STAGES:
+        for arg in (*stage.args, *stage.worker_args):
+            match = SET_FROM_KNOB.match(arg)
+            if match:
+                fields[match[2]] = (stage.name, match[1])
+    return fields
+
+
+# The knobs that set a stage field, and every knob with its default, in the order of
+# compose.yaml's comment, .env.example and the ConfigMap.
+KNOB_FIELDS: dict[str, tuple[str, str]] = knob_fields()
+KNOBS: dict[str, str] = {
+    **RUN_KNOBS,
+    **{knob: env_value(field_default(*owner)) for knob, owner in KNOB_FIELDS.items()},
+    **ARGS_KNOBS,
+}
 
 
 def compose_form(arg: str) -> str:

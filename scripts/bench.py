@@ -30,7 +30,12 @@ from pathlib import Path
 
 import click
 
+from proactive_rl.stages.grpo.config import GrpoConfig
+from proactive_rl.stages.rollout.config import RolloutConfig
+
 REPO = Path(__file__).resolve().parents[1]
+# The pipeline's group size and reward settings: their owners' defaults (config modules are light).
+GROUP_SIZE = GrpoConfig.model_fields["n"].default
 
 
 def synthetic_group(truth: str, n: int, rng: random.Random) -> list[str]:
@@ -56,7 +61,7 @@ def bench_reward(groups: int, n: int) -> dict[str, float]:
         truth = str(row["answer"]["value"])
         question = row["messages"][0]["content"]
         work.append((question, synthetic_group(truth, n, rng), truth))
-    kwargs = {"beta": 0.5}  # the pipeline's RL_BETA
+    kwargs = RolloutConfig().reward_kwargs  # the pipeline's (RL_BETA's beta)
     reward = load_reward("proactive", kwargs)
     start = time.perf_counter()
     total = 0.0
@@ -88,7 +93,9 @@ def bench_pipeline(out: Path, steps: int, quick: bool) -> dict[str, object]:
 @click.command(help=__doc__.split("\n\n")[0])
 @click.option("--out", type=click.Path(path_type=Path), default=Path("checkpoints/bench"))
 @click.option("--groups", default=2000, show_default=True, help="Reward: groups scored.")
-@click.option("--n", default=16, show_default=True, help="Reward: responses per group.")
+@click.option(
+    "--n", default=GROUP_SIZE, show_default=True, help="Reward: responses per group (grpo's n)."
+)
 @click.option("--steps", default=3, show_default=True, help="Pipeline: GRPO steps.")
 @click.option(
     "--model",

@@ -42,6 +42,8 @@ RL_PROMPTS=${RL_PROMPTS:-8}
 # Disk: a SmolLM2 policy folder is ~0.5 GB, so only the newest two are kept (the eval compares
 # the final one), and the optimizer state (~0.8 GB) is saved once per epoch.
 RL_STEPS_PER_EPOCH=$((RL_POOL / RL_PROMPTS))
+# RL_N is grpo's n, the group size; EVAL_N (and MEASURE_N below) eval's n, samples per question
+# (veRL val_kwargs.n): two settings of one name.
 RL_N=${RL_N:-4}
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-96}
 EVAL_N=${EVAL_N:-4}
@@ -102,16 +104,16 @@ timed sft "$proactive" sft --data-dir "$data" --run-dir "$run" \
     --set base_model="$BASE_MODEL" --set epochs="$SFT_EPOCHS" --set learning_rate=1e-4 \
     --set max_length=384 --set lr_scheduler=cosine
 
+# Only what differs from the stages' defaults is set below (the defaults have one owner each: the
+# stage's config class).
 rl() {
     "$proactive" grpo --data-dir "$data" --run-dir "$run" \
         --set n="$RL_N" --set prompts_per_step="$RL_PROMPTS" --set max_prompts="$RL_POOL" \
-        --set epochs="$RL_EPOCHS" --set mini_batch_prompts="$RL_PROMPTS" --set micro_batch_size=8 \
-        --set learning_rate="$RL_LR" --set min_lr_ratio=0.1 --set loss.is_correction=none \
+        --set epochs="$RL_EPOCHS" --set mini_batch_prompts="$RL_PROMPTS" --set learning_rate="$RL_LR" \
         --set keep_policies=2 --set state_every_steps="$RL_STEPS_PER_EPOCH" &
     local grpo=$!
     "$proactive" rollout --data-dir "$data" --run-dir "$run" \
         --set sampling.max_new_tokens="$MAX_NEW_TOKENS" --set sampling.temperature="$RL_TEMPERATURE" \
-        --set generation_batch_prompts=8 \
         --set num_examine=2 --set reward="$REWARD" --set "reward_kwargs=$REWARD_KWARGS" ||
         { kill "$grpo" 2>/dev/null; wait "$grpo" || true; return 1; }
     wait "$grpo"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -129,9 +131,12 @@ def load_config(
     recipe: str | None = None,
     stage: str = "",
 ) -> C:
-    """Build `model` from, lowest first: the recipe's `[stage]` table, a TOML file, overrides
-    (ours, or veRL's dotted keys: shared/verl.py rewrites those to `stage`'s fields)."""
+    """Build `model` from, lowest first: the recipe's `[stage]` table, the pipeline's seed
+    (PROACTIVE_SEED), a TOML file, overrides (ours, or veRL's dotted keys: shared/verl.py
+    rewrites those to `stage`'s fields)."""
     data: dict[str, Any] = recipe_section(recipe, stage) if recipe else {}
+    if "seed" in model.model_fields and (seed := pipeline_seed()) is not None:
+        data["seed"] = seed
     if config_file is not None:
         data = _merge(data, read_toml(config_file))
     for assignment in translate(overrides, stage):
@@ -152,6 +157,25 @@ def load_config(
         raise UserError(
             f"invalid {model.__name__}{source}:\n" + "\n".join(lines) + f"\nvalid keys: {valid}"
         ) from err
+
+
+SEED_ENV = "PROACTIVE_SEED"
+
+
+def pipeline_seed(environ: Mapping[str, str] = os.environ) -> int | None:
+    """The one seed knob of the pipeline (compose and k8s: SEED): when set, the `seed` of every
+    stage that has one; unset or empty, each stage keeps its own default.
+
+    >>> pipeline_seed({"PROACTIVE_SEED": "5"}), pipeline_seed({"PROACTIVE_SEED": ""})
+    (5, None)
+    """
+    raw = environ.get(SEED_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise UserError(f"{SEED_ENV}={raw!r} is not an integer (compose/k8s knob SEED)") from None
 
 
 def describe(model: type[BaseModel], prefix: str = "", stage: str = "") -> str:

@@ -329,6 +329,10 @@ def _import_file(path: Path) -> Any:
     return module
 
 
+# The beta the pipeline passes (seed-pipeline.md: reward_kwargs.beta=0.5), the one default of
+# the rollout's and the evaluation's reward_kwargs; the functions keep the recipe's own 0.8.
+PIPELINE_BETA = 0.5
+
 # The range a built-in's `beta` (the pay for a hedge on a question the group never answers)
 # makes sense in: above 1 a hedge would pay more than a correct answer.
 BETA_RANGE = (0.0, 1.0)

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 
 from proactive_rl.engine.generation import SamplingConfig, VllmConfig
 from proactive_rl.shared.config import StageConfig
+from proactive_rl.shared.rewards import PIPELINE_BETA
 
 
 class EvalConfig(StageConfig):
@@ -37,12 +38,19 @@ class EvalConfig(StageConfig):
         description="Which RL questions to evaluate: the held-out test split, the train split, "
         "or all (e.g. all of SimpleQA, prepared in a data folder of its own).",
     )
-    n: int = Field(4, ge=1, le=256, description="Samples per question (difficulty resolution).")
+    n: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="Samples per question (veRL val_kwargs.n), not the group size (grpo's n): "
+        "the resolution of each question's measured accuracy.",
+    )
     max_questions: int | None = Field(None, ge=1, description="Evaluate only the first N.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     reward: str = Field("proactive", description="Reward reported as mean_reward (see rollout).")
     reward_kwargs: dict[str, Any] = Field(
-        default_factory=lambda: {"beta": 0.5}, description="Keyword arguments of the reward."
+        default_factory=lambda: {"beta": PIPELINE_BETA},
+        description="Keyword arguments of the reward.",
     )
     generation_batch_prompts: int = Field(8, ge=1, description="Prompts per generate call.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="As in rollout.")
@@ -51,7 +59,10 @@ class EvalConfig(StageConfig):
     )
     vllm: VllmConfig = Field(default_factory=VllmConfig)
     seed: int = Field(
-        7, description="Sampling seed; every checkpoint sees the same seeds (paired comparison)."
+        7,
+        description="Sampling seed; every checkpoint sees the same seeds (paired comparison). "
+        "The sweep's `seed` axis sets it with every other stage's seed, as does "
+        "the pipeline's SEED knob (env PROACTIVE_SEED).",
     )
     curve_window: int = Field(
         5, ge=1, description="RL steps averaged at the start and end of the training curve."

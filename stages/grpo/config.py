@@ -129,8 +129,9 @@ class GrpoConfig(StageConfig):
     n: int = Field(
         16,
         ge=2,
-        description="Responses per prompt, the group size (RL_ROLLOUTS). At least 2: a group of "
-        "one has a zero advantage, so nothing would be learned.",
+        description="Responses per prompt, the group size (RL_ROLLOUTS; veRL rollout.n). At least "
+        "2: a group of one has a zero advantage, so nothing would be learned. (eval's n is "
+        "another setting: samples per question.)",
     )
     max_staleness: int = Field(
         0,
@@ -146,7 +147,12 @@ class GrpoConfig(StageConfig):
         "worker=0..N-1 and samples the prompts at positions p % N == worker. The trainer "
         "waits for every part of a step and merges them in worker order (docs/contract.md).",
     )
-    seed: int = Field(42, description="Seed of the prompt order and of the trainer.")
+    seed: int = Field(
+        42,
+        description="Seed of the prompt order and of the trainer. The sweep's `seed` axis sets "
+        "it with every other stage's seed, as does "
+        "the pipeline's SEED knob (env PROACTIVE_SEED).",
+    )
     learning_rate: float = Field(1e-6, gt=0, description="Peak AdamW learning rate.")
     lr_scheduler: Literal["constant", "cosine"] = Field(
         "cosine",

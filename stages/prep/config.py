@@ -46,7 +46,10 @@ class PrepConfig(StageConfig):
         50, ge=1, description="SFT conversations sampled (NUM_SFT_SAMPLES); all if fewer exist."
     )
     seed: int = Field(
-        42, description="Seed of the SFT sample, the RL shuffle and the warm-up text."
+        42,
+        description="Seed of the SFT sample, the RL shuffle and the warm-up text. The sweep's "
+        "`seed` axis sets it with every other stage's seed, as does "
+        "the pipeline's SEED knob (env PROACTIVE_SEED).",
     )
     proactive_fraction: float | None = Field(
         None,

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from proactive_rl.engine.generation import SamplingConfig, VllmConfig
 from proactive_rl.shared.config import StageConfig
 from proactive_rl.shared.publish import HEARTBEAT_S
+from proactive_rl.shared.rewards import PIPELINE_BETA
 
 
 class RolloutConfig(StageConfig):
@@ -28,7 +29,7 @@ class RolloutConfig(StageConfig):
         "path/to/file.py:function.",
     )
     reward_kwargs: dict[str, Any] = Field(
-        default_factory=lambda: {"beta": 0.5},
+        default_factory=lambda: {"beta": PIPELINE_BETA},
         description="Keyword arguments passed to the reward function (RL_BETA sets beta).",
     )
     generation_batch_prompts: int = Field(
@@ -37,7 +38,12 @@ class RolloutConfig(StageConfig):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto = bf16 on a CUDA GPU with bf16 support, else fp32."
     )
-    seed: int = Field(1234, description="Sampling seed (combined with the step number).")
+    seed: int = Field(
+        1234,
+        description="Sampling seed (combined with the step number). The sweep's `seed` axis sets "
+        "it with every other stage's seed, as does "
+        "the pipeline's SEED knob (env PROACTIVE_SEED).",
+    )
     wait_timeout: float = Field(
         3600.0, gt=0, description="Seconds to wait for a policy version before failing."
     )

@@ -142,7 +142,8 @@ class SftConfig(StageConfig):
         le=2**32 - 1,
         description="Seed for data order, new token embeddings and dropout; same seed, same run "
         "(veRL's SFT trainer does not read trainer.seed; 42 is its engine.seed and the "
-        "recipe's sampling seed).",
+        "recipe's sampling seed). The sweep's `seed` axis sets it with every other stage's "
+        "seed, as does the pipeline's SEED knob (env PROACTIVE_SEED).",
     )
     max_samples: int | None = Field(
         default=None,

@@ -29,7 +29,8 @@ AXES: dict[str, tuple[str, ...]] = {
     "n": ("grpo.n",),
     "reward": ("rollout.reward", "eval.reward"),
     "rl_epochs": ("grpo.epochs",),
-    "seed": ("sft.seed", "grpo.seed", "rollout.seed"),
+    # every stage that draws random numbers: one value, each stage deriving its draws from it
+    "seed": ("prep.seed", "sft.seed", "rollout.seed", "grpo.seed", "eval.seed"),
 }
 # How a run's name spells an axis (veRL's `sft50_rl_beta0.5_n16`), in this order.
 NAME_PARTS: tuple[tuple[str, str], ...] = (

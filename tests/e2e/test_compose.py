@@ -68,11 +68,11 @@ def interpolate(text: str, env: dict[str, str]) -> str:
 
 
 def stage_config_class(stage: str) -> type:
-    module = importlib.import_module(f"proactive_rl.{stage}.config")
+    module = importlib.import_module(f"proactive_rl.stages.{stage}.config")
     for name, obj in vars(module).items():
         if name.lower() == f"{stage}config":
             return obj
-    raise AssertionError(f"proactive_rl.{stage}.config defines no {stage.title()}Config")
+    raise AssertionError(f"proactive_rl.stages.{stage}.config defines no {stage.title()}Config")
 
 
 def overrides_of(command: str) -> list[str]:

@@ -334,3 +334,24 @@ def test_a_group_of_one_is_refused():
     with pytest.raises(UserError, match=r"n: Input should be greater than or equal to 2"):
         load_config(GrpoConfig, overrides=["n=1"])
     assert load_config(GrpoConfig, overrides=["n=2"]).n == 2
+
+
+STAGE_CONFIGS = [PrepConfig, SftConfig, RolloutConfig, GrpoConfig, EvalConfig]
+
+
+@pytest.mark.parametrize("model", STAGE_CONFIGS, ids=lambda m: m.__name__)
+def test_the_pipeline_seed_reaches_every_stage(
+    model: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    default = load_config(model).seed
+    monkeypatch.setenv("PROACTIVE_SEED", str(default + 5))
+    assert load_config(model).seed == default + 5
+    assert load_config(model, overrides=["seed=3"]).seed == 3  # --set wins over the knob
+    monkeypatch.setenv("PROACTIVE_SEED", "")
+    assert load_config(model).seed == default  # empty: the stage's own default
+
+
+def test_a_pipeline_seed_that_is_not_a_number_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROACTIVE_SEED", "abc")
+    with pytest.raises(UserError, match="PROACTIVE_SEED='abc' is not an integer"):
+        load_config(PrepConfig)
