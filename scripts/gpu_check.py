@@ -20,7 +20,9 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -42,6 +44,52 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@dataclass
+class Check:
+    """What this check runs: the machine, the model shape and the GRPO settings."""
+
+    workdir: Path
+    gpu: bool
+    device: str
+    shape: str
+    backend: str
+    steps: int
+    prompts: int
+    n: int
+    max_new_tokens: int
+    lora: bool
+
+    @property
+    def data(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def run(self) -> Path:
+        return self.workdir / "run"
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.gpu else "fp32"
+
+    @property
+    def tokens(self) -> int:
+        """Response length: short on a CPU, where generation is slow."""
+        return 16 if not self.gpu else self.max_new_tokens
+
+    def common(self) -> list[str]:
+        return ["--data-dir", str(self.data), "--run-dir", str(self.run)]
+
+
+@dataclass
+class Throughput:
+    """Tokens and seconds over the measured GRPO steps."""
+
+    response_tokens: float = 0.0
+    update_tokens: float = 0.0
+    generate_s: float = 0.0
+    update_s: float = 0.0
+
+
 @click.command(help=__doc__.split("\n\n")[0])
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path("checkpoints/gpu-check"))
 @click.option("--shape", default=None, help="Model shape (default: qwen3-0.6b, tiny on CPU).")
@@ -51,12 +99,45 @@ def read_jsonl(path: Path) -> list[dict]:
 @click.option("--max-new-tokens", default=256, show_default=True)
 @click.option("--lora", is_flag=True, help="GRPO in LoRA mode (adapters as policy versions).")
 @click.option("--allow-cpu", is_flag=True, help="Run without a GPU (tiny shape, CI).")
-def main(workdir, shape, steps, prompts, n, max_new_tokens, lora, allow_cpu) -> None:
+def main(
+    workdir: Path,
+    shape: str | None,
+    steps: int,
+    prompts: int,
+    n: int,
+    max_new_tokens: int,
+    lora: bool,
+    allow_cpu: bool,
+) -> None:
+    check = detect(workdir, shape, allow_cpu, steps, prompts, n, max_new_tokens, lora)
+    announce(check)
+    base, build_s = prepare(check)
+    finish(proactive("prep", "--data-dir", str(check.data), cwd=REPO), "prep")
+    sft_s = fine_tune(check, base)
+    train(check)
+
+    metrics = read_jsonl(check.run / "logs" / "grpo" / "metrics.jsonl")
+    problems = find_problems(check, metrics)
+    figures = measure(check, base, metrics, build_s, sft_s, problems)
+    report(check.workdir, figures)
+
+
+def detect(
+    workdir: Path,
+    shape: str | None,
+    allow_cpu: bool,
+    steps: int,
+    prompts: int,
+    n: int,
+    max_new_tokens: int,
+    lora: bool,
+) -> Check:
+    """The device, the model shape and the rollout backend; refuses a machine without CUDA
+    unless --allow-cpu."""
     import torch
 
     from proactive_rl.engine.generation import resolve_backend
-    from proactive_rl.engine.models import SHAPES, build_tiny_model
-    from proactive_rl.shared.paths import RunPaths
+    from proactive_rl.engine.models import SHAPES
 
     gpu = torch.cuda.is_available()
     if not gpu and not allow_cpu:
@@ -66,148 +147,196 @@ def main(workdir, shape, steps, prompts, n, max_new_tokens, lora, allow_cpu) -> 
         raise click.ClickException(f"--shape must be one of {', '.join(SHAPES)}")
     device = torch.cuda.get_device_name(0) if gpu else "cpu"
     backend = resolve_backend("auto")
+    return Check(workdir, gpu, device, shape, backend, steps, prompts, n, max_new_tokens, lora)
+
+
+def announce(check: Check) -> None:
+    import torch
+
     click.echo(
-        f"gpu-check: {device} x{torch.cuda.device_count() if gpu else 0}, "
-        f"torch {torch.__version__}, model {shape}, rollout backend {backend}"
-        + (", LoRA" if lora else "")
+        f"gpu-check: {check.device} x{torch.cuda.device_count() if check.gpu else 0}, "
+        f"torch {torch.__version__}, model {check.shape}, rollout backend {check.backend}"
+        + (", LoRA" if check.lora else "")
     )
 
-    shutil.rmtree(workdir, ignore_errors=True)
-    data = workdir / "data"
-    shutil.copytree(REPO / "data" / "sample", data / "sample")
-    run = workdir / "run"
-    t0 = time.perf_counter()
-    base = build_tiny_model(workdir / "base", shape=shape)
-    build_s = time.perf_counter() - t0
 
-    precision = "bf16" if gpu else "fp32"
-    common = ["--data-dir", str(data), "--run-dir", str(run)]
-    finish(proactive("prep", "--data-dir", str(data), cwd=REPO), "prep")
-    t0 = time.perf_counter()
-    finish(
-        proactive(
-            "sft",
-            *common,
-            "--set",
-            f"base_model={base}",
-            "--set",
-            "epochs=1",
-            "--set",
-            "max_samples=32",
-            "--set",
-            f"precision={precision}",
-            "--set",
-            f"gradient_checkpointing={str(gpu).lower()}",
-            cwd=REPO,
-        ),
-        "sft",
-    )
-    sft_s = time.perf_counter() - t0
+def prepare(check: Check) -> tuple[Path, float]:
+    """A fresh workdir with the sample data and a random-initialised base model; the model's
+    path and the seconds it took to build."""
+    from proactive_rl.engine.models import build_tiny_model
 
-    tokens = 16 if not gpu else max_new_tokens
-    grpo = proactive(
-        "grpo",
-        *common,
-        "--set",
-        f"n={n}",
-        "--set",
-        f"prompts_per_step={prompts}",
-        "--set",
-        f"mini_batch_prompts={prompts}",
-        "--set",
-        f"max_steps={steps}",
-        "--set",
-        f"precision={precision}",
-        "--set",
+    shutil.rmtree(check.workdir, ignore_errors=True)
+    shutil.copytree(REPO / "data" / "sample", check.data / "sample")
+    t0 = time.perf_counter()
+    base = build_tiny_model(check.workdir / "base", shape=check.shape)
+    return base, time.perf_counter() - t0
+
+
+def sets(settings: list[str]) -> list[str]:
+    return [arg for setting in settings for arg in ("--set", setting)]
+
+
+def sft_settings(check: Check, base: Path) -> list[str]:
+    return [
+        f"base_model={base}",
+        "epochs=1",
+        "max_samples=32",
+        f"precision={check.precision}",
+        f"gradient_checkpointing={str(check.gpu).lower()}",
+    ]
+
+
+def grpo_settings(check: Check) -> list[str]:
+    return [
+        f"n={check.n}",
+        f"prompts_per_step={check.prompts}",
+        f"mini_batch_prompts={check.prompts}",
+        f"max_steps={check.steps}",
+        f"precision={check.precision}",
         "loss.is_correction=token",
-        "--set",
-        f"gradient_checkpointing={str(gpu).lower()}",
-        "--set",
+        f"gradient_checkpointing={str(check.gpu).lower()}",
         "micro_batch_size=8",
-        *(("--set", "lora.enabled=true", "--set", "lora.rank=16") if lora else ()),
-        cwd=REPO,
-    )
-    rollout = proactive(
-        "rollout",
-        *common,
-        "--set",
-        f"sampling.max_new_tokens={tokens}",
-        "--set",
-        f"precision={precision}",
-        "--set",
+        *(("lora.enabled=true", "lora.rank=16") if check.lora else ()),
+    ]
+
+
+def rollout_settings(check: Check) -> list[str]:
+    return [
+        f"sampling.max_new_tokens={check.tokens}",
+        f"precision={check.precision}",
         "num_examine=1",
-        "--set",
         "vllm.gpu_memory_utilization=0.35",
-        cwd=REPO,
-    )
+    ]
+
+
+def fine_tune(check: Check, base: Path) -> float:
+    """A few SFT steps from the base model; their seconds."""
+    t0 = time.perf_counter()
+    finish(proactive("sft", *check.common(), *sets(sft_settings(check, base)), cwd=REPO), "sft")
+    return time.perf_counter() - t0
+
+
+def train(check: Check) -> None:
+    """GRPO with the rollout worker beside it, both to their end."""
+    grpo = proactive("grpo", *check.common(), *sets(grpo_settings(check)), cwd=REPO)
+    rollout = proactive("rollout", *check.common(), *sets(rollout_settings(check)), cwd=REPO)
     finish(rollout, "rollout")
     finish(grpo, "grpo")
 
-    # -- checks: every step published, finite numbers, sampler and trainer agree
-    metrics = read_jsonl(run / "logs" / "grpo" / "metrics.jsonl")
+
+def find_problems(check: Check, metrics: list[dict]) -> list[str]:
+    """Every step published, finite numbers, sampler and trainer agree."""
     problems = []
-    if len(metrics) != steps:
-        problems.append(f"{len(metrics)} GRPO steps logged, expected {steps}")
-    last = RunPaths(run).policy(steps)
-    if not (last / "STABLE.json").is_file():
-        problems.append(f"policy {steps} was not published")
-    elif lora != (last / "adapter_model.safetensors").is_file():
-        problems.append(f"policy {steps} is {'not ' if lora else ''}a LoRA adapter")
+    if len(metrics) != check.steps:
+        problems.append(f"{len(metrics)} GRPO steps logged, expected {check.steps}")
+    problems += policy_problems(check)
     for m in metrics:
         for key in ("reward/mean", "opt/grad_norm", "loss/pg_loss"):
             if m.get(key) is None or not math.isfinite(m[key]):
                 problems.append(f"step {m['step']}: {key} = {m.get(key)}")
-    diff = max(m["rollout/sampler_logprob_abs_diff"] for m in metrics)
+    diff = logprob_diff(metrics)
     # bf16 engines differ in the last bits; a wrong temperature or stale weights differ by far more
-    if diff > (0.05 if gpu else 1e-3):
+    if diff > (0.05 if check.gpu else 1e-3):
         problems.append(f"sampler vs trainer logprobs differ by {diff:.4f} on average")
+    return problems
 
-    # -- figures (step 0 excluded from rates: it includes engine start and warm-up)
-    import pyarrow.parquet as pq
+
+def policy_problems(check: Check) -> list[str]:
+    """The last policy is published, as an adapter exactly when --lora."""
+    from proactive_rl.shared.paths import RunPaths
+
+    last = RunPaths(check.run).policy(check.steps)
+    if not (last / "STABLE.json").is_file():
+        return [f"policy {check.steps} was not published"]
+    if check.lora != (last / "adapter_model.safetensors").is_file():
+        return [f"policy {check.steps} is {'not ' if check.lora else ''}a LoRA adapter"]
+    return []
+
+
+def logprob_diff(metrics: list[dict]) -> float:
+    return max(m["rollout/sampler_logprob_abs_diff"] for m in metrics)
+
+
+def count_parameters(base: Path) -> int:
+    """The model's parameters, from its config on the meta device (no weights loaded)."""
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     with torch.device("meta"):
         shapes = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
-    params = sum(p.numel() for p in shapes.parameters())  # tied embeddings counted once
-    later = [m for m in metrics if m["step"] > 0] or metrics
-    resp_tokens = upd_tokens = gen_s = upd_s = 0.0
+    return sum(p.numel() for p in shapes.parameters())  # tied embeddings counted once
+
+
+def throughput(run: Path, later: list[dict]) -> Throughput:
+    """Tokens generated and trained on, and the seconds spent on each, over `later` steps."""
+    import pyarrow.parquet as pq
+
+    from proactive_rl.shared.paths import RunPaths
+
+    total = Throughput()
     for m in later:
         table = pq.read_table(RunPaths(run).rollout_file(m["step"])).to_pylist()
-        resp_tokens += sum(len(r["response_ids"]) for r in table)
-        upd_tokens += sum(len(r["prompt_ids"]) + len(r["response_ids"]) for r in table)
-        gen_s += m["time/generate_s"]
-        upd_s += m["time/update_s"]
+        total.response_tokens += sum(len(r["response_ids"]) for r in table)
+        total.update_tokens += sum(len(r["prompt_ids"]) + len(r["response_ids"]) for r in table)
+        total.generate_s += m["time/generate_s"]
+        total.update_s += m["time/update_s"]
+    return total
+
+
+def update_flops(check: Check, params: int, update_tokens: float) -> float:
     # trained tokens cost 6N (LoRA: 4N, no weight gradients of the frozen base); each extra
     # forward (old logprobs; the KL reference) 2N
-    kl = json.loads((run / "configs" / "grpo.json").read_text())["loss"]["kl_coef"] > 0
-    flops = upd_tokens * params * ((4 if lora else 6) + 2 + (2 if kl else 0))
-    peak = next((v for k, v in PEAK_BF16.items() if k in device), None)
-    figures = {
-        "device": device,
-        "shape": shape,
+    kl = json.loads((check.run / "configs" / "grpo.json").read_text())["loss"]["kl_coef"] > 0
+    return update_tokens * params * ((4 if check.lora else 6) + 2 + (2 if kl else 0))
+
+
+def measure(
+    check: Check,
+    base: Path,
+    metrics: list[dict],
+    build_s: float,
+    sft_s: float,
+    problems: list[str],
+) -> dict[str, Any]:
+    """The figures gpu_check.json holds (step 0 excluded from rates: it includes engine start
+    and warm-up)."""
+    params = count_parameters(base)
+    later = [m for m in metrics if m["step"] > 0] or metrics
+    done = throughput(check.run, later)
+    flops = update_flops(check, params, done.update_tokens)
+    peak = next((v for k, v in PEAK_BF16.items() if k in check.device), None)
+    return {
+        "device": check.device,
+        "shape": check.shape,
         "parameters": params,
-        "backend": backend,
-        "lora": lora,
-        "steps": steps,
-        "prompts_x_n": f"{prompts}x{n}",
-        "max_new_tokens": tokens,
+        "backend": check.backend,
+        "lora": check.lora,
+        "steps": check.steps,
+        "prompts_x_n": f"{check.prompts}x{check.n}",
+        "max_new_tokens": check.tokens,
         "build_model_s": round(build_s, 1),
         "sft_s": round(sft_s, 1),
-        "rollout_tokens_per_s": round(resp_tokens / gen_s, 1),
-        "update_tokens_per_s": round(upd_tokens / upd_s, 1),
-        "mfu": round(flops / upd_s / peak, 4) if peak and gpu else None,  # one trainer process
+        "rollout_tokens_per_s": round(done.response_tokens / done.generate_s, 1),
+        "update_tokens_per_s": round(done.update_tokens / done.update_s, 1),
+        # one trainer process
+        "mfu": round(flops / done.update_s / peak, 4) if peak and check.gpu else None,
         "publish_policy_s": round(sum(m["time/publish_s"] for m in later) / len(later), 2),
         "engine_start_s": round(metrics[0].get("time/policy_load_s", 0.0), 2),
         "reload_policy_s": round(
             sum(m.get("time/policy_load_s", 0.0) for m in later) / len(later), 2
         ),
-        "sampler_logprob_abs_diff": diff,
+        "sampler_logprob_abs_diff": logprob_diff(metrics),
         "problems": problems,
     }
+
+
+def report(workdir: Path, figures: dict[str, Any]) -> None:
+    """gpu_check.json, the figures printed, and a failure when any check found a problem."""
     (workdir / "gpu_check.json").write_text(json.dumps(figures, indent=2) + "\n")
     width = max(map(len, figures))
     for key, value in figures.items():
         click.echo(f"  {key:<{width}}  {value}")
+    problems = figures["problems"]
     if problems:
         raise click.ClickException("gpu-check FAILED: " + "; ".join(problems))
     click.echo(f"gpu-check: passed; figures in {workdir / 'gpu_check.json'}")

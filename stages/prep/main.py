@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import click
 
@@ -24,8 +25,16 @@ from proactive_rl.shared.paths import DataPaths, record_path
 from proactive_rl.shared.publish import is_stable, read_marker, sha256_file, staged, verify
 from proactive_rl.stages.common import check_writable, config_options
 from proactive_rl.stages.prep.config import PrepConfig
-from proactive_rl.stages.prep.sources import check_sft_row, read_jsonl, read_rl_mix
+from proactive_rl.stages.prep.records import Split, rl_records, split_questions, sub_categories
+from proactive_rl.stages.prep.sources import (
+    Question,
+    SourceSummary,
+    check_sft_row,
+    read_jsonl,
+    read_rl_mix,
+)
 from proactive_rl.stages.prep.warmup import (
+    KnownFrom,
     balance_known,
     build_conversation,
     check_measured,
@@ -60,44 +69,70 @@ def command(
     config_file: Path | None,
     overrides: tuple[str, ...],
     force: bool,
-):
+) -> None:
     config = load_config(PrepConfig, config_file, overrides, recipe or None, "prep")
     run(config, data_dir, force=force)
 
 
-def split_rows(
-    n: int, test_fraction: float, min_test_rows: int, test_rows: int | None = None
-) -> tuple[range, range]:
-    """Train is the head, test the tail (file order, as the recipe does): `test_rows` questions,
-    else a `test_fraction` of them. An empty test split borrows the last train rows, so
-    evaluation always has something to run on.
+@dataclass
+class Inputs:
+    """The stage's input files, all of which the fingerprint covers."""
 
-    >>> split_rows(100, 0.05, 4)
-    (range(0, 95), range(95, 100))
-    >>> split_rows(10, 0.0, 4)
-    (range(0, 10), range(6, 10))
-    >>> split_rows(300, 0.05, 4, test_rows=200)
-    (range(0, 100), range(100, 300))
-    """
-    n_train = max(0, n - test_rows) if test_rows else int(n * (1 - test_fraction) + 1e-9)
-    if n_train == n:
-        return range(n), range(max(0, n - min_test_rows), n)
-    return range(n_train), range(n_train, n)
+    sft: Path | None  # None: sft_source=build
+    rl: list[Path]
+    known_from: Path | None
+
+    @property
+    def files(self) -> list[Path]:
+        return [
+            *([self.sft] if self.sft else []),
+            *self.rl,
+            *([self.known_from] if self.known_from else []),
+        ]
 
 
-def check_splits(
-    sources: list[Path], questions: int, train: range, test: range, config: PrepConfig
-) -> None:
-    """Refuse, before data/processed is replaced, a split with no question: grpo would find
-    no step to train, eval nothing to grade."""
-    where = ", ".join(str(p) for p in sources)
-    for name, rows in (("train", train), ("test", test)):
-        if not rows:
-            raise UserError(
-                f"{where}: {questions} RL question(s) after max_rl_rows/rl_source_limits leave "
-                f"the {name} split empty (test_fraction={config.test_fraction}, test_rows="
-                f"{config.test_rows}); give more questions, or hold out fewer"
-            )
+@dataclass
+class RlMix:
+    """The RL questions in output order, the marker's summary per source, and the sources as
+    the marker names them."""
+
+    questions: list[Question]
+    sources: list[SourceSummary]
+    named: list[str]
+
+
+@dataclass
+class SftSample:
+    """The SFT conversations to write (one JSON line each) and how many hold a proactive block."""
+
+    lines: list[str]
+    n_proactive: int
+
+
+class KindCounts(TypedDict):
+    known: int
+    proactive: int
+
+
+class WarmupSection(TypedDict):
+    """The marker's `warmup` section: what was built and sampled, and what decided it."""
+
+    built: KindCounts
+    sampled: KindCounts
+    decided_by: dict[str, int]  # measured / category
+    known_from: str | None
+    known_checkpoint: str | None
+    rl_train_order: NotRequired[dict[str, int]]  # with rl_known_fraction
+
+
+@dataclass
+class Warmup:
+    """sft_source=build: the conversations, the marker's `warmup` section, and which train
+    questions (positions in the RL questions) count as known."""
+
+    sample: SftSample
+    marker: WarmupSection
+    known: dict[int, bool]
 
 
 def fingerprint(config: PrepConfig, inputs: list[Path]) -> str:
@@ -107,7 +142,7 @@ def fingerprint(config: PrepConfig, inputs: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def sample_sft_file(config: PrepConfig, source: Path) -> tuple[list[str], int]:
+def sample_sft_file(config: PrepConfig, source: Path) -> SftSample:
     """The sampled raw lines of the users' SFT file (copied byte for byte) and how many of them
     have a proactive block. Every line is validated first, so users see problems by line."""
     from proactive_rl.shared.tags import has_proactive
@@ -116,8 +151,8 @@ def sample_sft_file(config: PrepConfig, source: Path) -> tuple[list[str], int]:
     if not rows:
         # refused before anything is written: an empty file must not replace good SFT data
         raise UserError(f"{source} holds no conversations (no non-blank line)")
-    for lineno, obj, _ in rows:
-        check_sft_row(source, lineno, obj)
+    for row in rows:
+        check_sft_row(source, row.lineno, row.obj)
     if len(rows) < config.num_sft_samples:
         logger.warning(
             "%s has %d conversations, fewer than num_sft_samples=%d: using all of them",
@@ -125,37 +160,26 @@ def sample_sft_file(config: PrepConfig, source: Path) -> tuple[list[str], int]:
             len(rows),
             config.num_sft_samples,
         )
-    flags = [has_proactive(obj["messages"][-1]["content"]) for _, obj, _ in rows]
+    flags = [has_proactive(row.obj["messages"][-1]["content"]) for row in rows]
     keep = sample_indices(flags, config.num_sft_samples, config.proactive_fraction, config.seed)
-    return [rows[i][2] for i in keep], sum(flags[i] for i in keep)
+    return SftSample([rows[i].line for i in keep], sum(flags[i] for i in keep))
 
 
 def build_sft(
-    config: PrepConfig, questions: list[dict[str, Any]], train: range, test: range
-) -> tuple[list[str], int, dict[str, Any], dict[int, bool]]:
+    config: PrepConfig, questions: list[Question], train: Sequence[int], test: range
+) -> Warmup:
     """Warm-up conversations from the RL train questions (never a test question, even when the
     test split borrows train rows), sampled like a file; plus the numbers for the marker and
     which train questions (positions in `questions`) count as known."""
     held_out = set(test)
-    candidates = [questions[i] for i in train if i not in held_out]
+    held_in = [i for i in train if i not in held_out]
+    candidates = [questions[i] for i in held_in]
     if not candidates:
         raise UserError(
             "sft_source=build: the RL train split has no question outside the test split"
         )
-    measured, checkpoint = None, None
-    if config.known_from is not None:
-        measured, checkpoint = read_known_from(config.known_from, config.known_checkpoint)
-        check_measured(measured, {q["index"]: q for q in questions}, config.known_from)
-    known, n_measured = decide_known(
-        candidates, config.known_categories, measured, config.known_threshold
-    )
-    if measured is not None and n_measured == 0:
-        logger.warning(
-            "%s measured none of the %d RL train questions, so all were decided by "
-            "known_categories; measure them with `proactive eval --set split=train`",
-            config.known_from,
-            len(candidates),
-        )
+    known_from = read_measured(config, questions)
+    known, n_measured = decide(config, candidates, known_from)
     proactive = [not k for k in known]
     if len(candidates) < config.num_sft_samples:
         logger.warning(
@@ -164,40 +188,87 @@ def build_sft(
             config.num_sft_samples,
         )
     keep = sample_indices(proactive, config.num_sft_samples, config.proactive_fraction, config.seed)
-    lines = [
-        json.dumps(
-            build_conversation(candidates[i], known[i], config.seed, config.system_prompt),
-            ensure_ascii=False,
+    sample = SftSample(
+        [warmup_line(config, candidates[i], known[i]) for i in keep],
+        sum(proactive[i] for i in keep),
+    )
+    section = warmup_marker(config, known_from, proactive, keep, n_measured)
+    log_warmup(section)
+    return Warmup(sample, section, dict(zip(held_in, known, strict=True)))
+
+
+def read_measured(config: PrepConfig, questions: list[Question]) -> KnownFrom | None:
+    """known_from's measurements, checked against this RL mix; None without known_from."""
+    if config.known_from is None:
+        return None
+    known_from = read_known_from(config.known_from, config.known_checkpoint)
+    check_measured(known_from.measured, {q["index"]: q for q in questions}, config.known_from)
+    return known_from
+
+
+def decide(
+    config: PrepConfig, candidates: list[Question], known_from: KnownFrom | None
+) -> tuple[list[bool], int]:
+    """Per candidate: known? (measured where known_from has it, else by category), and how
+    many were measured."""
+    known, n_measured = decide_known(
+        candidates,
+        config.known_categories,
+        known_from.measured if known_from else None,
+        config.known_threshold,
+    )
+    if known_from is not None and n_measured == 0:
+        logger.warning(
+            "%s measured none of the %d RL train questions, so all were decided by "
+            "known_categories; measure them with `proactive eval --set split=train`",
+            config.known_from,
+            len(candidates),
         )
-        for i in keep
-    ]
+    return known, n_measured
+
+
+def warmup_line(config: PrepConfig, question: Question, known: bool) -> str:
+    conversation = build_conversation(question, known, config.seed, config.system_prompt)
+    return json.dumps(conversation, ensure_ascii=False)
+
+
+def warmup_marker(
+    config: PrepConfig,
+    known_from: KnownFrom | None,
+    proactive: list[bool],
+    keep: list[int],
+    n_measured: int,
+) -> WarmupSection:
+    """The marker's `warmup` section: how many were built and sampled of each kind, and why."""
     n_proactive = sum(proactive[i] for i in keep)
-    meta = {
-        "built": {"known": len(known) - sum(proactive), "proactive": sum(proactive)},
+    return {
+        "built": {"known": len(proactive) - sum(proactive), "proactive": sum(proactive)},
         "sampled": {"known": len(keep) - n_proactive, "proactive": n_proactive},
-        "decided_by": {"measured": n_measured, "category": len(candidates) - n_measured},
+        "decided_by": {"measured": n_measured, "category": len(proactive) - n_measured},
         "known_from": str(config.known_from) if config.known_from else None,
-        "known_checkpoint": checkpoint,
+        "known_checkpoint": known_from.checkpoint if known_from else None,
     }
+
+
+def log_warmup(section: WarmupSection) -> None:
+    built, sampled, decided = section["built"], section["sampled"], section["decided_by"]
     logger.info(
         "built %d warm-up conversations from RL train questions: %d known (plain answer), "
         "%d proactive (%d decided by measured accuracy, %d by category); sampled %d: "
         "%d known, %d proactive",
-        len(candidates),
-        meta["built"]["known"],
-        meta["built"]["proactive"],
-        n_measured,
-        len(candidates) - n_measured,
-        len(keep),
-        meta["sampled"]["known"],
-        n_proactive,
+        built["known"] + built["proactive"],
+        built["known"],
+        built["proactive"],
+        decided["measured"],
+        decided["category"],
+        sampled["known"] + sampled["proactive"],
+        sampled["known"],
+        sampled["proactive"],
     )
-    held_in = [i for i in train if i not in held_out]
-    return lines, n_proactive, meta, dict(zip(held_in, known, strict=True))
 
 
 def order_train(
-    train: range, known: dict[int, bool], fraction: float, seed: int
+    train: Sequence[int], known: dict[int, bool], fraction: float, seed: int
 ) -> tuple[list[int], dict[str, int]]:
     """The train rows in rl_known_fraction's order, and how many known ones lead it."""
     flags = [known.get(i, False) for i in train]
@@ -231,105 +302,127 @@ def up_to_date(processed: Path, key: str) -> bool:
 
 
 def run(config: PrepConfig, data_dir: Path, force: bool = False) -> None:
+    """Write <data_dir>/processed from the inputs, or nothing when it is up to date."""
     import pyarrow as pa  # noqa: F401  (pyarrow is heavy-ish; keep --help instant)
 
-    from proactive_rl.shared.schemas import RL_DATA, write_table
-
     paths = DataPaths(data_dir)
-    build = config.sft_source == "build"
-    sft_source = None if build else Path(config.sft_source or paths.sample_sft)
-    rl_sources = config.rl_paths(paths.sample_rl)
-    inputs = [*([sft_source] if sft_source else []), *rl_sources]
-    inputs += [config.known_from] if config.known_from else []
-    for source in inputs:
-        if not source.is_file():
-            raise UserError(f"input file {source} does not exist")
-
-    key = fingerprint(config, inputs)
+    inputs = find_inputs(config, paths)
+    key = fingerprint(config, inputs.files)
     if not force and up_to_date(paths.processed, key):
         logger.info("inputs and config unchanged: %s is up to date, nothing to do", paths.processed)
         return
     check_writable([paths.root, paths.processed], "pass another --data-dir")
 
-    if sft_source is not None:
-        sft_lines, sft_proactive = sample_sft_file(config, sft_source)
+    from_file = sample_sft_file(config, inputs.sft) if inputs.sft is not None else None
+    mix = read_mix(config, inputs.rl, data_dir)
+    split = split_questions(config, inputs.rl, len(mix.questions))
+    if from_file is not None:
+        sft, warmup = from_file, None
+    else:
+        warmup = warm_up(config, mix.questions, split)
+        sft = warmup.sample
+    meta = marker(config, key, inputs, mix, split, sft, warmup, data_dir)
+    write_processed(paths, meta, sft, rl_records(config, mix.questions), split)
 
-    questions, mix = read_rl_mix(
-        rl_sources, config.rl_source_limits, config.shuffle_rl, config.seed, config.max_rl_rows
+
+def warm_up(config: PrepConfig, questions: list[Question], split: Split) -> Warmup:
+    """sft_source=build: the warm-up conversations; with rl_known_fraction the train split is
+    reordered (in place) so that its every prefix mixes known and unknown questions."""
+    warmup = build_sft(config, questions, split.train, split.test)
+    if config.rl_known_fraction is not None:
+        split.train, warmup.marker["rl_train_order"] = order_train(
+            split.train, warmup.known, config.rl_known_fraction, config.seed
+        )
+    return warmup
+
+
+def find_inputs(config: PrepConfig, paths: DataPaths) -> Inputs:
+    """The input files (defaults from the data volume's sample/); a missing one is refused."""
+    build = config.sft_source == "build"
+    inputs = Inputs(
+        sft=None if build else Path(config.sft_source or paths.sample_sft),
+        rl=config.rl_paths(paths.sample_rl),
+        known_from=config.known_from,
+    )
+    for source in inputs.files:
+        if not source.is_file():
+            raise UserError(f"input file {source} does not exist")
+    return inputs
+
+
+def read_mix(config: PrepConfig, sources: list[Path], data_dir: Path) -> RlMix:
+    """The RL questions of the mix, each source logged under the name the marker gives it."""
+    questions, summaries = read_rl_mix(
+        sources, config.rl_source_limits, config.shuffle_rl, config.seed, config.max_rl_rows
     )
     # named in the marker relative to the data directory when inside it, else absolute
-    rl_named = [record_path(path, data_dir) for path in rl_sources]
-    for source, named in zip(mix, rl_named, strict=True):
-        source["path"] = named
+    named = [record_path(path, data_dir) for path in sources]
+    for summary, name in zip(summaries, named, strict=True):
+        summary["path"] = name
         logger.info(
             "RL source %s: %d questions %s",
-            source["path"],
-            source["questions"],
-            source["sub_categories"],
+            summary["path"],
+            summary["questions"],
+            summary["sub_categories"],
         )
-    records = [
-        {
-            "data_source": config.data_source,
-            "prompt": [
-                {"role": "system", "content": config.system_prompt},
-                {"role": "user", "content": q["question"]},
-            ],
-            "ability": "reasoning",
-            "reward_model": {"style": "rule", "ground_truth": q["answer"]},
-            "extra_info": {
-                "index": q["index"],
-                "original_id": q["original_id"],
-                "sub_category": q["sub_category"],
-            },
-        }
-        for q in questions
-    ]
-    train_idx, test_idx = split_rows(
-        len(records), config.test_fraction, config.min_test_rows, config.test_rows
-    )
-    check_splits(rl_sources, len(records), train_idx, test_idx, config)
-    warmup = None
-    if build:
-        sft_lines, sft_proactive, warmup, known = build_sft(config, questions, train_idx, test_idx)
-        if config.rl_known_fraction is not None:
-            train_idx, warmup["rl_train_order"] = order_train(
-                train_idx, known, config.rl_known_fraction, config.seed
-            )
+    return RlMix(questions, summaries, named)
 
-    split_mix = {
-        name: dict(Counter(questions[i]["sub_category"] for i in rows))
-        for name, rows in (("train", train_idx), ("test", test_idx))
-    }
-    meta = {
+
+def marker(
+    config: PrepConfig,
+    key: str,
+    inputs: Inputs,
+    mix: RlMix,
+    split: Split,
+    sft: SftSample,
+    warmup: Warmup | None,
+    data_dir: Path,
+) -> dict[str, Any]:
+    """data/processed's marker: what it was built from and what it holds (`rows` comes last,
+    once the files are written)."""
+    return {
         "fingerprint": key,
         "config": config.model_dump(mode="json"),
         "inputs": {
-            "sft": "build" if build else record_path(sft_source, data_dir),
+            "sft": "build" if inputs.sft is None else record_path(inputs.sft, data_dir),
             # one path stays a string, as before; a mix is the list in order
-            "rl": rl_named[0] if len(rl_named) == 1 else rl_named,
+            "rl": mix.named[0] if len(mix.named) == 1 else mix.named,
         },
-        "rl_sources": mix,
-        "rl_sub_categories": split_mix,
-        "sft_proactive": sft_proactive,
-        **({"warmup": warmup} if warmup is not None else {}),
+        "rl_sources": mix.sources,
+        "rl_sub_categories": sub_categories(mix.questions, split),
+        "sft_proactive": sft.n_proactive,
+        **({"warmup": warmup.marker} if warmup is not None else {}),
     }
-    train_rows, test_rows = [records[i] for i in train_idx], [records[i] for i in test_idx]
+
+
+def write_processed(
+    paths: DataPaths,
+    meta: dict[str, Any],
+    sft: SftSample,
+    records: list[dict[str, Any]],
+    split: Split,
+) -> None:
+    """Publish data/processed: the SFT JSONL and the two RL parquet files, then the marker."""
+    from proactive_rl.shared.schemas import RL_DATA, write_table
+
+    train_rows, test_rows = [records[i] for i in split.train], [records[i] for i in split.test]
     # a full disk removes the half-written folder; the earlier data/processed stays as it was
     with staged(paths.processed, meta) as staging:
         with open(staging / paths.sft_train.name, "w", encoding="utf-8") as fh:
-            for line in sft_lines:
+            for line in sft.lines:
                 fh.write(line + "\n")
         n_train = write_table(train_rows, RL_DATA, staging / paths.rl_train.name)
         n_test = write_table(test_rows, RL_DATA, staging / paths.rl_test.name)
-        meta["rows"] = {"sft_train": len(sft_lines), "rl_train": n_train, "rl_test": n_test}
+        meta["rows"] = {"sft_train": len(sft.lines), "rl_train": n_train, "rl_test": n_test}
+    mix = meta["rl_sub_categories"]
     logger.info(
         "wrote %s: %d SFT conversations (%d proactive), %d RL train and %d RL test questions "
         "(train %s, test %s)",
         paths.processed,
-        len(sft_lines),
-        sft_proactive,
+        len(sft.lines),
+        sft.n_proactive,
         n_train,
         n_test,
-        split_mix["train"],
-        split_mix["test"],
+        mix["train"],
+        mix["test"],
     )

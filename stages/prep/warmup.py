@@ -18,10 +18,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from proactive_rl.shared.errors import UserError
-from proactive_rl.stages.prep.sources import read_jsonl
+from proactive_rl.stages.prep.sources import JsonlRow, Question, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def assistant_turn(question: str, answer: str, known: bool, rng: random.Random) 
 
 
 def build_conversation(
-    question: dict[str, Any], known: bool, seed: int, system_prompt: str
+    question: Question, known: bool, seed: int, system_prompt: str
 ) -> dict[str, Any]:
     """One SFT row in the users' format for an RL question ({question, answer, sub_category,
     index}); `id` is the question's RL index. Seeded per question: adding or dropping other
@@ -174,7 +174,14 @@ class Measured:
         return self.correct / self.total
 
 
-def read_known_from(path: Path, checkpoint: str | None) -> tuple[dict[int, Measured], str | None]:
+class KnownFrom(NamedTuple):
+    """A known_from file read: measured results per question_index, and the checkpoint used."""
+
+    measured: dict[int, Measured]
+    checkpoint: str | None
+
+
+def read_known_from(path: Path, checkpoint: str | None) -> KnownFrom:
     """Measured results per question_index from an eval samples.jsonl, and the checkpoint used.
 
     Rows may carry a "checkpoint" key (one file for several checkpoints): `checkpoint` selects
@@ -183,39 +190,64 @@ def read_known_from(path: Path, checkpoint: str | None) -> tuple[dict[int, Measu
     rows = read_jsonl(path)
     if not rows:
         raise UserError(f"{path}: no rows; expected eval samples with question_index and correct")
+    for row in rows:
+        check_known_row(path, row.lineno, row.obj)
+    selected = select_checkpoint(path, _checkpoints(rows), checkpoint)
+    return KnownFrom(_tally(rows, selected), selected)
+
+
+def check_known_row(path: Path, lineno: int, obj: dict[str, Any]) -> None:
+    """An eval sample needs an integer question_index, a 0/1 `correct`, a text `question` if any."""
+    index, correct = obj.get("question_index"), obj.get("correct")
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise UserError(f"{path}:{lineno}: needs an integer 'question_index' (got {index!r})")
+    if not isinstance(correct, bool) and correct not in (0, 1):
+        raise UserError(f"{path}:{lineno}: needs a boolean 'correct' (got {correct!r})")
+    if "question" in obj and not isinstance(obj["question"], str):
+        raise UserError(f"{path}:{lineno}: 'question' must be a string")
+
+
+def _checkpoint_of(obj: dict[str, Any]) -> str | None:
+    return str(obj["checkpoint"]) if obj.get("checkpoint") is not None else None
+
+
+def _checkpoints(rows: Sequence[JsonlRow]) -> list[str]:
+    """The checkpoints the rows name, in order of first appearance."""
     seen: list[str] = []
-    for lineno, obj, _ in rows:
-        index, correct = obj.get("question_index"), obj.get("correct")
-        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-            raise UserError(f"{path}:{lineno}: needs an integer 'question_index' (got {index!r})")
-        if not isinstance(correct, bool) and correct not in (0, 1):
-            raise UserError(f"{path}:{lineno}: needs a boolean 'correct' (got {correct!r})")
-        if "question" in obj and not isinstance(obj["question"], str):
-            raise UserError(f"{path}:{lineno}: 'question' must be a string")
-        name = str(obj["checkpoint"]) if obj.get("checkpoint") is not None else None
+    for row in rows:
+        name = _checkpoint_of(row.obj)
         if name is not None and name not in seen:
             seen.append(name)
+    return seen
+
+
+def select_checkpoint(path: Path, seen: list[str], checkpoint: str | None) -> str | None:
+    """`checkpoint` if the file holds it, else the file's first (None: rows without one)."""
     if checkpoint is not None and checkpoint not in seen:
         found = ", ".join(seen) if seen else "none (its rows have no 'checkpoint' key)"
         raise UserError(f"{path}: no rows of checkpoint {checkpoint!r}; checkpoints: {found}")
     selected = checkpoint if checkpoint is not None else (seen[0] if seen else None)
     if len(seen) > 1 and checkpoint is None:
         logger.info("%s holds checkpoints %s: using the first, %r", path, seen, selected)
+    return selected
+
+
+def _tally(rows: Sequence[JsonlRow], selected: str | None) -> dict[int, Measured]:
+    """Correct and total answers per question_index over the selected checkpoint's rows."""
     measured: dict[int, Measured] = {}
     for lineno, obj, _ in rows:
-        name = str(obj["checkpoint"]) if obj.get("checkpoint") is not None else None
-        if selected is not None and name != selected:
+        if selected is not None and _checkpoint_of(obj) != selected:
             continue
         entry = measured.setdefault(
             obj["question_index"], Measured(0, 0, obj.get("question"), lineno)
         )
         entry.correct += int(obj["correct"])
         entry.total += 1
-    return measured, selected
+    return measured
 
 
 def check_measured(
-    measured: dict[int, Measured], questions: dict[int, dict[str, Any]], path: Path
+    measured: dict[int, Measured], questions: dict[int, Question], path: Path
 ) -> None:
     """Every measured question must be a question of this RL mix, with the same text."""
     for index, entry in measured.items():
@@ -233,7 +265,7 @@ def check_measured(
 
 
 def decide_known(
-    questions: Sequence[dict[str, Any]],
+    questions: Sequence[Question],
     known_categories: Sequence[str],
     measured: dict[int, Measured] | None,
     threshold: float,

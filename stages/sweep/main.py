@@ -20,7 +20,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,47 +68,78 @@ def command(
     run(config, dry_run=dry_run)
 
 
+@dataclass(frozen=True)
+class Shared:
+    """The steps runs share, each once: the distinct preps and SFTs, and each SFT's data."""
+
+    preps: list[Prefix]
+    sfts: list[Prefix]
+    sft_data: dict[str, Prefix]  # SFT key -> the prep it trains on
+
+    @classmethod
+    def of(cls, runs: list[Run]) -> Shared:
+        return cls(
+            preps=_unique(r.data for r in runs),
+            sfts=_unique(r.sft for r in runs if r.sft is not None),
+            sft_data={r.sft.key: r.data for r in runs if r.sft is not None},
+        )
+
+
 def run(config: SweepConfig, dry_run: bool = False) -> None:
     check_launcher(config)
     runs = plan(config)
     if not runs:
         raise UserError("the sweep has no runs: give a preset or grids")
     root = config.checkpoints_dir / "sweeps" / config.name
-    preps = _unique(r.data for r in runs)
-    sfts = _unique(r.sft for r in runs if r.sft is not None)
-    logger.info(
-        "sweep %r: %d runs (%s), %d preps, %d SFTs shared; %s launcher, %d at a time",
-        config.name,
-        len(runs),
-        ", ".join(r.name for r in runs),
-        len(preps),
-        len(sfts),
-        config.launcher,
-        config.jobs,
-    )
+    shared = Shared.of(runs)
+    log_plan(config, runs, shared)
     if dry_run:
-        for r in runs:
-            sft = r.sft.folder if r.sft else f"none (RL from {config.base_model})"
-            click.echo(f"{r.name}: data {r.data.folder}, SFT {sft}, RL {r.folder}")
+        echo_plan(config, runs)
         return
     root.mkdir(parents=True, exist_ok=True)
     state = Ledger(root / "sweep.json", config)
     if config.launcher == "compose":
-        for prep in preps:
-            prep.folder.mkdir(parents=True, exist_ok=True)
-        (root / "logs").mkdir(exist_ok=True)
-        data_root = config.data_dir / "sweeps" / config.name
-        os.environ.update(container_user([root, data_root]))
-    sft_data = {r.sft.key: r.data for r in runs if r.sft is not None}
-    for prep in preps:
+        prepare_compose(config, root, shared.preps)
+    for prep in shared.preps:
         prep_step(config, state, prep)
-    _each(config.jobs, [lambda s=s: sft_step(config, state, s, sft_data[s.key]) for s in sfts])
-    _each(config.jobs, [lambda r=r: rl_steps(config, state, r) for r in runs])
+    sft_tasks = [partial(sft_step, config, state, s, shared.sft_data[s.key]) for s in shared.sfts]
+    _each(config.jobs, sft_tasks)
+    _each(config.jobs, [partial(rl_steps, config, state, r) for r in runs])
 
     from proactive_rl.stages.sweep.report import write_report
 
     write_report(config, runs, state.steps, root / "report")
     logger.info("sweep %r done: %s", config.name, root / "report" / "report.md")
+
+
+def log_plan(config: SweepConfig, runs: list[Run], shared: Shared) -> None:
+    logger.info(
+        "sweep %r: %d runs (%s), %d preps, %d SFTs shared; %s launcher, %d at a time",
+        config.name,
+        len(runs),
+        ", ".join(r.name for r in runs),
+        len(shared.preps),
+        len(shared.sfts),
+        config.launcher,
+        config.jobs,
+    )
+
+
+def echo_plan(config: SweepConfig, runs: list[Run]) -> None:
+    """--dry-run: each run's data, SFT and RL folders."""
+    for r in runs:
+        sft = r.sft.folder if r.sft else f"none (RL from {config.base_model})"
+        click.echo(f"{r.name}: data {r.data.folder}, SFT {sft}, RL {r.folder}")
+
+
+def prepare_compose(config: SweepConfig, root: Path, preps: list[Prefix]) -> None:
+    """The folders the containers write into exist before they start, owned by the user they
+    run as (exported for compose.yaml)."""
+    for prep in preps:
+        prep.folder.mkdir(parents=True, exist_ok=True)
+    (root / "logs").mkdir(exist_ok=True)
+    data_root = config.data_dir / "sweeps" / config.name
+    os.environ.update(container_user([root, data_root]))
 
 
 def check_launcher(config: SweepConfig) -> None:
@@ -223,7 +257,7 @@ def rl_steps(config: SweepConfig, state: Ledger, run: Run) -> None:
     state.finish(run.name, seconds)
 
 
-def _sets(overrides: Any) -> list[str]:
+def _sets(overrides: Iterable[str]) -> list[str]:
     return [a for o in overrides for a in ("--set", o)]
 
 
@@ -252,7 +286,7 @@ def _launch(config: SweepConfig, stage: str, args: list[str], step: str) -> floa
     return seconds
 
 
-def _each(jobs: int, tasks: list[Any]) -> None:
+def _each(jobs: int, tasks: list[Callable[[], None]]) -> None:
     """Run the tasks, `jobs` at a time; after all have ended, raise the first error."""
     with ThreadPoolExecutor(jobs) as pool:
         futures = [pool.submit(task) for task in tasks]
@@ -261,7 +295,7 @@ def _each(jobs: int, tasks: list[Any]) -> None:
         raise errors[0]
 
 
-def _unique(prefixes: Any) -> list[Prefix]:
+def _unique(prefixes: Iterable[Prefix]) -> list[Prefix]:
     seen: dict[str, Prefix] = {}
     for prefix in prefixes:
         seen.setdefault(prefix.key, prefix)

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from proactive_rl.shared.paths import RunPaths
 from proactive_rl.shared.publish import read_json, staged, write_json_atomic
 from proactive_rl.stages.sweep.config import SweepConfig
-from proactive_rl.stages.sweep.plan import Run
+from proactive_rl.stages.sweep.plan import Prefix, Run
 
 RATES: tuple[tuple[str, str], ...] = (
     ("accuracy", "accuracy"),
@@ -43,112 +43,86 @@ def _entry(checkpoint: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class Reference(TypedDict):
+    """An SFT several runs started from: its base and SFT checkpoints' results, its wall time,
+    and what made it differ."""
+
+    base: dict[str, Any] | None
+    sft: dict[str, Any] | None
+    seconds: float | None
+    settings: list[str]
+
+
+class RunRow(TypedDict):
+    """One run's line of the report: its final policy's results and how it got there."""
+
+    name: str
+    axes: dict[str, Any]
+    folder: str
+    sft: str | None
+    final: dict[str, Any]
+    questions: int
+    n: int
+    reward_first: float | None
+    reward_last: float | None
+    rl_steps: int
+    seeds: dict[str, Any]
+    seconds: float | None
+
+
 def collect(runs: list[Run], steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Every number of the report, read from the runs' own eval reports."""
-    references: dict[str, Any] = {}
-    rows = []
+    references: dict[str, Reference] = {}
+    rows: list[RunRow] = []
     for run in runs:
-        report = _eval(run.folder)
-        final = report["checkpoints"][-1]
-        sft_ref = None
+        rows.append(run_row(run, steps))
         if run.sft is not None:
-            sft_report = _eval(run.sft.folder)
-            by_kind = {c["kind"]: c for c in sft_report["checkpoints"]}
-            references[run.sft.folder.name] = {
-                "base": _entry(by_kind["base"]) if "base" in by_kind else None,
-                "sft": _entry(by_kind["sft"]) if "sft" in by_kind else None,
-                "seconds": steps.get(run.sft.folder.name, {}).get("seconds"),
-                # what made this SFT differ: its data (prep) and its own settings
-                "settings": [
-                    *(
-                        o
-                        for o in run.data.overrides
-                        if not o.startswith(("sft_source", "rl_source"))
-                    ),
-                    *run.sft.overrides,
-                ],
-            }
-            sft_ref = run.sft.folder.name
-        curve = report["training"]["curve"] or {}
-        rows.append(
-            {
-                "name": run.name,
-                "axes": run.axes,
-                "folder": str(run.folder),
-                "sft": sft_ref,
-                "final": _entry(final),
-                "questions": report["questions"],
-                "n": report["n"],
-                "reward_first": curve.get("reward_first"),
-                "reward_last": curve.get("reward_last"),
-                "rl_steps": len(curve.get("steps", [])),
-                "seeds": report["seeds"],
-                "seconds": steps.get(run.name, {}).get("seconds"),
-            }
-        )
+            references[run.sft.folder.name] = reference(run, run.sft, steps)
     return {"runs": rows, "references": references}
 
 
+def reference(run: Run, sft: Prefix, steps: dict[str, dict[str, Any]]) -> Reference:
+    """The SFT a run started from, from the SFT's own eval report (base and SFT checkpoints)."""
+    by_kind = {c["kind"]: c for c in _eval(sft.folder)["checkpoints"]}
+    return {
+        "base": _entry(by_kind["base"]) if "base" in by_kind else None,
+        "sft": _entry(by_kind["sft"]) if "sft" in by_kind else None,
+        "seconds": steps.get(sft.folder.name, {}).get("seconds"),
+        # what made this SFT differ: its data (prep) and its own settings
+        "settings": [
+            *(o for o in run.data.overrides if not o.startswith(("sft_source", "rl_source"))),
+            *sft.overrides,
+        ],
+    }
+
+
+def run_row(run: Run, steps: dict[str, dict[str, Any]]) -> RunRow:
+    """A run's final policy (its eval report's last checkpoint) and its training curve."""
+    report = _eval(run.folder)
+    curve = report["training"]["curve"] or {}
+    return {
+        "name": run.name,
+        "axes": run.axes,
+        "folder": str(run.folder),
+        "sft": run.sft.folder.name if run.sft is not None else None,
+        "final": _entry(report["checkpoints"][-1]),
+        "questions": report["questions"],
+        "n": report["n"],
+        "reward_first": curve.get("reward_first"),
+        "reward_last": curve.get("reward_last"),
+        "rl_steps": len(curve.get("steps", [])),
+        "seeds": report["seeds"],
+        "seconds": steps.get(run.name, {}).get("seconds"),
+    }
+
+
 def markdown(config: SweepConfig, data: dict[str, Any]) -> str:
-    runs = data["runs"]
-    first = runs[0]
+    runs: list[RunRow] = data["runs"]
     out = [
         f"# Sweep `{config.name}`",
         "",
-        f"{len(runs)} runs; each final policy evaluated on {first['questions']} held-out questions "
-        f"x n={first['n']}. Brackets: 95% bootstrap intervals (questions resampled). Rates graded "
-        "with the recipe's substring rule; the normalised grader's accuracy is in its own column.",
-        "",
-        "| run | "
-        + " | ".join(title for _, title in RATES)
-        + " | accuracy (normalised) | hardest / easiest proactive | reward first -> last | "
-        "seeds | wall time |",
-        "|" + "---|" * (len(RATES) + 6),
-    ]
-    for row in runs:
-        final = row["final"]
-        m, ci = final["metrics"], final.get("intervals", {})
-        norm = final.get("metrics_normalised", {})
-        cal = final["calibration"]
-        cells = [_pct(m[key], ci.get(key)) for key, _ in RATES]
-        cells.append(
-            _pct(norm.get("accuracy"), final.get("intervals_normalised", {}).get("accuracy"))
-        )
-        cells.append(
-            f"{_pct(cal['hardest_proactive_rate'])} / {_pct(cal['easiest_proactive_rate'])}"
-        )
-        first_r, last_r = row["reward_first"], row["reward_last"]
-        cells.append(
-            "–" if first_r is None else f"{first_r:.3f} -> {last_r:.3f} ({row['rl_steps']} steps)"
-        )
-        cells.append(", ".join(f"{k} {v}" for k, v in row["seeds"].items()))
-        cells.append("–" if row["seconds"] is None else f"{row['seconds']:.0f} s")
-        out.append(f"| {row['name']} | " + " | ".join(cells) + " |")
-    if data["references"]:
-        out += [
-            "",
-            "## Where the runs started: base model and SFT",
-            "",
-            "| SFT | base accuracy | base hallucination | SFT accuracy | SFT hallucination | "
-            "SFT proactive | SFT wall time | settings |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for name, ref in data["references"].items():
-            base, sft = ref["base"] or {}, ref["sft"] or {}
-
-            def rate(entry: dict[str, Any], key: str) -> str:
-                if not entry:
-                    return "–"
-                return _pct(entry["metrics"][key], entry.get("intervals", {}).get(key))
-
-            seconds = "–" if ref["seconds"] is None else f"{ref['seconds']:.0f} s"
-            out.append(
-                f"| {name} | {rate(base, 'accuracy')} | {rate(base, 'hallucination_rate')} | "
-                f"{rate(sft, 'accuracy')} | {rate(sft, 'hallucination_rate')} | "
-                f"{rate(sft, 'proactive_rate')} | {seconds} | "
-                f"`{' '.join(ref['settings'])}` |"
-            )
-    out += [
+        *runs_table(runs),
+        *references_table(data["references"]),
         "",
         "## Runs",
         "",
@@ -158,6 +132,75 @@ def markdown(config: SweepConfig, data: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def runs_table(runs: list[RunRow]) -> list[str]:
+    """The lead paragraph and one line per run: its final policy's rates and how it trained."""
+    first = runs[0]
+    return [
+        f"{len(runs)} runs; each final policy evaluated on {first['questions']} held-out questions "
+        f"x n={first['n']}. Brackets: 95% bootstrap intervals (questions resampled). Rates graded "
+        "with the recipe's substring rule; the normalised grader's accuracy is in its own column.",
+        "",
+        "| run | "
+        + " | ".join(title for _, title in RATES)
+        + " | accuracy (normalised) | hardest / easiest proactive | reward first -> last | "
+        "seeds | wall time |",
+        "|" + "---|" * (len(RATES) + 6),
+        *[f"| {row['name']} | " + " | ".join(run_cells(row)) + " |" for row in runs],
+    ]
+
+
+def run_cells(row: RunRow) -> list[str]:
+    final = row["final"]
+    m, ci = final["metrics"], final.get("intervals", {})
+    norm = final.get("metrics_normalised", {})
+    cal = final["calibration"]
+    cells = [_pct(m[key], ci.get(key)) for key, _ in RATES]
+    cells.append(_pct(norm.get("accuracy"), final.get("intervals_normalised", {}).get("accuracy")))
+    cells.append(f"{_pct(cal['hardest_proactive_rate'])} / {_pct(cal['easiest_proactive_rate'])}")
+    first_r, last_r = row["reward_first"], row["reward_last"]
+    cells.append(
+        "–" if first_r is None else f"{first_r:.3f} -> {last_r:.3f} ({row['rl_steps']} steps)"
+    )
+    cells.append(", ".join(f"{k} {v}" for k, v in row["seeds"].items()))
+    cells.append(_seconds(row["seconds"]))
+    return cells
+
+
+def references_table(references: dict[str, Reference]) -> list[str]:
+    """The SFTs the runs started from, beside the base model (nothing when no run had SFT)."""
+    if not references:
+        return []
+    return [
+        "",
+        "## Where the runs started: base model and SFT",
+        "",
+        "| SFT | base accuracy | base hallucination | SFT accuracy | SFT hallucination | "
+        "SFT proactive | SFT wall time | settings |",
+        "|---|---|---|---|---|---|---|---|",
+        *[reference_line(name, ref) for name, ref in references.items()],
+    ]
+
+
+def reference_line(name: str, ref: Reference) -> str:
+    base, sft = ref["base"] or {}, ref["sft"] or {}
+    return (
+        f"| {name} | {_rate(base, 'accuracy')} | {_rate(base, 'hallucination_rate')} | "
+        f"{_rate(sft, 'accuracy')} | {_rate(sft, 'hallucination_rate')} | "
+        f"{_rate(sft, 'proactive_rate')} | {_seconds(ref['seconds'])} | "
+        f"`{' '.join(ref['settings'])}` |"
+    )
+
+
+def _rate(entry: dict[str, Any], key: str) -> str:
+    if not entry:
+        return "–"
+    return _pct(entry["metrics"][key], entry.get("intervals", {}).get(key))
+
+
+def _seconds(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds:.0f} s"
 
 
 def plot(data: dict[str, Any], path: Path) -> None:
