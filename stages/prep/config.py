@@ -125,17 +125,7 @@ class PrepConfig(StageConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> PrepConfig:
-        if isinstance(self.rl_source, list) and not self.rl_source:
-            raise ValueError("rl_source is an empty list; give at least one file")
-        n_sources = len(self.rl_source) if isinstance(self.rl_source, list) else 1
-        if self.rl_source_limits is not None:
-            if len(self.rl_source_limits) != n_sources:
-                raise ValueError(
-                    f"rl_source_limits has {len(self.rl_source_limits)} entries for "
-                    f"{n_sources} rl_source file(s); give one limit (or null) per file"
-                )
-            if any(limit is not None and limit < 1 for limit in self.rl_source_limits):
-                raise ValueError("rl_source_limits entries must be >= 1 or null")
+        self._check_rl_sources()
         misplaced = [name for name in BUILD_ONLY if name in self.model_fields_set]
         if self.sft_source != "build" and misplaced:
             raise ValueError(
@@ -145,6 +135,21 @@ class PrepConfig(StageConfig):
             if getattr(self, name) is not None and self.known_from is None:
                 raise ValueError(f"{name} needs known_from")
         return self
+
+    def _check_rl_sources(self) -> None:
+        """At least one RL file, and one limit (>= 1 or null) per file when limits are given."""
+        if isinstance(self.rl_source, list) and not self.rl_source:
+            raise ValueError("rl_source is an empty list; give at least one file")
+        n_sources = len(self.rl_source) if isinstance(self.rl_source, list) else 1
+        if self.rl_source_limits is None:
+            return
+        if len(self.rl_source_limits) != n_sources:
+            raise ValueError(
+                f"rl_source_limits has {len(self.rl_source_limits)} entries for "
+                f"{n_sources} rl_source file(s); give one limit (or null) per file"
+            )
+        if any(limit is not None and limit < 1 for limit in self.rl_source_limits):
+            raise ValueError("rl_source_limits entries must be >= 1 or null")
 
     def rl_paths(self, default: Path) -> list[Path]:
         """The RL source files in mix order."""
