@@ -6,6 +6,7 @@ ROLLOUTS is one row per sampled response; a step's file always holds whole group
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -71,7 +72,7 @@ class RolloutRow(TypedDict):
     reward_parts: dict[str, float] | list[tuple[str, float]]  # from_pylist: dict; to_pylist: pairs
 
 
-def write_table(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> int:
+def write_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, path: Path) -> int:
     """Write rows (dicts keyed by column) with `schema`; returns the row count."""
     table = pa.Table.from_pylist(rows, schema=schema)
     pq.write_table(table, path)

@@ -47,8 +47,7 @@ from proactive_rl.stages.sft.optim import (
     trainer_class,
 )
 
-# The stage's log lines keep the logger name they had before train() moved here.
-logger = logging.getLogger("proactive_rl.stages.sft.main")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
