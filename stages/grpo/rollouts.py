@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import ROLLOUTS_FILE, RunPaths, rollout_worker_name
@@ -15,9 +15,20 @@ from proactive_rl.shared.publish import is_stable, read_marker, verified, wait_f
 from proactive_rl.shared.schedule import Plan
 from proactive_rl.stages.grpo.config import GrpoConfig
 
+if TYPE_CHECKING:
+    from proactive_rl.shared.schemas import RolloutRow
+
 ROLLOUTS_DAMAGED = "Check the volume for errors, then start both workers over with --clean"
 # enough prompt ids to find the problem, not a screenful
 SHOWN = 10
+
+
+class Part(NamedTuple):
+    """One rollout worker's part of a step: its folder, its marker and its rows."""
+
+    folder: Path
+    marker: dict[str, Any]
+    rows: list[RolloutRow]
 
 
 def wait_parts(
@@ -52,7 +63,7 @@ def wait_parts(
 
 def read_parts(
     paths: RunPaths, plan: Plan, step: int, markers: list[dict[str, Any]]
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[dict[str, Any], list[RolloutRow]]:
     """The step's marker (the parts' markers merged) and rows (the parts in worker order),
     each part verified and checked before a row is trained on."""
     from proactive_rl.shared.schemas import ROLLOUTS, read_table
@@ -62,16 +73,14 @@ def read_parts(
         paths.rollout_parts(step, plan.rollout_workers), markers, strict=True
     ):
         verified(folder, ROLLOUTS_DAMAGED)
-        parts.append((folder, marker, read_table(folder / ROLLOUTS_FILE, ROLLOUTS).to_pylist()))
+        parts.append(Part(folder, marker, read_table(folder / ROLLOUTS_FILE, ROLLOUTS).to_pylist()))
     rows = merge_parts(plan, step, parts)  # first: a duplicated group is named as one
     for folder, _, part in parts:
         check_rollouts(part, plan, step, folder)
     return merged_marker(step, markers), rows
 
 
-def merge_parts(
-    plan: Plan, step: int, parts: list[tuple[Path, dict[str, Any], list[dict[str, Any]]]]
-) -> list[dict[str, Any]]:
+def merge_parts(plan: Plan, step: int, parts: list[Part]) -> list[RolloutRow]:
     """The rows of the parts (folder, marker, rows), given in worker order, concatenated. Each
     part must hold its worker's share of the step (`Plan.worker_prompts`) and nothing else,
     every prompt of it once with n responses, except the prompts its marker lists as dropped
@@ -83,40 +92,58 @@ def merge_parts(
             f"rollout_workers={plan.rollout_workers}"
         )
     position = {g: pos for pos, g in enumerate(plan.step_prompts(step))}
-    merged: list[dict[str, Any]] = []
+    merged: list[RolloutRow] = []
     for worker, (folder, marker, rows) in enumerate(parts):
         where = f"step {step}: the part of rollout worker {worker} ({folder})"
         share = plan.worker_prompts(step, worker)
         counts = Counter(row["group_id"] for row in rows)
         # the shares are disjoint: a group in two parts is outside the share of one of them
-        foreign = sorted(set(counts) - set(share))
-        if foreign:
-            owners = sorted({position[g] % plan.rollout_workers for g in foreign if g in position})
-            whose = f"the share of worker(s) {owners}" if owners else "not of this step"
-            kind = "duplicated" if owners else "foreign"
-            raise UserError(
-                f"{where}: {kind} group(s): it holds prompt(s) {foreign[:SHOWN]}, which are "
-                f"{whose}, not its own (positions p % {plan.rollout_workers} == {worker} of "
-                "the step). Was it started with another worker index (two processes with one "
-                "index?) or another plan? Give each rollout process its own worker and start "
-                "them over with --clean"
-            )
-        doubled = sorted(g for g, c in counts.items() if c > plan.n)
-        if doubled:
-            raise UserError(
-                f"{where}: duplicated group(s): prompt(s) {doubled[:SHOWN]} have more than "
-                f"n={plan.n} responses. Start the workers over with --clean"
-            )
+        refuse_foreign(plan, worker, where, sorted(set(counts) - set(share)), position)
+        refuse_doubled(plan, where, counts)
         if "dropped" in marker:
-            missing = [g for g in share if g not in counts and g not in set(marker["dropped"])]
-            if missing:
-                raise UserError(
-                    f"{where} lacks prompt(s) {missing[:SHOWN]} of its share "
-                    f"({len(missing)} of {len(share)}), and its marker does not list them as "
-                    "dropped: start the workers over with --clean"
-                )
+            refuse_missing(where, share, counts, marker["dropped"])
         merged.extend(rows)
     return merged
+
+
+def refuse_foreign(
+    plan: Plan, worker: int, where: str, foreign: list[int], position: dict[int, int]
+) -> None:
+    """Refuse a part holding groups outside its worker's share: another worker's (duplicated)
+    or none of this step's (foreign). `position`: each prompt's place in the step."""
+    if not foreign:
+        return
+    owners = sorted({position[g] % plan.rollout_workers for g in foreign if g in position})
+    whose = f"the share of worker(s) {owners}" if owners else "not of this step"
+    kind = "duplicated" if owners else "foreign"
+    raise UserError(
+        f"{where}: {kind} group(s): it holds prompt(s) {foreign[:SHOWN]}, which are "
+        f"{whose}, not its own (positions p % {plan.rollout_workers} == {worker} of "
+        "the step). Was it started with another worker index (two processes with one "
+        "index?) or another plan? Give each rollout process its own worker and start "
+        "them over with --clean"
+    )
+
+
+def refuse_doubled(plan: Plan, where: str, counts: Counter[int]) -> None:
+    """Refuse a part with more than n responses to a prompt."""
+    doubled = sorted(g for g, c in counts.items() if c > plan.n)
+    if doubled:
+        raise UserError(
+            f"{where}: duplicated group(s): prompt(s) {doubled[:SHOWN]} have more than "
+            f"n={plan.n} responses. Start the workers over with --clean"
+        )
+
+
+def refuse_missing(where: str, share: list[int], counts: Counter[int], dropped: list[int]) -> None:
+    """Refuse a part that lacks prompts of its share its marker does not list as dropped."""
+    missing = [g for g in share if g not in counts and g not in set(dropped)]
+    if missing:
+        raise UserError(
+            f"{where} lacks prompt(s) {missing[:SHOWN]} of its share "
+            f"({len(missing)} of {len(share)}), and its marker does not list them as "
+            "dropped: start the workers over with --clean"
+        )
 
 
 def merged_marker(step: int, markers: list[dict[str, Any]]) -> dict[str, Any]:
@@ -125,14 +152,7 @@ def merged_marker(step: int, markers: list[dict[str, Any]]) -> dict[str, Any]:
     (the workers run side by side). With one part, its marker as it is."""
     if len(markers) == 1:
         return markers[0]
-    for key in ("temperature", "max_new_tokens"):
-        values = [m.get(key) for m in markers]
-        if len(set(values)) > 1:
-            raise UserError(
-                f"step {step}: the rollout workers sampled with different {key} ({values}, "
-                "in worker order); the trainer scores every part with one: start them with "
-                "the same sampling settings"
-            )
+    refuse_other_sampling(step, markers)
     seconds = [m.get("seconds", {}) for m in markers]
     return {
         **markers[0],
@@ -145,7 +165,19 @@ def merged_marker(step: int, markers: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def check_rollouts(rows: list[dict[str, Any]], plan: Plan, step: int, folder: Path) -> None:
+def refuse_other_sampling(step: int, markers: list[dict[str, Any]]) -> None:
+    """Refuse parts sampled with different settings: the trainer scores every part with one."""
+    for key in ("temperature", "max_new_tokens"):
+        values = [m.get(key) for m in markers]
+        if len(set(values)) > 1:
+            raise UserError(
+                f"step {step}: the rollout workers sampled with different {key} ({values}, "
+                "in worker order); the trainer scores every part with one: start them with "
+                "the same sampling settings"
+            )
+
+
+def check_rollouts(rows: list[RolloutRow], plan: Plan, step: int, folder: Path) -> None:
     """Refuse rollouts that are too stale, of another step, or with broken groups."""
     oldest = plan.min_policy_version(step)
     versions = {row["policy_version"] for row in rows}

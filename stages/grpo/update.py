@@ -5,11 +5,12 @@ the gradient does not depend on the micro-batch size."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from proactive_rl.engine.parallel import Parallel, split_micro
+from proactive_rl.shared.schemas import RolloutRow
+from proactive_rl.stages.grpo.batches import MicroSplit, MiniBatch, plan_mini_batches
 from proactive_rl.stages.grpo.config import GrpoConfig, LossConfig
 from proactive_rl.stages.grpo.loss import Normalizer, group_advantages, policy_loss, token_logprobs
 
@@ -26,7 +27,7 @@ class Batch:
     response_len: int
 
 
-def collate(rows: list[dict[str, Any]], device: torch.device, pad_id: int = 0) -> Batch:
+def collate(rows: list[RolloutRow], device: torch.device, pad_id: int = 0) -> Batch:
     seqs = [list(r["prompt_ids"]) + list(r["response_ids"]) for r in rows]
     width = max(len(s) for s in seqs)
     resp_len = max(len(r["response_ids"]) for r in rows)
@@ -51,7 +52,7 @@ def pad_rows(values: list[torch.Tensor], width: int, device: torch.device) -> to
 
 def logprobs_of(
     model: torch.nn.Module,
-    rows: list[dict[str, Any]],
+    rows: list[RolloutRow],
     temperature: float,
     micro_batch_size: int,
     device: torch.device,
@@ -91,75 +92,126 @@ def importance_weights(
     return weights
 
 
-def accumulate_gradients(
-    model: torch.nn.Module,
-    ref_model: torch.nn.Module | None,
-    rows: list[dict[str, Any]],
-    advantages: torch.Tensor,
-    keep: torch.Tensor,
-    cfg: LossConfig,
-    norm: Normalizer,
-    temperature: float,
-    micro_batch_size: int,
-    device: torch.device,
-    old: list[torch.Tensor] | None = None,
-    is_weights: list[torch.Tensor] | None = None,
-    par: Parallel | None = None,
-    micro_batches: int | None = None,
-    micro_batch_tokens: int | None = None,
-) -> dict[str, float]:
-    """Backward the loss of one mini-batch, micro-batch by micro-batch (`micro_batch_size`
-    rows, or with `micro_batch_tokens` that token budget: split_micro), into the .grad fields.
+@dataclass(frozen=True)
+class Policies:
+    """The policy trained (what forward passes go through: the DDP or DeepSpeed wrapper when
+    several processes train), the KL reference (None: no KL term), and how both score a
+    response: at `temperature`, on `device`."""
 
-    `old` are the logprobs of the policy before this step's first update (None: the current
-    policy, i.e. ratio 1 in value); `keep` zeroes responses excluded from the loss. With several
-    processes (`par`), `rows` are this process's share and `norm` counts the whole mini-batch;
-    `micro_batches` pads with zero-loss passes so every process runs as many as the others.
+    model: torch.nn.Module
+    ref: torch.nn.Module | None
+    temperature: float
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class Share:
+    """This process's rows of one mini-batch and what the loss needs of each: advantages [rows],
+    `keep` [rows] (0.0: the response adds nothing to the loss), pi_old's logprobs (None: the
+    current policy, i.e. ratio 1 in value), importance weights (None: no correction). `norm`
+    counts the whole mini-batch, over every process; `split` cuts the rows into micro-batches."""
+
+    rows: list[RolloutRow]
+    advantages: torch.Tensor
+    keep: torch.Tensor
+    norm: Normalizer
+    split: MicroSplit
+    old: list[torch.Tensor] | None = None
+    is_weights: list[torch.Tensor] | None = None
+
+
+def accumulate_gradients(
+    policies: Policies, share: Share, cfg: LossConfig, par: Parallel | None = None
+) -> dict[str, float]:
+    """Backward the loss of one mini-batch, micro-batch by micro-batch (split_micro), into the
+    .grad fields; padding passes (share.split.pad_to beyond the rows' own) have zero loss. With
+    several processes (`par`), the share is this process's and its backward joins theirs.
     Returns the mini-batch's loss statistics (each micro-batch contributes its share)."""
     totals: dict[str, float] = {}
-    splits = split_micro(rows, micro_batch_size, micro_batch_tokens)
-    count = max(micro_batches or 0, len(splits))
+    splits = split_micro(share.rows, share.split.size, share.split.tokens)
+    count = max(share.split.pad_to or 0, len(splits))
     for k in range(count):
         padding = k >= len(splits)
-        idx = [0] if padding else splits[k]
-        chunk = [rows[j] for j in idx]
-        b = collate(chunk, device)
-        mask = b.mask * (0.0 if padding else keep[idx].unsqueeze(-1).to(device))
-        logp, entropy = token_logprobs(
-            model, b.ids, b.attn, b.response_start, b.response_len, temperature, with_entropy=True
-        )
-        old_logp = (
-            logp.detach()
-            if old is None
-            else pad_rows([old[j] for j in idx], b.response_len, device)
-        )
-        ref = None
-        if ref_model is not None and cfg.kl_coef > 0:
-            with torch.no_grad():
-                ref, _ = token_logprobs(
-                    ref_model, b.ids, b.attn, b.response_start, b.response_len, temperature
-                )
-        weights = None
-        if is_weights is not None:
-            weights = pad_rows([is_weights[j] for j in idx], b.response_len, device)
-        loss, stats = policy_loss(
-            logp,
-            old_logp,
-            advantages[idx].to(device),
-            mask,
-            cfg,
-            norm,
-            ref_logp=ref,
-            entropy=entropy,
-            is_weights=weights,
-        )
+        loss, stats = micro_batch_loss(policies, share, cfg, [0] if padding else splits[k], padding)
         if par is None:
             loss.backward()
         else:
-            par.backward(model, loss, last=k == count - 1)
+            par.backward(policies.model, loss, last=k == count - 1)
         for name, value in stats.items():
             totals[name] = totals.get(name, 0.0) + float(value)
     return totals
+
+
+def micro_batch_loss(
+    policies: Policies, share: Share, cfg: LossConfig, idx: list[int], padding: bool
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of the share's rows `idx` (policy_loss); a `padding` pass masks every token."""
+    device = policies.device
+    b = collate([share.rows[j] for j in idx], device)
+    mask = b.mask * (0.0 if padding else share.keep[idx].unsqueeze(-1).to(device))
+    logp, entropy = token_logprobs(
+        policies.model,
+        b.ids,
+        b.attn,
+        b.response_start,
+        b.response_len,
+        policies.temperature,
+        with_entropy=True,
+    )
+    old_logp = (
+        logp.detach()
+        if share.old is None
+        else pad_rows([share.old[j] for j in idx], b.response_len, device)
+    )
+    ref = reference_logprobs(policies, b, cfg)
+    weights = None
+    if share.is_weights is not None:
+        weights = pad_rows([share.is_weights[j] for j in idx], b.response_len, device)
+    return policy_loss(
+        logp,
+        old_logp,
+        share.advantages[idx].to(device),
+        mask,
+        cfg,
+        share.norm,
+        ref_logp=ref,
+        entropy=entropy,
+        is_weights=weights,
+    )
+
+
+def reference_logprobs(policies: Policies, b: Batch, cfg: LossConfig) -> torch.Tensor | None:
+    """The reference policy's token logprobs of the batch, or None when there is no KL term."""
+    if policies.ref is None or cfg.kl_coef <= 0:
+        return None
+    with torch.no_grad():
+        ref, _ = token_logprobs(
+            policies.ref, b.ids, b.attn, b.response_start, b.response_len, policies.temperature
+        )
+    return ref
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The step's rows with what every process computes alike for all of them (advantages need
+    whole groups, so every process computes them for the whole step), by row position."""
+
+    rows: list[RolloutRow]
+    rewards: torch.Tensor  # float64
+    advantages: torch.Tensor  # float32, group-normalised
+    tie_frac: float  # groups whose rewards all tie: no learning signal
+    keep: torch.Tensor  # 0.0 for a truncated response that mask_truncated drops, else 1.0
+    sampler: list[torch.Tensor]  # the sampler's logprobs of each response
+
+
+@dataclass(frozen=True)
+class OldPolicy:
+    """pi_old, frozen before the step's first update, for this process's rows (by position):
+    its token logprobs and, unless is_correction is "none", the truncated importance weights
+    against the sampler (else empty)."""
+
+    logprobs: dict[int, torch.Tensor]
+    weights: dict[int, torch.Tensor]
 
 
 def train_step(
@@ -167,7 +219,7 @@ def train_step(
     ref_model: torch.nn.Module | None,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    rows: list[dict[str, Any]],
+    rows: list[RolloutRow],
     config: GrpoConfig,
     temperature: float,
     max_new_tokens: int,
@@ -181,127 +233,172 @@ def train_step(
     Without `update_actor` (veRL's critic warm-up) the step is measured but trains nothing."""
     par = par or Parallel("single", device=device)
     optimizer.zero_grad(set_to_none=True)
-    cfg = config.loss
-    micro, micro_tokens = config.micro_batch_size, config.micro_batch_tokens
-    lp_micro = config.log_prob_micro_batch_size or micro
-    lp_tokens = config.log_prob_micro_batch_tokens
+    policies = Policies(model, ref_model, temperature, device)
+    scored = score_rows(rows, config.loss)
+    minis = plan_mini_batches(rows, config, n, par)
+    old = freeze_old_policy(policies, scored, minis, config.loss)
+    lr = scheduler.get_last_lr()[0]  # every update of this RL step trains at this rate
+    epochs = config.ppo_epochs if update_actor else 0
+    max_len = float(config.loss.loss_scale_factor or max_new_tokens)
+    shares = [share_of(scored, mini, old, max_len) for mini in minis]
+    losses, grad_norms = optimise(policies, par, optimizer, shares, config, epochs)
+    if update_actor:
+        scheduler.step()  # once per RL step, as veRL: warm-up and decay count RL steps
+    losses = par.reduce(losses)  # each process holds its share of every mini-batch statistic
+    out = step_metrics(scored, losses, grad_norms, lr if update_actor else 0.0, epochs * len(minis))
+    real_rows = [j for mini in minis if not mini.stand_in for j in mini.mine]
+    out.update(old_policy_metrics(old, scored.sampler, real_rows, config.loss, par))
+    return out
+
+
+def score_rows(rows: list[RolloutRow], cfg: LossConfig) -> Scored:
+    """Rewards, group advantages, the loss mask and the sampler's logprobs of the step's rows."""
     rewards = torch.tensor([r["reward"] for r in rows], dtype=torch.float64)
     group_ids = torch.tensor([r["group_id"] for r in rows])
-    # advantages need whole groups, so every process computes them for the whole step
     advantages, tie_frac = group_advantages(rewards, group_ids, cfg.scale_advantages, cfg.adv_eps)
-    advantages = advantages.float()
     keep = torch.tensor(
         [0.0 if cfg.mask_truncated and r["finish_reason"] == "length" else 1.0 for r in rows]
     )
     sampler = [torch.tensor(r["sampling_logprobs"], dtype=torch.float32) for r in rows]
+    return Scored(rows, rewards, advantages.float(), tie_frac, keep, sampler)
 
-    # Groups stay whole inside a mini-batch; rows arrive ordered by group.
-    per_mini = config.mini_batch_prompts * n
-    minis = [list(range(i, min(i + per_mini, len(rows)))) for i in range(0, len(rows), per_mini)]
-    # This process's rows of each mini-batch (a process without a group gets one row that
-    # counts for nothing, so it still joins the collective passes), and the pass counts to pad
-    # to: training micro-batches and pi_old forwards.
-    shares = []
-    for mini in minis:
-        mine = par.shard(rows, mini)
-        passes = par.micro_batches(rows, mini, micro, micro_tokens)
-        lp_passes = par.micro_batches(rows, mini, lp_micro, lp_tokens)
-        shares.append((mine or mini[:1], bool(mine), passes, lp_passes))
 
-    # pi_old is frozen before the first update, as veRL recomputes old_log_prob every step: the
-    # ratio's denominator when a step makes several updates, what the importance weights compare
-    # the sampler with, and the sampler/trainer mismatch metric. One no-grad forward a response.
+def freeze_old_policy(
+    policies: Policies, scored: Scored, minis: list[MiniBatch], cfg: LossConfig
+) -> OldPolicy:
+    """pi_old is frozen before the first update, as veRL recomputes old_log_prob every step: the
+    ratio's denominator when a step makes several updates, what the importance weights compare
+    the sampler with, and the sampler/trainer mismatch metric. One no-grad forward a response."""
     old: dict[int, torch.Tensor] = {}
-    for mine, _, _, lp_passes in shares:
-        mine_rows = [rows[j] for j in mine]
-        lps = logprobs_of(model, mine_rows, temperature, lp_micro, device, lp_passes, lp_tokens)
-        old.update(zip(mine, lps, strict=True))
+    for mini in minis:
+        mine_rows = [scored.rows[j] for j in mini.mine]
+        split = mini.old
+        lps = logprobs_of(
+            policies.model,
+            mine_rows,
+            policies.temperature,
+            split.size,
+            policies.device,
+            split.pad_to,
+            split.tokens,
+        )
+        old.update(zip(mini.mine, lps, strict=True))
     weights: dict[int, torch.Tensor] = {}
     if cfg.is_correction != "none":
         order = sorted(old)
-        computed = importance_weights([old[j] for j in order], [sampler[j] for j in order], cfg)
+        sampler = [scored.sampler[j] for j in order]
+        computed = importance_weights([old[j] for j in order], sampler, cfg)
         weights = dict(zip(order, computed, strict=True))
+    return OldPolicy(old, weights)
 
+
+def share_of(scored: Scored, mini: MiniBatch, old: OldPolicy, max_len: float) -> Share:
+    """This process's share of `mini` as the loss takes it; its normalisers count the whole
+    mini-batch. A stand-in row keeps nothing."""
+    keep, mine = scored.keep, mini.mine
+    norm = Normalizer(
+        tokens=float(sum(keep[j] * len(scored.rows[j]["response_ids"]) for j in mini.rows)),
+        sequences=float(sum(keep[j] for j in mini.rows)),
+        max_len=max_len,
+    )
+    return Share(
+        rows=[scored.rows[j] for j in mine],
+        advantages=scored.advantages[mine],
+        keep=torch.zeros(len(mine)) if mini.stand_in else keep[mine],
+        norm=norm,
+        split=mini.train,
+        old=[old.logprobs[j] for j in mine] if old.logprobs else None,
+        is_weights=[old.weights[j] for j in mine] if old.weights else None,
+    )
+
+
+def optimise(
+    policies: Policies,
+    par: Parallel,
+    optimizer: torch.optim.Optimizer,
+    shares: list[Share],
+    config: GrpoConfig,
+    epochs: int,
+) -> tuple[dict[str, float], list[float]]:
+    """`epochs` passes over the mini-batches, one optimizer step each. Returns this process's
+    summed loss statistics ("loss/<name>") and the gradient norm of every optimizer step."""
     totals: dict[str, float] = {}
     grad_norms = []
-    lr = scheduler.get_last_lr()[0]  # every update of this RL step trains at this rate
-    for _ in range(config.ppo_epochs if update_actor else 0):
-        for mini, (mine, real, passes, _) in zip(minis, shares, strict=True):
-            norm = Normalizer(
-                tokens=float(sum(keep[j] * len(rows[j]["response_ids"]) for j in mini)),
-                sequences=float(sum(keep[j] for j in mini)),
-                max_len=float(cfg.loss_scale_factor or max_new_tokens),
-            )
-            stats = accumulate_gradients(
-                model,
-                ref_model,
-                [rows[j] for j in mine],
-                advantages[mine],
-                keep[mine] if real else torch.zeros(len(mine)),
-                cfg,
-                norm,
-                temperature,
-                micro,
-                device,
-                old=[old[j] for j in mine] if old else None,
-                is_weights=[weights[j] for j in mine] if weights else None,
-                par=par,
-                micro_batches=passes,
-                micro_batch_tokens=micro_tokens,
-            )
+    for _ in range(epochs):
+        for share in shares:
+            stats = accumulate_gradients(policies, share, config.loss, par)
             for name, value in stats.items():
                 totals[f"loss/{name}"] = totals.get(f"loss/{name}", 0.0) + value
-            grad_norms.append(par.step(model, optimizer, config.grad_clip))
-    if update_actor:
-        scheduler.step()  # once per RL step, as veRL: warm-up and decay count RL steps
-    totals = par.reduce(totals)  # each process holds its share of every mini-batch statistic
+            grad_norms.append(par.step(policies.model, optimizer, config.grad_clip))
+    return totals, grad_norms
 
-    updates = config.ppo_epochs * len(minis) if update_actor else 0
+
+def step_metrics(
+    scored: Scored, losses: dict[str, float], grad_norms: list[float], lr: float, updates: int
+) -> dict[str, float]:
+    """The step's reward, advantage, response and optimizer metrics, and the loss statistics
+    averaged over its `updates` optimizer steps."""
+    rows, rewards = scored.rows, scored.rewards
     lengths = [len(r["response_ids"]) for r in rows]
-    out = {
+    return {
         "reward/mean": float(rewards.mean()),
         "reward/std": float(rewards.std(unbiased=False)),
         "reward/group_acc": part_mean(rows, "correct"),
         "reward/proactive_rate": part_mean(rows, "proactive"),
         "reward/think_rate": part_mean(rows, "think"),
-        "reward/tied_group_frac": tie_frac,
-        "adv/abs_mean": float(advantages.abs().mean()),
+        "reward/tied_group_frac": scored.tie_frac,
+        "adv/abs_mean": float(scored.advantages.abs().mean()),
         "response/length_mean": sum(lengths) / len(lengths),
         "response/truncated_frac": sum(r["finish_reason"] == "length" for r in rows) / len(rows),
         "opt/grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
-        "opt/lr": lr if update_actor else 0.0,
+        "opt/lr": lr,
         "opt/updates": updates,
-        **{name: value / updates for name, value in totals.items()},
+        **{name: value / updates for name, value in losses.items()},
     }
-    real_rows = [j for mine, real, *_ in shares if real for j in mine]
-    if old:
-        diffs = torch.cat([(old[j] - sampler[j]).abs() for j in real_rows] or [torch.zeros(0)])
-        summed = par.reduce({"sum": float(diffs.sum()), "count": float(diffs.numel())})
+
+
+def old_policy_metrics(
+    old: OldPolicy,
+    sampler: list[torch.Tensor],
+    real_rows: list[int],
+    cfg: LossConfig,
+    par: Parallel,
+) -> dict[str, float]:
+    """How far the sampler's logprobs are from pi_old's, and the importance weights' spread,
+    over every process's own rows (`real_rows`: this process's, stand-ins left out)."""
+    out: dict[str, float] = {}
+    if old.logprobs:
+        diffs = [(old.logprobs[j] - sampler[j]).abs() for j in real_rows]
+        flat = torch.cat(diffs or [torch.zeros(0)])
+        summed = par.reduce({"sum": float(flat.sum()), "count": float(flat.numel())})
         out["rollout/sampler_logprob_abs_diff"] = summed["sum"] / max(summed["count"], 1.0)
-    if weights:
-        flat = torch.cat([weights[j] for j in real_rows] or [torch.zeros(0)])
-        summed = par.reduce(
-            {
-                "sum": float(flat.sum()),
-                "count": float(flat.numel()),
-                "truncated": float((flat >= cfg.is_threshold).sum()),
-            }
-        )
-        low = par.reduce({"v": float(flat.min()) if flat.numel() else float("inf")}, "min")["v"]
-        high = par.reduce({"v": float(flat.max()) if flat.numel() else float("-inf")}, "max")["v"]
-        count = max(summed["count"], 1.0)
-        out.update(
-            {
-                "is/weight_mean": summed["sum"] / count,
-                "is/weight_min": low,
-                "is/weight_max": high,
-                "is/truncated_frac": summed["truncated"] / count,
-            }
-        )
+    if old.weights:
+        weights = [old.weights[j] for j in real_rows]
+        out.update(weight_metrics(torch.cat(weights or [torch.zeros(0)]), cfg, par))
     return out
 
 
-def part_mean(rows: list[dict[str, Any]], name: str) -> float:
+def weight_metrics(flat: torch.Tensor, cfg: LossConfig, par: Parallel) -> dict[str, float]:
+    """Mean, min, max and truncated fraction of the importance weights over every process."""
+    summed = par.reduce(
+        {
+            "sum": float(flat.sum()),
+            "count": float(flat.numel()),
+            "truncated": float((flat >= cfg.is_threshold).sum()),
+        }
+    )
+    low = par.reduce({"v": float(flat.min()) if flat.numel() else float("inf")}, "min")["v"]
+    high = par.reduce({"v": float(flat.max()) if flat.numel() else float("-inf")}, "max")["v"]
+    count = max(summed["count"], 1.0)
+    return {
+        "is/weight_mean": summed["sum"] / count,
+        "is/weight_min": low,
+        "is/weight_max": high,
+        "is/truncated_frac": summed["truncated"] / count,
+    }
+
+
+def part_mean(rows: list[RolloutRow], name: str) -> float:
     """Mean of one reward part over the responses that report it (NaN if none does)."""
     values = [dict(r["reward_parts"] or {}).get(name) for r in rows]
     present = [v for v in values if v is not None]

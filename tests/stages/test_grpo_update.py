@@ -9,9 +9,16 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from proactive_rl.engine.generation import SamplingConfig, TransformersBackend
+from proactive_rl.stages.grpo.batches import MicroSplit
 from proactive_rl.stages.grpo.config import GrpoConfig, LossConfig
 from proactive_rl.stages.grpo.loss import Normalizer
-from proactive_rl.stages.grpo.update import accumulate_gradients, logprobs_of, train_step
+from proactive_rl.stages.grpo.update import (
+    Policies,
+    Share,
+    accumulate_gradients,
+    logprobs_of,
+    train_step,
+)
 from tests.stages.test_grpo_parallel import N, rollout_rows
 
 CPU = torch.device("cpu")
@@ -69,20 +76,8 @@ def test_gradients_do_not_depend_on_the_micro_batch_size(model64, agg):
     # of 1 puts every row alone (each longer than the budget), whatever micro_batch_size says
     for micro, budget in ((len(rows), None), (3, None), (1, None), (1, 20), (len(rows), 1)):
         model64.zero_grad(set_to_none=True)
-        stats = accumulate_gradients(
-            model64,
-            ref,
-            rows,
-            adv,
-            keep,
-            cfg,
-            norm,
-            1.0,
-            micro,
-            CPU,
-            old=old,
-            micro_batch_tokens=budget,
-        )
+        share = Share(rows, adv, keep, norm, MicroSplit(micro, budget), old=old)
+        stats = accumulate_gradients(Policies(model64, ref, 1.0, CPU), share, cfg)
         results.append((grads(model64), stats))
     (whole, s_whole), *others = results
     assert s_whole["clip_frac"] > 0
@@ -148,7 +143,8 @@ def test_ratio_one_without_kl_is_the_advantage_weighted_log_likelihood(model64):
     tokens = sum(len(r["response_ids"]) for r in rows)
     norm = Normalizer(tokens=float(tokens), sequences=float(len(rows)), max_len=10.0)
     model64.zero_grad(set_to_none=True)
-    accumulate_gradients(model64, None, rows, adv, torch.ones(len(rows)), cfg, norm, 1.0, 2, CPU)
+    share = Share(rows, adv, torch.ones(len(rows)), norm, MicroSplit(2))
+    accumulate_gradients(Policies(model64, None, 1.0, CPU), share, cfg)
     ours = grads(model64)
 
     # independent: one sequence at a time, plain log_softmax of the model's logits
