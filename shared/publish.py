@@ -1,33 +1,34 @@
-"""Atomic publishing and waiting: the rules every producer and consumer on the volume follows.
+"""Atomic publishing and markers: the rules every producer on the volume follows, and the check
+every consumer makes before it uses what was published.
 
 - A producer writes an artifact folder under a temporary name (`staged`), fsyncs it, renames it
   into place with `os.replace`, and writes `STABLE.json` (file sizes + checksums, row counts,
   metadata) last. A failed write removes the temporary folder; a full disk is one clear error.
-- A consumer acts on `STABLE.json` only, waits with a timeout and a heartbeat log line, and fails
-  fast, naming the peer, when that peer's status file says it failed. Before it uses an artifact
-  it checks the files against the marker (`verified`), once per publication.
-- A stage refuses to start over outputs of an earlier run unless told `--resume` or `--clean`.
+- A consumer acts on `STABLE.json` only. Before it uses an artifact it checks the files against
+  the marker (`verify`), once per publication with `cache=VERIFIED`.
+
+How consumers wait for a marker, and watch their peer while they do, is in `shared/peers.py`;
+how a stage claims its outputs in a run directory (`--resume`, `--clean`) in `shared/claims.py`.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import importlib
 import json
 import logging
 import os
 import re
 import shutil
-import socket
-import threading
 import time
-import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NamedTuple, NoReturn
 
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import STEP_RE, DataPaths, adapter_base, numbered_children
@@ -35,15 +36,6 @@ from proactive_rl.shared.paths import STEP_RE, DataPaths, adapter_base, numbered
 logger = logging.getLogger(__name__)
 
 MARKER = "STABLE.json"
-T = TypeVar("T")
-
-
-class WaitTimeout(UserError):
-    """A peer did not publish what we waited for in time."""
-
-
-class PeerFailed(UserError):
-    """The peer we wait on wrote a `failed` status."""
 
 
 def _unique() -> str:
@@ -230,30 +222,103 @@ def read_marker(folder: Path) -> dict[str, Any]:
     return read_json(folder / MARKER)
 
 
-def verify(folder: Path, fix: str = "") -> dict[str, Any]:
+# ---------------------------------------------------------------- verification
+
+
+MarkerKey = tuple[str, int, int]  # (resolved folder, marker inode, marker mtime in ns)
+
+
+@dataclass
+class VerifyCache:
+    """Markers already verified, by publication: a folder used again (an SFT epoch under every
+    LoRA policy, the data for every plan) is hashed once. The key is the marker file's identity,
+    so a republished folder (a new marker file) is checked again. Consumers share VERIFIED, the
+    cache of this process; a check that must read the bytes now passes no cache."""
+
+    markers: dict[MarkerKey, dict[str, Any]] = field(default_factory=dict)
+
+
+VERIFIED = VerifyCache()
+
+
+def verify(folder: Path, fix: str = "", *, cache: VerifyCache | None = None) -> dict[str, Any]:
     """Check every file the marker lists against its size and checksum (with the algorithm the
     marker names for it); return the marker. A mismatch is a UserError naming the file, with
-    `fix` (what the user can do about it) appended."""
+    `fix` (what the user can do about it) appended. With a `cache`, a publication it already
+    holds is not checked again (its marker is returned as it was first read)."""
+    if cache is None:
+        return _check_files(folder, fix)
+    key = _publication(folder)
+    if key not in cache.markers:
+        started = time.perf_counter()
+        cache.markers[key] = _check_files(folder, fix)
+        logger.debug("verified %s (%.2fs)", folder, time.perf_counter() - started)
+    return cache.markers[key]
+
+
+def verified_model(folder: Path, fix: str, cache: VerifyCache = VERIFIED) -> None:
+    """Verify a published model folder before it is loaded, and the base a LoRA adapter names
+    (an SFT epoch: verified once for all the adapters on it). Folders without a marker (a
+    model the user brought) have nothing to check against."""
+    if is_stable(folder):
+        verify(folder, fix, cache=cache)
+    base = adapter_base(folder)
+    if base is not None and is_stable(base):
+        verify(base, fix, cache=cache)
+
+
+def verified_processed(data: DataPaths, cache: VerifyCache = VERIFIED) -> dict[str, Any]:
+    """data/processed checked before a stage reads it (prep rebuilds what does not verify)."""
+    if not is_stable(data.processed):
+        raise UserError(
+            f"{data.processed} is not published (no {MARKER}): run `proactive prep` first"
+        )
+    return verify(
+        data.processed,
+        "Run `proactive prep` again to rebuild it (in compose: `docker compose run --rm prep`)",
+        cache=cache,
+    )
+
+
+def _publication(folder: Path) -> MarkerKey:
+    """Which publication of `folder` is there now: its marker file's identity."""
+    stat = (folder / MARKER).stat()
+    return (str(Path(folder).resolve()), stat.st_ino, stat.st_mtime_ns)
+
+
+class _Expected(NamedTuple):
+    path: Path
+    algorithm: str
+    digest: str
+
+
+def _check_files(folder: Path, fix: str) -> dict[str, Any]:
+    """`verify` without a cache: sizes file by file, then the checksums of each algorithm in
+    one parallel pass."""
     marker = read_marker(folder)
-    todo: list[tuple[Path, str, str]] = []
-    for name, info in marker["files"].items():
-        path = folder / name
-        if not path.is_file():
-            _damaged(path, folder, "missing", fix)
-        if path.stat().st_size != info["bytes"]:
-            size = path.stat().st_size
-            _damaged(path, folder, f"{size} bytes where {info['bytes']} were published", fix)
-        algorithm = next((a for a in HASHES if a in info), None)
-        if algorithm is None:
-            _damaged(path, folder, f"no checksum of a known kind {HASHES} in {MARKER}", fix)
-        todo.append((path, algorithm, info[algorithm]))
-    for algorithm in {a for _, a, _ in todo}:
-        group = [(p, want) for p, a, want in todo if a == algorithm]
-        digests = digest_files([p for p, _ in group], algorithm)
-        for (path, want), got in zip(group, digests, strict=True):
-            if got != want:
-                _damaged(path, folder, f"{algorithm} checksum mismatch (same size)", fix)
+    todo = [_expected(folder, name, info, fix) for name, info in marker["files"].items()]
+    for algorithm in {e.algorithm for e in todo}:
+        group = [e for e in todo if e.algorithm == algorithm]
+        digests = digest_files([e.path for e in group], algorithm)
+        for expected, got in zip(group, digests, strict=True):
+            if got != expected.digest:
+                _damaged(expected.path, folder, f"{algorithm} checksum mismatch (same size)", fix)
     return marker
+
+
+def _expected(folder: Path, name: str, info: dict[str, Any], fix: str) -> _Expected:
+    """One marker entry, once its file is there at the published size (a file truncated while
+    blake3 maps it would fault) and its checksum is of a kind we know."""
+    path = folder / name
+    if not path.is_file():
+        _damaged(path, folder, "missing", fix)
+    if path.stat().st_size != info["bytes"]:
+        size = path.stat().st_size
+        _damaged(path, folder, f"{size} bytes where {info['bytes']} were published", fix)
+    algorithm = next((a for a in HASHES if a in info), None)
+    if algorithm is None:
+        _damaged(path, folder, f"no checksum of a known kind {HASHES} in {MARKER}", fix)
+    return _Expected(path, algorithm, info[algorithm])
 
 
 def _damaged(path: Path, folder: Path, what: str, fix: str) -> NoReturn:
@@ -263,245 +328,31 @@ def _damaged(path: Path, folder: Path, what: str, fix: str) -> NoReturn:
     )
 
 
-# (folder, marker inode, marker mtime) -> marker, for what this process already verified
-_verified: dict[tuple[str, int, int], dict[str, Any]] = {}
+# re-exports until the import sites move
+# (scripts: /tmp/team/move_publish_imports.py rewrites the imports, and the calls of `verified`).
+# Resolved on first use (PEP 562), not imported here: claims.py and peers.py import this module,
+# so importing them from its end would be a cycle whenever one of them is imported first.
+_MOVED = {
+    "claim_outputs": "claims",
+    "remove_unpublished": "claims",
+    "FAILURE_GRACE_S": "peers",
+    "HEARTBEAT_S": "peers",
+    "PeerFailed": "peers",
+    "WaitTimeout": "peers",
+    "failure_reported": "peers",
+    "wait_for": "peers",
+    "worker_status": "peers",
+    "write_status": "peers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        module = importlib.import_module(f"proactive_rl.shared.{_MOVED[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def verified(folder: Path, fix: str = "") -> dict[str, Any]:
-    """`verify(folder)` the first time a consumer uses a publication, its marker afterwards: a
-    folder used again (an SFT epoch under every LoRA policy, the data for every plan) is hashed
-    once. A republished folder has a new marker file, so it is checked again."""
-    stat = (folder / MARKER).stat()
-    key = (str(Path(folder).resolve()), stat.st_ino, stat.st_mtime_ns)
-    if key not in _verified:
-        started = time.perf_counter()
-        _verified[key] = verify(folder, fix)
-        logger.debug("verified %s (%.2fs)", folder, time.perf_counter() - started)
-    return _verified[key]
-
-
-def verified_model(folder: Path, fix: str) -> None:
-    """Verify a published model folder before it is loaded, and the base a LoRA adapter names
-    (an SFT epoch: verified once for all the adapters on it). Folders without a marker (a
-    model the user brought) have nothing to check against."""
-    if is_stable(folder):
-        verified(folder, fix)
-    base = adapter_base(folder)
-    if base is not None and is_stable(base):
-        verified(base, fix)
-
-
-def verified_processed(data: DataPaths) -> dict[str, Any]:
-    """data/processed checked before a stage reads it (prep rebuilds what does not verify)."""
-    if not is_stable(data.processed):
-        raise UserError(
-            f"{data.processed} is not published (no {MARKER}): run `proactive prep` first"
-        )
-    return verified(
-        data.processed,
-        "Run `proactive prep` again to rebuild it (in compose: `docker compose run --rm prep`)",
-    )
-
-
-def remove_unpublished(parent: Path) -> None:
-    """Delete temporary folders and folders without a marker (leftovers of a crash)."""
-    if not parent.is_dir():
-        return
-    for child in parent.iterdir():
-        if child.name.startswith(".") and ".tmp-" in child.name:
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-        elif child.is_dir() and not is_stable(child) and child.name.startswith(("step_", "epoch_")):
-            shutil.rmtree(child)
-
-
-def claim_outputs(outputs: list[Path], stage: str, resume: bool, clean: bool) -> None:
-    """Refuse to reuse a stage's outputs from an earlier run unless `--resume` or `--clean`."""
-    if resume and clean:
-        raise UserError("--resume and --clean exclude each other")
-    used = [p for p in outputs if p.exists() and (p.is_file() or any(p.iterdir()))]
-    if not used:
-        return
-    if clean:
-        for path in used:
-            logger.info("--clean: removing %s", path)
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        return
-    if not resume:
-        listing = ", ".join(str(p) for p in used)
-        raise UserError(
-            f"{stage}: the run directory already holds outputs ({listing}). "
-            "Pass --resume to continue that run or --clean to delete them and start over "
-            "(in compose: RUN_MODE=--resume or RUN_MODE=--clean)."
-        )
-    for path in used:
-        if path.is_dir():
-            remove_unpublished(path)
-
-
-def write_status(path: Path, state: str, **fields: Any) -> None:
-    """The worker's state for its peers: running (with heartbeat), done, or failed."""
-    write_json_atomic(
-        path,
-        {
-            "state": state,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "time": time.time(),
-            **fields,
-        },
-    )
-
-
-HEARTBEAT_S = 10.0
-# A peer's `failed` status counts if written up to this long before we started waiting: the two
-# workers start together, and one may fail (a bad config or reward file) before the other has
-# taken its start time. (`done` and heartbeats count only from our start.)
-FAILURE_GRACE_S = 30.0
-
-
-@contextmanager
-def failure_reported(path: Path) -> Iterator[None]:
-    """Around a worker's whole command, from before it reads its config: an error is written to
-    its status file as `failed`, which a peer waiting on it sees at its next poll, so a worker
-    that dies at start-up (bad config, reward file, model folder, a refused run directory) does
-    not leave its peer waiting for its timeout. A status file that another live worker of the
-    same kind is heartbeating is left alone: a second, refused instance must not stop it."""
-    try:
-        yield
-    except Exception as err:
-        if not _owned_by_another_live_worker(path):
-            detail = "".join(traceback.format_exception_only(type(err), err)).strip()
-            _record_failure(path, error=detail, peer_caused=_caused_by_peer(err))
-        raise
-
-
-def _record_failure(path: Path, **fields: Any) -> None:
-    """Write a `failed` status if the volume lets us: on a full or read-only volume the error
-    being reported is the one the user must see, not a second one from writing the status."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_status(path, "failed", **fields)
-    except OSError as err:
-        logger.warning("could not record the failure in %s: %s", path, err)
-
-
-def _caused_by_peer(err: BaseException) -> bool:
-    """A worker stopped because its peer was dead or failed: that peer, restarted soon after,
-    must not take this failure for one of a worker starting beside it (FAILURE_GRACE_S)."""
-    return isinstance(err, (PeerFailed, WaitTimeout))
-
-
-def _owned_by_another_live_worker(path: Path) -> bool:
-    try:
-        status = read_json(path)
-    except (OSError, json.JSONDecodeError):
-        return False
-    mine = status.get("pid") == os.getpid() and status.get("host") == socket.gethostname()
-    fresh = time.time() - status.get("time", 0) < 3 * HEARTBEAT_S
-    return status.get("state") == "running" and fresh and not mine
-
-
-@contextmanager
-def worker_status(path: Path, **fields: Any) -> Iterator[None]:
-    """Mark the worker running while the block runs, refreshing the status every HEARTBEAT_S
-    seconds from a background thread (so a killed worker goes visibly quiet), then done or
-    failed (and re-raise)."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(HEARTBEAT_S):
-            write_status(path, "running", **fields)
-
-    write_status(path, "running", **fields)
-    thread = threading.Thread(target=beat, name="status-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    except BaseException as err:
-        stop.set()
-        thread.join()
-        detail = "".join(traceback.format_exception_only(type(err), err)).strip()
-        _record_failure(path, error=detail, peer_caused=_caused_by_peer(err), **fields)
-        raise
-    stop.set()
-    thread.join()
-    write_status(path, "done", **fields)
-
-
-def wait_for(
-    check: Callable[[], T | None],
-    what: str,
-    *,
-    timeout: float,
-    peer: str | None = None,
-    peer_status: Path | None = None,
-    started_after: float | None = None,
-    heartbeat: float = 10.0,
-    quiet_after: float = 120.0,
-    poll: float = 0.2,
-) -> T:
-    """Poll `check` until it returns a value; log every `heartbeat` seconds what we wait for.
-
-    With `peer_status`, fail at once, naming the peer, when that peer (as seen after
-    `started_after`, so a stale file from an earlier run does not count) wrote `failed`,
-    finished (`done`) without publishing what we wait for, or stopped refreshing its `running`
-    heartbeat for `quiet_after` seconds (killed, e.g. out of memory); and when its status file
-    has not been written since `started_after` for `quiet_after` seconds (a worker restarted
-    alone after both died: its peer is not coming). A peer without a status file has never
-    started in this run directory and is waited for up to `timeout`.
-    """
-    start = time.monotonic()
-    last_log = start
-    while True:
-        value = check()
-        if value is not None:
-            return value
-        now = time.monotonic()
-        if peer_status is not None and peer_status.is_file():
-            try:
-                status = read_json(peer_status)
-            except (json.JSONDecodeError, OSError):
-                # replaced between is_file() and the read (or a foreign file): look next poll
-                status = {}
-            beat = status.get("time", 0)
-            fresh = started_after is None or beat >= started_after
-            state = status.get("state")
-            news = started_after is None or beat >= started_after - FAILURE_GRACE_S
-            caused_by_us = status.get("peer_caused") and not fresh
-            if news and state == "failed" and not caused_by_us:
-                raise PeerFailed(
-                    f"the {peer} worker failed while we waited for {what}: "
-                    f"{status.get('error', 'no detail')} (see its logs)"
-                )
-            if fresh and state == "done":
-                value = check()  # it may have published just before finishing
-                if value is not None:
-                    return value
-                raise PeerFailed(f"the {peer} worker finished without publishing {what}")
-            if fresh and state == "running" and time.time() - beat > quiet_after:
-                raise PeerFailed(
-                    f"the {peer} worker went quiet (no heartbeat for {time.time() - beat:.0f}s) "
-                    f"while we waited for {what}; was it killed (out of memory?) - check its logs"
-                )
-            if (
-                started_after is not None
-                and not fresh
-                and time.time() - started_after > quiet_after
-            ):
-                # its status is from before our start (both workers died, one was restarted)
-                raise PeerFailed(
-                    f"the {peer} worker has not run since we started "
-                    f"{time.time() - started_after:.0f}s ago (its status file says {state!r}, "
-                    f"written {time.time() - beat:.0f}s ago) while we waited for {what}: "
-                    f"start the {peer} worker too, with --resume to continue this run (the two "
-                    f"must start within peer_quiet_timeout={quiet_after:.0f}s of each other)"
-                )
-        if now - start > timeout:
-            raise WaitTimeout(
-                f"timed out after {timeout:.0f}s waiting for {what}"
-                + (f" from the {peer} worker; is it running? check its logs" if peer else "")
-            )
-        if now - last_log >= heartbeat:
-            logger.info("waiting for %s (%.0fs so far)", what, now - start)
-            last_log = now
-        time.sleep(poll)
+    """The old name of `verify(folder, fix, cache=VERIFIED)`."""
+    return verify(folder, fix, cache=VERIFIED)

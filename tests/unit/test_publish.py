@@ -1,4 +1,4 @@
-"""Atomic publishing, markers, run-directory claims, worker status, waiting (shared/publish.py)."""
+"""Atomic publishing, markers and their verification (shared/publish.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -16,22 +15,20 @@ from blake3 import blake3
 
 from proactive_rl.shared import publish
 from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.paths import DataPaths
 from proactive_rl.shared.publish import (
     MARKER,
-    PeerFailed,
-    WaitTimeout,
-    claim_outputs,
+    VERIFIED,
+    VerifyCache,
     is_stable,
     publish_dir,
     read_json,
     read_marker,
-    remove_unpublished,
     staging_dir,
+    verified_model,
+    verified_processed,
     verify,
-    wait_for,
-    worker_status,
     write_json_atomic,
-    write_status,
 )
 
 # Relative path -> content of the artifact the publish tests produce (nested folders on purpose).
@@ -234,18 +231,94 @@ def test_verify_says_what_to_do(tmp_path):
         verify(final, fix="Rerun `proactive prep`")
 
 
-def test_verified_hashes_a_publication_once_and_a_republication_again(tmp_path):
+def test_a_cache_hashes_a_publication_once_and_a_republication_again(tmp_path):
     final = tmp_path / "sft" / "epoch_000001"
     published(final)
-    assert publish.verified(final)["files"].keys() == FILES.keys()
+    cache = VerifyCache()
+    first = verify(final, cache=cache)
+    assert first["files"].keys() == FILES.keys()
     # damage after the first check is not looked for again: the same marker was verified
     _flip_first_byte(final / "model.safetensors")
-    publish.verified(final)
+    assert verify(final, cache=cache) is first
+    # ... except without the cache, or with another one
+    with pytest.raises(UserError, match="checksum mismatch"):
+        verify(final)
+    with pytest.raises(UserError, match="checksum mismatch"):
+        verify(final, cache=VerifyCache())
     # a new publication of the folder (a new marker file) is checked again
     published(final, meta={"epoch": 1})
     _flip_first_byte(final / "model.safetensors")
     with pytest.raises(UserError, match="checksum mismatch"):
-        publish.verified(final)
+        verify(final, cache=cache)
+
+
+def test_a_cache_knows_a_folder_by_its_real_path(tmp_path):
+    final = tmp_path / "policies" / "step_000001"
+    published(final)
+    cache = VerifyCache()
+    verify(final, cache=cache)
+    _flip_first_byte(final / "model.safetensors")
+    verify(tmp_path / "policies" / ".." / "policies" / "step_000001", cache=cache)
+    assert len(cache.markers) == 1
+
+
+def test_a_damaged_publication_is_not_cached(tmp_path):
+    final = tmp_path / "a"
+    published(final)
+    _truncate(final / "model.safetensors")
+    cache = VerifyCache()
+    for _ in range(2):
+        with pytest.raises(UserError, match="10239 bytes"):
+            verify(final, cache=cache)
+    assert cache.markers == {}
+
+
+def test_verify_of_an_unpublished_folder_is_an_os_error(tmp_path):
+    (tmp_path / "a").mkdir()
+    for cache in (None, VerifyCache()):
+        with pytest.raises(FileNotFoundError):
+            verify(tmp_path / "a", cache=cache)
+
+
+def _adapter(folder: Path, base: str) -> None:
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base}))
+
+
+def test_verified_model_checks_a_published_model_and_its_published_base(tmp_path):
+    base = tmp_path / "sft" / "epoch_000001"
+    published(base)
+    policy = tmp_path / "policies" / "step_000001"
+    _adapter(policy, "../../sft/epoch_000001")
+    cache = VerifyCache()
+    verified_model(policy, "fix it", cache=cache)  # the adapter is unpublished: its base only
+    assert [key[0] for key in cache.markers] == [str(base.resolve())]
+    _flip_first_byte(base / "model.safetensors")
+    verified_model(policy, "fix it", cache=cache)  # the base was verified once for all adapters
+    with pytest.raises(UserError, match=r"checksum mismatch.*\. fix it$"):
+        verified_model(policy, "fix it", cache=VerifyCache())
+    verified_model(tmp_path / "brought", "fix it", cache=cache)  # the user's own: nothing to check
+
+
+def test_verified_processed_needs_a_publication_and_says_how_to_rebuild(tmp_path):
+    data = DataPaths(tmp_path / "data")
+    with pytest.raises(UserError, match=r"not published .* run `proactive prep` first"):
+        verified_processed(data, cache=VerifyCache())
+    published(data.processed)
+    assert verified_processed(data, cache=VerifyCache())["files"].keys() == FILES.keys()
+    _truncate(data.processed / "model.safetensors")
+    with pytest.raises(UserError, match=r"Run `proactive prep` again to rebuild it"):
+        verified_processed(data, cache=VerifyCache())
+
+
+def test_consumers_share_the_cache_of_the_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(VERIFIED, "markers", {})
+    data = DataPaths(tmp_path / "data")
+    published(data.processed)
+    verified_processed(data)
+    _flip_first_byte(data.processed / "model.safetensors")
+    verified_processed(data)  # hashed once per publication and process
+    assert len(VERIFIED.markers) == 1
 
 
 def test_digest_files_in_parallel_matches_one_by_one(tmp_path):
@@ -395,249 +468,3 @@ def test_readers_never_see_partial_json(tmp_path):
     assert bad == []
     assert seen <= {0, 1} and seen
     assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
-
-
-# ---------------------------------------------------------------- remove_unpublished
-
-
-def test_remove_unpublished_deletes_crash_leftovers_only(tmp_path):
-    parent = tmp_path / "policies"
-    published(parent / "step_000001")
-    published(parent / "epoch_000002")
-    for name in ("step_000003", "epoch_000004", "other_folder", ".step_000005.tmp-1-abcdef12"):
-        (parent / name).mkdir(parents=True)
-        (parent / name / "weights.bin").write_bytes(b"half written")
-    (parent / ".plan.json.tmp-1-abcdef12").write_text("{")
-    (parent / "plan.json").write_text("{}")
-
-    remove_unpublished(parent)
-
-    assert sorted(p.name for p in parent.iterdir()) == [
-        "epoch_000002",
-        "other_folder",  # not an artifact name: not ours to delete
-        "plan.json",
-        "step_000001",
-    ]
-    verify(parent / "step_000001")
-
-
-def test_remove_unpublished_ignores_a_missing_folder(tmp_path):
-    remove_unpublished(tmp_path / "nope")
-    assert not (tmp_path / "nope").exists()
-
-
-# ---------------------------------------------------------------- claim_outputs
-
-
-def test_claim_outputs_accepts_missing_and_empty_outputs(tmp_path):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    for resume, clean in [(False, False), (True, False), (False, True)]:
-        claim_outputs([tmp_path / "missing", empty], "sft", resume=resume, clean=clean)
-    assert empty.is_dir() and not (tmp_path / "missing").exists()
-
-
-def _used_outputs(root: Path) -> tuple[Path, Path]:
-    policies = root / "policies"
-    published(policies / "step_000000")
-    (policies / "step_000001").mkdir()  # crashed before its marker
-    (policies / "step_000001" / "w.bin").write_bytes(b"partial")
-    (policies / ".step_000002.tmp-9-deadbeef").mkdir()
-    state = root / "state.json"
-    state.write_text("{}")
-    return policies, state
-
-
-def test_claim_outputs_refuses_used_outputs(tmp_path):
-    policies, state = _used_outputs(tmp_path)
-    with pytest.raises(UserError) as err:
-        claim_outputs([policies, state], "grpo", resume=False, clean=False)
-    message = str(err.value)
-    for part in ("grpo", "--resume", "--clean", str(policies), str(state)):
-        assert part in message
-    # refusing touches nothing
-    assert (policies / "step_000001").is_dir() and state.is_file()
-
-
-def test_claim_outputs_clean_deletes_outputs(tmp_path):
-    policies, state = _used_outputs(tmp_path)
-    claim_outputs([policies, state], "grpo", resume=False, clean=True)
-    assert not policies.exists() and not state.exists()
-
-
-def test_claim_outputs_resume_keeps_published_and_drops_leftovers(tmp_path):
-    policies, state = _used_outputs(tmp_path)
-    claim_outputs([policies, state], "grpo", resume=True, clean=False)
-    assert sorted(p.name for p in policies.iterdir()) == ["step_000000"]
-    verify(policies / "step_000000")
-    assert state.is_file()
-
-
-@pytest.mark.parametrize("used", [True, False])
-def test_claim_outputs_resume_and_clean_together_is_an_error(tmp_path, used):
-    outputs = list(_used_outputs(tmp_path)) if used else [tmp_path / "missing"]
-    with pytest.raises(UserError, match="--resume and --clean"):
-        claim_outputs(outputs, "sft", resume=True, clean=True)
-    if used:
-        assert (outputs[0] / "step_000001").is_dir()  # nothing was deleted
-
-
-# ---------------------------------------------------------------- worker status
-
-
-def test_worker_status_running_then_done(tmp_path):
-    path = tmp_path / "status" / "rollout.json"
-    before = time.time()
-    with worker_status(path, plan_id="p1"):
-        during = read_json(path)
-    after = read_json(path)
-
-    assert during["state"] == "running" and during["plan_id"] == "p1"
-    assert after["state"] == "done" and after["plan_id"] == "p1"
-    assert after["pid"] == os.getpid()
-    assert before <= during["time"] <= after["time"] <= time.time()
-
-
-def test_worker_status_failed_records_error_and_reraises(tmp_path):
-    path = tmp_path / "grpo.json"
-    with pytest.raises(ValueError, match="boom 42"):
-        with worker_status(path, plan_id="p1"):
-            assert read_json(path)["state"] == "running"
-            raise ValueError("boom 42")
-    status = read_json(path)
-    assert status["state"] == "failed"
-    assert status["error"] == "ValueError: boom 42"
-    assert status["plan_id"] == "p1"
-
-
-# ---------------------------------------------------------------- wait_for
-
-
-def test_wait_for_returns_once_check_succeeds():
-    calls = []
-
-    def check():
-        calls.append(1)
-        return "ready" if len(calls) >= 3 else None
-
-    assert wait_for(check, "the thing", timeout=5, poll=0.01) == "ready"
-    assert len(calls) == 3
-
-
-def test_wait_for_sees_an_artifact_published_by_another_thread(tmp_path):
-    final = tmp_path / "rollouts" / "step_000000"
-
-    def producer():
-        time.sleep(0.1)
-        published(final, meta={"rows": 7})
-
-    thread = threading.Thread(target=producer)
-    thread.start()
-    try:
-        marker = wait_for(
-            lambda: read_marker(final) if is_stable(final) else None,
-            "rollouts of step 0",
-            timeout=5,
-            poll=0.02,
-        )
-    finally:
-        thread.join()
-    assert marker["rows"] == 7
-
-
-def test_wait_for_times_out_naming_what_and_peer():
-    start = time.monotonic()
-    with pytest.raises(WaitTimeout) as err:
-        wait_for(lambda: None, "policy step_000003", timeout=0.3, peer="grpo", poll=0.05)
-    elapsed = time.monotonic() - start
-    assert 0.3 <= elapsed < 2.0
-    assert "policy step_000003" in str(err.value)
-    assert "grpo" in str(err.value)
-
-
-# (state the peer wrote, its time relative to our start, expected outcome)
-PEER_CASES = [
-    ("failed", +1.0, PeerFailed),  # failed during this run: fail at once
-    ("failed", -10.0, PeerFailed),  # failed at start-up, before we took our start time
-    ("failed", -60.0, WaitTimeout),  # stale failure of an earlier run: ignored
-    ("done", -10.0, WaitTimeout),  # the grace is for failures only
-    ("running", +1.0, WaitTimeout),  # alive (fresh heartbeat): keep waiting
-    ("done", +1.0, PeerFailed),  # finished without publishing what we wait for
-    ("done", -60.0, WaitTimeout),  # an earlier run's peer finished: ignored
-]
-
-
-@pytest.mark.parametrize("state, offset, expected", PEER_CASES)
-def test_wait_for_checks_the_peer_status(tmp_path, state, offset, expected):
-    peer_status = tmp_path / "status" / "rollout.json"
-    write_status(peer_status, state, error="CUDA out of memory")
-    started_after = read_json(peer_status)["time"] - offset
-
-    start = time.monotonic()
-    with pytest.raises(expected) as err:
-        wait_for(
-            lambda: None,
-            "rollouts of step 5",
-            timeout=0.2,
-            peer="rollout",
-            peer_status=peer_status,
-            started_after=started_after,
-            poll=0.02,
-        )
-    elapsed = time.monotonic() - start
-    message = str(err.value)
-    assert "rollouts of step 5" in message and "rollout" in message
-    if expected is PeerFailed:
-        assert elapsed < 0.15  # at once, not after the timeout
-        expect = "CUDA out of memory" if state == "failed" else "finished without publishing"
-        assert expect in message
-    else:
-        assert elapsed >= 0.2
-
-
-def test_wait_for_tolerates_an_unreadable_peer_status(tmp_path):
-    peer_status = tmp_path / "rollout.json"
-    peer_status.write_text('{"state": "fail')  # torn write by a foreign tool
-    with pytest.raises(WaitTimeout):
-        wait_for(lambda: None, "x", timeout=0.1, peer="rollout", peer_status=peer_status, poll=0.02)
-
-
-def test_wait_for_fails_when_the_peer_goes_quiet(tmp_path):
-    peer_status = tmp_path / "grpo.json"
-    write_status(peer_status, "running")
-    beat = read_json(peer_status)["time"]
-    time.sleep(0.15)
-    with pytest.raises(PeerFailed, match="went quiet"):
-        wait_for(
-            lambda: None,
-            "policy 3",
-            timeout=5,
-            peer="grpo",
-            peer_status=peer_status,
-            started_after=beat - 1,
-            quiet_after=0.1,
-            poll=0.02,
-        )
-    # a quiet heartbeat from before we started is an earlier run's: wait (and time out) instead
-    with pytest.raises(WaitTimeout):
-        wait_for(
-            lambda: None,
-            "policy 3",
-            timeout=0.2,
-            peer="grpo",
-            peer_status=peer_status,
-            started_after=beat + 1,
-            quiet_after=0.1,
-            poll=0.02,
-        )
-
-
-def test_worker_status_refreshes_its_heartbeat(tmp_path, monkeypatch):
-    monkeypatch.setattr("proactive_rl.shared.publish.HEARTBEAT_S", 0.05)
-    path = tmp_path / "status.json"
-    with worker_status(path):
-        first = read_json(path)["time"]
-        time.sleep(0.3)
-        assert read_json(path)["state"] == "running"
-        assert read_json(path)["time"] > first
-    assert read_json(path)["state"] == "done"
