@@ -1,6 +1,7 @@
 """The model the GRPO trainer updates, its KL reference, and how a policy version is saved:
 either every weight of the starting model (the default), or a LoRA adapter on the frozen
-starting model (`lora.enabled`), published as a small adapter folder that names its base."""
+starting model (`lora.enabled`), published as a small adapter folder that names its base.
+Imported only once training starts: torch and transformers at the top, peft only for LoRA."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoModelForCausalLM
 
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import adapter_base, relative_base
@@ -29,19 +31,24 @@ def build_policy(
 ) -> torch.nn.Module:
     """The trainable policy as of `start_dir` (the starting model, or the policy --resume
     continues from)."""
-    from transformers import AutoModelForCausalLM
+    if config.lora.enabled:
+        return lora_policy(config, start_dir, init_dir, dtype)
+    if adapter_base(start_dir) is not None:
+        raise UserError(
+            f"{start_dir} is a LoRA adapter: this run trains with lora.enabled=true "
+            "(set it again to --resume, or start over with --clean)"
+        )
+    return AutoModelForCausalLM.from_pretrained(start_dir, dtype=dtype)
 
-    resumed_adapter = adapter_base(start_dir) is not None
-    if not config.lora.enabled:
-        if resumed_adapter:
-            raise UserError(
-                f"{start_dir} is a LoRA adapter: this run trains with lora.enabled=true "
-                "(set it again to --resume, or start over with --clean)"
-            )
-        return AutoModelForCausalLM.from_pretrained(start_dir, dtype=dtype)
 
+def lora_policy(
+    config: GrpoConfig, start_dir: Path, init_dir: Path, dtype: torch.dtype
+) -> torch.nn.Module:
+    """A LoRA adapter on the frozen starting model `init_dir`: a fresh one, or on --resume the
+    adapter `start_dir`."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
+    resumed_adapter = adapter_base(start_dir) is not None
     if start_dir != init_dir and not resumed_adapter:
         raise UserError(
             f"{start_dir} is a whole model: this run trained every weight (lora.enabled=false); "
@@ -97,8 +104,6 @@ def reference_model(
         return None
     if is_adapter(policy):
         return AdapterOff(policy)
-    from transformers import AutoModelForCausalLM
-
     # a full copy per process (not partitioned): a forward-only model in the training dtype
     ref = AutoModelForCausalLM.from_pretrained(init_dir, dtype=dtype).to(device)
     return ref.eval().requires_grad_(False)

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import ROLLOUTS_FILE, RunPaths, rollout_worker_name
-from proactive_rl.shared.publish import is_stable, read_marker, verified, wait_for
+from proactive_rl.shared.peers import wait_for
+from proactive_rl.shared.publish import VERIFIED, is_stable, read_marker, verify
 from proactive_rl.shared.schedule import Plan
 from proactive_rl.stages.grpo.config import GrpoConfig
 
@@ -72,7 +73,7 @@ def read_parts(
     for folder, marker in zip(
         paths.rollout_parts(step, plan.rollout_workers), markers, strict=True
     ):
-        verified(folder, ROLLOUTS_DAMAGED)
+        verify(folder, ROLLOUTS_DAMAGED, cache=VERIFIED)
         parts.append(Part(folder, marker, read_table(folder / ROLLOUTS_FILE, ROLLOUTS).to_pylist()))
     rows = merge_parts(plan, step, parts)  # first: a duplicated group is named as one
     for folder, _, part in parts:

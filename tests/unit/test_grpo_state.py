@@ -11,7 +11,7 @@ import torch
 
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import RunPaths
-from proactive_rl.stages.grpo.main import load_optimizer, save_optimizer
+from proactive_rl.stages.grpo.resume import load_optimizer, save_optimizer
 
 ONE_PROCESS = SimpleNamespace(engine=None, is_main=True)
 
