@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import importlib
 import json
 import logging
 import os
@@ -326,33 +325,3 @@ def _damaged(path: Path, folder: Path, what: str, fix: str) -> NoReturn:
         f"{path}: {what}; the published artifact {folder} was changed or damaged after "
         f"{MARKER} was written, so it is not used" + (f". {fix}" if fix else "")
     )
-
-
-# re-exports until the import sites move
-# (scripts: /tmp/team/move_publish_imports.py rewrites the imports, and the calls of `verified`).
-# Resolved on first use (PEP 562), not imported here: claims.py and peers.py import this module,
-# so importing them from its end would be a cycle whenever one of them is imported first.
-_MOVED = {
-    "claim_outputs": "claims",
-    "remove_unpublished": "claims",
-    "FAILURE_GRACE_S": "peers",
-    "HEARTBEAT_S": "peers",
-    "PeerFailed": "peers",
-    "WaitTimeout": "peers",
-    "failure_reported": "peers",
-    "wait_for": "peers",
-    "worker_status": "peers",
-    "write_status": "peers",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        module = importlib.import_module(f"proactive_rl.shared.{_MOVED[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def verified(folder: Path, fix: str = "") -> dict[str, Any]:
-    """The old name of `verify(folder, fix, cache=VERIFIED)`."""
-    return verify(folder, fix, cache=VERIFIED)

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from proactive_rl.shared.claims import claim_outputs
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import DataPaths, RunPaths
 from proactive_rl.shared.publish import (
-    claim_outputs,
     is_stable,
     read_json,
     staged,

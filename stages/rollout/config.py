@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from proactive_rl.engine.generation import SamplingConfig, VllmConfig
 from proactive_rl.shared.config import StageConfig
-from proactive_rl.shared.publish import HEARTBEAT_S
+from proactive_rl.shared.peers import HEARTBEAT_S
 from proactive_rl.shared.rewards import PIPELINE_BETA
 
 

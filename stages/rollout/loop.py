@@ -13,13 +13,13 @@ from typing import Any
 from proactive_rl.engine.generation import Backend
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import ROLLOUTS_FILE, DataPaths, RunPaths, numbered_children
+from proactive_rl.shared.peers import wait_for
 from proactive_rl.shared.publish import (
     is_stable,
     read_marker,
     staged,
     verified_model,
     verified_processed,
-    wait_for,
 )
 from proactive_rl.shared.rewards import RewardFn
 from proactive_rl.shared.schedule import Plan, read_plan

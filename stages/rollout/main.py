@@ -20,18 +20,12 @@ from pathlib import Path
 
 import click
 
+from proactive_rl.shared.claims import claim_outputs, remove_unpublished
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import RunPaths, numbered_children, rollout_worker_name
-from proactive_rl.shared.publish import (
-    claim_outputs,
-    failure_reported,
-    is_stable,
-    read_json,
-    read_marker,
-    remove_unpublished,
-    worker_status,
-)
+from proactive_rl.shared.peers import failure_reported, worker_status
+from proactive_rl.shared.publish import is_stable, read_json, read_marker
 from proactive_rl.shared.schedule import read_plan
 from proactive_rl.stages.common import (
     check_writable,

@@ -22,9 +22,11 @@ from typing import Any
 
 import click
 
+from proactive_rl.shared.claims import claim_outputs
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.paths import EPOCH_RE, DataPaths, RunPaths, numbered_children
-from proactive_rl.shared.publish import claim_outputs, published, worker_status
+from proactive_rl.shared.peers import worker_status
+from proactive_rl.shared.publish import published
 from proactive_rl.stages.common import config_options, dir_options, reuse_options, save_config
 from proactive_rl.stages.sft.config import SftConfig
 from proactive_rl.stages.sft.data import read_published_conversations

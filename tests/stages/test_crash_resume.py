@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 
 from proactive_rl.shared.faults import CRASH_ENV
 from proactive_rl.shared.paths import RunPaths, numbered_children
-from proactive_rl.shared.publish import is_stable, read_marker, verify, write_status
+from proactive_rl.shared.peers import write_status
+from proactive_rl.shared.publish import is_stable, read_marker, verify
 from tests.conftest import REPO, command, proactive
 from tests.stages.test_rl_loop import USER_REWARD
 from tests.stages.test_sft import FAST, conversation, write_data

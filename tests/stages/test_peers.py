@@ -66,7 +66,7 @@ def test_a_reward_file_that_does_not_load_stops_grpo(workdir, tiny_model):
 def test_a_refused_second_worker_leaves_a_running_one_alone(tmp_path):
     """A second instance refused at start (here: its config) must not mark the running
     worker, which owns the status file and heartbeats it, as failed."""
-    from proactive_rl.shared.publish import failure_reported, write_status
+    from proactive_rl.shared.peers import failure_reported, write_status
 
     status = tmp_path / "status" / "rollout.json"
     status.parent.mkdir()
@@ -93,7 +93,7 @@ def test_a_refused_second_worker_leaves_a_running_one_alone(tmp_path):
 def test_a_quiet_peer_is_taken_for_dead_after_the_configured_limit(workdir):
     """A peer killed without a word (kill -9, out of memory) stops heartbeating; the waiting
     worker gives up after `peer_quiet_timeout` seconds (default 120), naming it."""
-    from proactive_rl.shared.publish import write_status
+    from proactive_rl.shared.peers import write_status
 
     run = workdir / "checkpoints" / "run"
     status = RunPaths(run).status("grpo")

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from proactive_rl.shared.metrics import MetricsLogger, read_metrics
-from proactive_rl.shared.publish import PeerFailed, WaitTimeout, wait_for, write_status
+from proactive_rl.shared.peers import PeerFailed, WaitTimeout, wait_for, write_status
 from proactive_rl.stages.sft.main import checkpoint_complete, remove_incomplete_checkpoints
 
 

@@ -12,7 +12,8 @@ import pytest
 from proactive_rl.shared.config import load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import RunPaths
-from proactive_rl.shared.publish import PeerFailed, publish_dir, staging_dir, write_status
+from proactive_rl.shared.peers import PeerFailed, write_status
+from proactive_rl.shared.publish import publish_dir, staging_dir
 from proactive_rl.shared.schedule import Plan, read_plan, write_plan
 from proactive_rl.stages.grpo.config import GrpoConfig
 from proactive_rl.stages.grpo.rollouts import merge_parts, merged_marker, wait_parts
