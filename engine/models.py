@@ -395,6 +395,23 @@ def resolve_base_model(spec: str, cache_dir: Path) -> Path:
         )
         check_model_folder(built, f"delete {built}; {spec} is built again on the next start")
         return built
+    return local_base_model(spec)
+
+
+def check_base_model(spec: str) -> None:
+    """What resolve_base_model would refuse, without building anything (preflight): a known
+    built-in name (smollm2: its package is installed), or a readable local model folder."""
+    if spec.strip() == BUILTIN_SMOLLM2:
+        smollm2_gguf()
+    elif spec.strip() != BUILTIN_TINY:
+        local_base_model(spec)
+
+
+def local_base_model(spec: str) -> Path:
+    """The checked local model folder a (non-built-in) base model setting names."""
+    from proactive_rl.engine.model_checks import check_model_folder
+
+    spec = spec.strip()
     builtins = ", ".join(f"{name!r} ({what})" for name, what in BUILTINS.items())
     if spec.startswith("builtin:"):
         raise UserError(f"Unknown built-in model {spec!r}. The built-in models are: {builtins}.")

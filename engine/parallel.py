@@ -81,7 +81,7 @@ def relaunch(strategy: str, num_processes: int | None) -> None:
     command = [
         sys.executable,
         "-m",
-        "torch.distributed.run",
+        "proactive_rl.engine.torchrun",  # torchrun, exiting with its failed process's status
         "--standalone",
         f"--nproc_per_node={count}",
         "-m",

@@ -8,6 +8,7 @@ Layout (docs/contract.md has the full contract):
     checkpoints/<run>/             RunPaths
       configs/<stage>.json         resolved config of each stage's last start
       status/<stage>.json          worker state (running / done / failed) + heartbeat
+      launches/<stage>.json        the launch (PROACTIVE_LAUNCH_ID) that claimed a stage's outputs
       base_models/                 materialised builtin models
       sft/epoch_000001/            HF model folder per epoch
       policies/plan.json           the RL schedule (written by grpo)
@@ -187,6 +188,11 @@ class RunPaths:
 
     def logs(self, stage: str) -> Path:
         return self.root / "logs" / stage
+
+    def launch(self, stage: str) -> Path:
+        """Which launch (PROACTIVE_LAUNCH_ID) claimed `stage`'s outputs: a restart of that
+        launch continues them (shared/claims.py)."""
+        return self.root / "launches" / f"{stage}.json"
 
     @property
     def base_models(self) -> Path:

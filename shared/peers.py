@@ -1,15 +1,21 @@
 """Peers and waiting: how a worker tells its peers how it is doing, and how a consumer decides,
-from its peer's status file and the clock, whether to keep waiting for an artifact.
+from its peer's status file and its own clock, whether to keep waiting for an artifact.
 
 A worker writes `status/<name>.json` (`write_status`): `running` with a heartbeat every
 HEARTBEAT_S seconds (`worker_status`), then `done`, or `failed` with the error (also for errors
-before its config is read: `failure_reported`). A consumer polls for what it needs (`wait_for`)
-and, each poll, hands what it read to `judge`, a pure function, so every rule of the protocol is
-a row in a table of cases (tests/unit/test_peers.py) instead of a branch in a sleeping loop.
+before its config is read: `failure_reported`). Every write carries the writer's `boot` (random,
+fixed for the process) and `seq` (one more each write): the heartbeat a consumer watches. A
+consumer takes a `PeerWatch` when it starts (what the status files held then) and polls for what
+it needs (`wait_for`); each poll, the watch notes, on the consumer's own time.monotonic(), when
+the peer's (boot, seq) last changed, and `judge`, a pure function of that reading and history,
+decides, so every rule of the protocol is a row in a table of cases (tests/unit/test_peers.py)
+instead of a branch in a sleeping loop. No rule compares the peer's clock with ours: two hosts'
+clocks may differ by minutes (docs/contract.md, "Waiting").
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -17,6 +23,7 @@ import socket
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,10 +38,13 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 HEARTBEAT_S = 10.0
-# A peer's `failed` status counts if written up to this long before we started waiting: the two
-# workers start together, and one may fail (a bad config or reward file) before the other has
-# taken its start time. (`done` and heartbeats count only from our start.)
+# A peer's `failed` status counts if written up to this long before we started: the two workers
+# start together, and one may fail (a bad config or reward file) before the other has taken its
+# baseline. Its age is read from file mtimes, both stamped by the volume (`file_ages`).
 FAILURE_GRACE_S = 30.0
+
+Beat = tuple[str, int]  # (boot, seq): differs with every write of a status file
+Clock = Callable[[], float]
 
 
 class WaitTimeout(UserError):
@@ -42,18 +52,35 @@ class WaitTimeout(UserError):
 
 
 class PeerFailed(UserError):
-    """The peer we wait on wrote a `failed` status."""
+    """The peer we wait on wrote a `failed` status (or went quiet, or is not coming)."""
 
 
 # ---------------------------------------------------------------- a worker's own status
 
+_boots: dict[int, str] = {}  # by pid: a forked child is another process, with its own boot
+_seq = itertools.count(1)
+_seq_lock = threading.Lock()
+
+
+def boot_id() -> str:
+    """This process's random id: a restarted worker (same host, maybe same pid) differs."""
+    return _boots.setdefault(os.getpid(), uuid.uuid4().hex[:16])
+
+
+def _next_seq() -> int:
+    with _seq_lock:  # the heartbeat thread and the worker's own writes
+        return next(_seq)
+
 
 def write_status(path: Path, state: str, **fields: Any) -> None:
-    """The worker's state for its peers: running (with heartbeat), done, or failed."""
+    """The worker's state for its peers: running (with heartbeat), done, or failed. `boot` and
+    `seq` are what peers judge; `time`, `host` and `pid` are for people reading the file."""
     write_json_atomic(
         path,
         {
             "state": state,
+            "boot": boot_id(),
+            "seq": _next_seq(),
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "time": time.time(),
@@ -99,12 +126,15 @@ def _caused_by_peer(err: BaseException) -> bool:
 
 
 def _owned_by_another_live_worker(path: Path) -> bool:
+    """A `running` status of another process written within 3 heartbeats, by the volume's
+    clock (the other instance may run on another host, whose clock we do not trust)."""
     try:
         status = read_json(path)
     except (OSError, json.JSONDecodeError):
         return False
-    mine = status.get("pid") == os.getpid() and status.get("host") == socket.gethostname()
-    fresh = time.time() - status.get("time", 0) < 3 * HEARTBEAT_S
+    mine = status.get("boot") == boot_id()
+    age = file_ages([path]).get(path)
+    fresh = age is not None and age < 3 * HEARTBEAT_S
     return status.get("state") == "running" and fresh and not mine
 
 
@@ -134,42 +164,164 @@ def worker_status(path: Path, **fields: Any) -> Iterator[None]:
     write_status(path, "done", **fields)
 
 
-# ---------------------------------------------------------------- a peer's status, judged
+def file_ages(paths: list[Path]) -> dict[Path, float]:
+    """Seconds since each file was last written, by the volume's clock: its mtime against that of
+    a probe file we create beside it, both stamped by the same file system, so neither host's
+    clock enters. (A file system that stamps mtimes with the writing client's clock, as some
+    FUSE mounts of object stores do, brings that client's clock back in.) Files that cannot be
+    read are left out; all of them, when the probe cannot be written."""
+    if not paths:
+        return {}
+    folder = paths[0].parent
+    probe = folder / f".probe-{boot_id()}-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.write_bytes(b"")
+        now = probe.stat().st_mtime
+        probe.unlink()
+    except OSError as err:
+        logger.warning("could not write a probe file in %s: %s", folder, err)
+        return {}
+    ages = {}
+    for path in paths:
+        try:
+            ages[path] = now - path.stat().st_mtime
+        except OSError:
+            continue
+    return ages
+
+
+# ---------------------------------------------------------------- a peer's status, observed
 
 
 @dataclass(frozen=True)
 class PeerStatus:
     """What a peer's status file said at one poll. A file that could not be parsed (replaced
-    while we read it, or a foreign file) reads as an empty one: no state, written at time 0."""
+    while we read it, or a foreign file) reads as an empty one: no state and no heartbeat. The
+    writer's `time` is not kept: it is another host's clock, never compared with ours."""
 
     state: str | None = None  # running, done or failed
-    time: float = 0  # when it was written (wall clock)
+    beat: Beat | None = None  # (boot, seq); None: no heartbeat in the file
     error: str = "no detail"
     peer_caused: bool = False  # it failed for want of us (we were dead or failed)
 
     @classmethod
     def from_json(cls, status: dict[str, Any]) -> PeerStatus:
+        boot, seq = status.get("boot"), status.get("seq")
+        beat = (boot, seq) if isinstance(boot, str) and type(seq) is int else None
         return cls(
             state=status.get("state"),
-            time=status.get("time", 0),
+            beat=beat,
             error=status.get("error", "no detail"),
             peer_caused=bool(status.get("peer_caused")),
         )
 
 
 @dataclass(frozen=True)
+class Seen:
+    """What we observed of one status file, all on our own monotonic clock."""
+
+    at_start: Beat | None = None  # its heartbeat when we started (None: no file, or none in it)
+    age_at_start: float | None = None  # how old it was then (volume's clock); None: unknown
+    unchanged_for: float = 0.0  # seconds since we first saw its current heartbeat
+    since_start: float = 0.0  # seconds since we started
+
+
+def is_fresh(status: PeerStatus, seen: Seen) -> bool:
+    """Written since we started: its heartbeat differs from the one it had then."""
+    return status.beat is not None and status.beat != seen.at_start
+
+
+def read_peer_status(path: Path | None) -> PeerStatus | None:
+    """The peer's status as `judge` takes it: None without a file to read."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        status = read_json(path)
+    except (json.JSONDecodeError, OSError):
+        # replaced between is_file() and the read (or a foreign file): look next poll
+        status = {}
+    return PeerStatus.from_json(status if isinstance(status, dict) else {})
+
+
+@dataclass(frozen=True)
+class _Start:
+    beat: Beat | None
+    age: float | None
+
+
+class PeerWatch:
+    """A worker's view of its peers' status files: the baseline taken once, when it starts
+    (every status file in `status_dir`, so workers named later, such as the plan's rollout
+    workers, are covered), and when each file's heartbeat last changed, on `clock`. One watch
+    lives for the whole worker, across waits, so a peer's silence is counted across them too.
+    `status_dir` None: no baseline, every status is news (a wait without a start to tell)."""
+
+    def __init__(self, status_dir: Path | None, clock: Clock = time.monotonic) -> None:
+        self.clock = clock
+        self.started = clock()
+        self._start = _baseline(status_dir)
+        self._last: dict[Path, tuple[Beat, float]] = {
+            path: (start.beat, self.started)
+            for path, start in self._start.items()
+            if start.beat is not None
+        }
+
+    def look(self, path: Path | None) -> tuple[PeerStatus | None, Seen]:
+        """Read the peer's status once and note a new heartbeat (the first time it is seen)."""
+        status = read_peer_status(path)
+        now = self.clock()
+        key = path.absolute() if path is not None else None
+        if key is not None and status is not None and status.beat is not None:
+            last = self._last.get(key)
+            if last is None or last[0] != status.beat:
+                self._last[key] = (status.beat, now)
+        first_seen = self._last[key][1] if key in self._last else now
+        start = self._start.get(key) if key is not None else None
+        seen = Seen(
+            at_start=start.beat if start else None,
+            age_at_start=start.age if start else None,
+            unchanged_for=now - first_seen,
+            since_start=now - self.started,
+        )
+        return status, seen
+
+    def news(self, path: Path) -> PeerStatus | None:
+        """The peer's status if it was written since we started, else None."""
+        status, seen = self.look(path)
+        return status if status is not None and is_fresh(status, seen) else None
+
+
+def _baseline(status_dir: Path | None) -> dict[Path, _Start]:
+    """Each status file's heartbeat now and, for a failure that may be recent enough to count
+    (FAILURE_GRACE_S), its age by the volume's clock (only then: it costs a probe file)."""
+    if status_dir is None or not status_dir.is_dir():
+        return {}
+    statuses = {
+        path.absolute(): read_peer_status(path) or PeerStatus()
+        for path in sorted(status_dir.glob("*.json"))
+    }
+    failed = [p for p, s in statuses.items() if s.state == "failed" and not s.peer_caused]
+    ages = file_ages(failed)
+    return {path: _Start(s.beat, ages.get(path)) for path, s in statuses.items()}
+
+
+# ---------------------------------------------------------------- a peer's status, judged
+
+
+@dataclass(frozen=True)
 class PeerState:
     """Everything one poll of `wait_for` knows: what it waits for, from whom, the peer's status
-    (None: no status file watched, or the peer never wrote one), and the clock."""
+    (None: no status file watched, or the peer never wrote one), what we observed of it, and
+    the limits."""
 
     what: str
     peer: str | None
     status: PeerStatus | None
-    started_after: float | None  # our start (wall clock); None: every status is news
-    now: float  # wall clock, comparable with the status file's `time`
-    waited: float  # seconds since the wait began (monotonic clock)
+    seen: Seen
+    waited: float  # seconds since the wait began (our monotonic clock)
     timeout: float
-    quiet_after: float
+    quiet_after: float  # peer_quiet_timeout
+    start_after: float  # peer_start_timeout
 
 
 VerdictKind = Literal["wait", "peer_done", "peer_failed", "timed_out"]
@@ -189,7 +341,8 @@ KEEP_WAITING = Verdict("wait")
 
 
 def judge(state: PeerState) -> Verdict:
-    """The peer protocol of docs/contract.md ("Waiting"), as a function of one poll's reading.
+    """The peer protocol of docs/contract.md ("Waiting"), as a function of one poll's reading
+    and what we observed before it.
 
     The peer's status rules first (a failed, finished, quiet or absent peer is named at once),
     then the timeout; a peer without a status file has never started in this run directory and
@@ -204,45 +357,44 @@ def judge(state: PeerState) -> Verdict:
 
 
 def _judge_peer(state: PeerState, status: PeerStatus) -> Verdict | None:
-    """The verdict the peer's status forces, or None when it allows waiting on. A status written
-    before our start is an earlier run's (both workers died and one was restarted), except for
-    a failure (`_failure_counts`)."""
-    since = state.started_after
-    fresh = since is None or status.time >= since
-    peer, what, quiet = state.peer, state.what, state.quiet_after
-    if status.state == "failed" and _failure_counts(status, since, fresh):
+    """The verdict the peer's status forces, or None when it allows waiting on. A status not
+    written since our start is an earlier run's (both workers died and one was restarted, or
+    the peer is being rescheduled), except for a recent failure (`_failure_counts`)."""
+    seen, peer, what = state.seen, state.peer, state.what
+    fresh = is_fresh(status, seen)
+    if status.state == "failed" and _failure_counts(status, seen, fresh):
         return Verdict(
             "peer_failed",
             f"the {peer} worker failed while we waited for {what}: {status.error} (see its logs)",
         )
     if fresh and status.state == "done":
         return Verdict("peer_done", f"the {peer} worker finished without publishing {what}")
-    if fresh and status.state == "running" and state.now - status.time > quiet:
+    if fresh and status.state == "running" and seen.unchanged_for > state.quiet_after:
         return Verdict(
             "peer_failed",
-            f"the {peer} worker went quiet (no heartbeat for {state.now - status.time:.0f}s) "
+            f"the {peer} worker went quiet (no heartbeat for {seen.unchanged_for:.0f}s) "
             f"while we waited for {what}; was it killed (out of memory?) - check its logs",
         )
-    if since is not None and not fresh and state.now - since > quiet:
+    if not fresh and seen.since_start > state.start_after:
         return Verdict(
             "peer_failed",
-            f"the {peer} worker has not run since we started "
-            f"{state.now - since:.0f}s ago (its status file says {status.state!r}, "
-            f"written {state.now - status.time:.0f}s ago) while we waited for {what}: "
-            f"start the {peer} worker too, with --resume to continue this run (the two "
-            f"must start within peer_quiet_timeout={quiet:.0f}s of each other)",
+            f"the {peer} worker has not run since we started {seen.since_start:.0f}s ago (its "
+            f"status file still says {status.state!r}, as when we started) while we waited for "
+            f"{what}: start the {peer} worker too, with --resume to continue this run (the two "
+            f"must start within peer_start_timeout={state.start_after:.0f}s of each other)",
         )
     return None
 
 
-def _failure_counts(status: PeerStatus, since: float | None, fresh: bool) -> bool:
+def _failure_counts(status: PeerStatus, seen: Seen, fresh: bool) -> bool:
     """A `failed` status stops us if written since our start, or up to FAILURE_GRACE_S before
-    it (a peer starting beside us may fail before we took our start time) - unless that earlier
+    it (a peer starting beside us may fail before we took our baseline) - unless that earlier
     failure was the peer stopping for want of us (`peer_caused`): restarted, we must not take
-    it for news."""
-    news = since is None or status.time >= since - FAILURE_GRACE_S
-    caused_by_us = status.peer_caused and not fresh
-    return news and not caused_by_us
+    it for news. An age we could not read counts as old."""
+    if fresh:
+        return True
+    age = seen.age_at_start
+    return not status.peer_caused and age is not None and age <= FAILURE_GRACE_S
 
 
 def _timeout_message(state: PeerState) -> str:
@@ -254,18 +406,6 @@ def _timeout_message(state: PeerState) -> str:
 # ---------------------------------------------------------------- the wait itself
 
 
-def read_peer_status(path: Path | None) -> PeerStatus | None:
-    """The peer's status as `judge` takes it: None without a file to read."""
-    if path is None or not path.is_file():
-        return None
-    try:
-        status = read_json(path)
-    except (json.JSONDecodeError, OSError):
-        # replaced between is_file() and the read (or a foreign file): look next poll
-        status = {}
-    return PeerStatus.from_json(status)
-
-
 def wait_for(
     check: Callable[[], T | None],
     what: str,
@@ -273,38 +413,33 @@ def wait_for(
     timeout: float,
     peer: str | None = None,
     peer_status: Path | None = None,
-    started_after: float | None = None,
+    watch: PeerWatch | None = None,
     heartbeat: float = 10.0,
     quiet_after: float = 120.0,
+    start_after: float = 900.0,
     poll: float = 0.2,
 ) -> T:
     """Poll `check` until it returns a value; log every `heartbeat` seconds what we wait for.
 
-    With `peer_status`, fail at once, naming the peer, when that peer (as seen after
-    `started_after`, so a stale file from an earlier run does not count) wrote `failed`,
-    finished (`done`) without publishing what we wait for, or stopped refreshing its `running`
-    heartbeat for `quiet_after` seconds (killed, e.g. out of memory); and when its status file
-    has not been written since `started_after` for `quiet_after` seconds (a worker restarted
-    alone after both died: its peer is not coming). A peer without a status file has never
-    started in this run directory and is waited for up to `timeout`. The rules are `judge`'s.
+    With `peer_status`, fail at once, naming the peer, when that peer (as seen since `watch`
+    started, so a stale file from an earlier run does not count) wrote `failed`, finished
+    (`done`) without publishing what we wait for, or has not changed its `running` heartbeat for
+    `quiet_after` seconds of our clock (killed, e.g. out of memory); and when its status file
+    has not changed since `watch` started for `start_after` seconds (a worker restarted alone:
+    its peer is not coming). A peer without a status file has never started in this run
+    directory and is waited for up to `timeout`. The rules are `judge`'s; all durations are
+    read on `watch.clock` (time.monotonic), never the peer's.
     """
-    start = time.monotonic()
+    watch = watch if watch is not None else PeerWatch(None)
+    start = watch.clock()
     last_log = start
     while True:
         value = check()
         if value is not None:
             return value
-        now = time.monotonic()
-        state = PeerState(
-            what=what,
-            peer=peer,
-            status=read_peer_status(peer_status),
-            started_after=started_after,
-            now=time.time(),
-            waited=now - start,
-            timeout=timeout,
-            quiet_after=quiet_after,
-        )
+        status, seen = watch.look(peer_status)
+        now = watch.clock()
+        state = PeerState(what, peer, status, seen, now - start, timeout, quiet_after, start_after)
         verdict = judge(state)
         if verdict.kind != "wait":
             return _conclude(verdict, check)

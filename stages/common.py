@@ -44,10 +44,20 @@ def config_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def reuse_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--clean", is_flag=True, help="Delete this stage's earlier outputs first.")(f)
-    f = click.option("--resume", is_flag=True, help="Continue from this stage's earlier outputs.")(
-        f
-    )
+    # a restart of the launch that claimed the outputs (PROACTIVE_LAUNCH_ID) resumes whatever
+    # these say: shared/claims.py
+    f = click.option(
+        "--clean",
+        is_flag=True,
+        help="Delete this stage's earlier outputs first (not on a restart of the launch that "
+        "claimed them: PROACTIVE_LAUNCH_ID).",
+    )(f)
+    f = click.option(
+        "--resume",
+        is_flag=True,
+        help="Continue from this stage's earlier outputs (a restart of the launch that claimed "
+        "them, same PROACTIVE_LAUNCH_ID, always does).",
+    )(f)
     return f
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from proactive_rl.shared.claims import claim_outputs
+from proactive_rl.shared.claims import claim_outputs, start_mode
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import DataPaths, RunPaths
@@ -62,8 +62,22 @@ logger = logging.getLogger(__name__)
 @config_options
 @reuse_options
 def command(run_dir, data_dir, recipe, config_file, overrides, resume, clean):
+    config = resolve(run_dir, recipe, config_file, overrides)
+    run(config, run_dir, data_dir, resume=resume, clean=clean)
+
+
+def resolve(
+    run_dir: Path, recipe: str | None, config_file: Path | None, overrides: tuple[str, ...]
+) -> EvalConfig:
+    """The stage's config from its options and the run's training reward, as `proactive eval`
+    and `proactive preflight` read it."""
     config = load_config(EvalConfig, config_file, overrides, recipe or None, "eval")
-    run(training_reward(config, RunPaths(run_dir)), run_dir, data_dir, resume=resume, clean=clean)
+    return training_reward(config, RunPaths(run_dir))
+
+
+def outputs(config: EvalConfig, paths: RunPaths) -> list[Path]:
+    """What the stage claims in the run directory (--resume / --clean act on these)."""
+    return [paths.eval_dir(config.name)]
 
 
 def training_reward(config: EvalConfig, paths: RunPaths) -> EvalConfig:
@@ -83,17 +97,21 @@ def training_reward(config: EvalConfig, paths: RunPaths) -> EvalConfig:
 def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: bool) -> None:
     """Check everything the evaluation needs, sample and grade every checkpoint, and publish
     the report folder."""
+    from proactive_rl.engine.gpus import check_gpus
     from proactive_rl.shared.rewards import load_reward
 
+    check_gpus()  # a GPU container that sees too few GPUs stops here, not on the CPU hours later
     t0 = time.perf_counter()
     paths = RunPaths(run_dir)
     out_dir = paths.eval_dir(config.name)
+    # a restart of the launch that claimed the outputs continues them, whatever RUN_MODE says
+    resume, clean = start_mode(paths.launch("eval"), "eval", resume, clean)
     if resume and is_stable(out_dir):
         logger.info("%s is already published: nothing to do", out_dir)
         return
     checkpoints = check_inputs(config, paths)
     backend = start_backend(config)
-    claim_outputs([out_dir], "eval", resume, clean)
+    claim_outputs(outputs(config, paths), "eval", resume, clean, paths.launch("eval"))
     reward_fn = load_reward(config.reward, config.reward_kwargs)
     data = DataPaths(data_dir)
     records = read_questions(config, data)
@@ -126,18 +144,24 @@ def check_inputs(config: EvalConfig, paths: RunPaths) -> list[Checkpoint]:
     sampling any, so a damaged checkpoint or a wrong judge folder fails in seconds."""
     from proactive_rl.stages.eval.checkpoints import resolve_checkpoints
 
-    outputs = [paths.eval, paths.logs("eval"), paths.config("eval").parent]
-    check_writable([paths.root, *outputs], "pass another --run-dir")
+    written = [paths.eval, paths.logs("eval"), paths.config("eval").parent]
+    written.append(paths.launch("eval").parent)
+    check_writable([paths.root, *written], "pass another --run-dir")
     checkpoints = resolve_checkpoints(config.checkpoint_specs(), paths)
     for ckpt in checkpoints:
         verified_model(ckpt.path, CHECKPOINT_DAMAGED)
     if config.judge:
-        from proactive_rl.engine.model_checks import check_model_folder
-
-        if not Path(config.judge).is_dir():
-            raise UserError(f"judge={config.judge}: not a folder; give a local chat model folder")
-        check_model_folder(Path(config.judge), "give another judge model folder")
+        check_judge(config.judge)
     return checkpoints
+
+
+def check_judge(judge: str) -> None:
+    """The judge model is a readable local model folder."""
+    from proactive_rl.engine.model_checks import check_model_folder
+
+    if not Path(judge).is_dir():
+        raise UserError(f"judge={judge}: not a folder; give a local chat model folder")
+    check_model_folder(Path(judge), "give another judge model folder")
 
 
 def start_backend(config: EvalConfig) -> Backend:

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from proactive_rl.engine.model_checks import check_model_folder, weights_numel
-from proactive_rl.shared.claims import claim_outputs
+from proactive_rl.shared.claims import claim_outputs, continues_launch, start_mode
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.faults import crash_point
 from proactive_rl.shared.metrics import MetricsLogger, json_safe
 from proactive_rl.shared.paths import DataPaths, RunPaths, numbered_children, record_path
-from proactive_rl.shared.peers import failure_reported, worker_status
+from proactive_rl.shared.peers import PeerWatch, failure_reported, worker_status
 from proactive_rl.shared.publish import VERIFIED, sha256_file, staged, verified_processed, verify
 from proactive_rl.shared.schedule import Plan, read_plan, write_plan
 from proactive_rl.stages.common import (
@@ -80,16 +80,35 @@ def command(
 ) -> None:
     # any failure, from the config on, reaches the peer through this worker's status file
     with failure_reported(RunPaths(run_dir).status("grpo")):
-        config = load_config(GrpoConfig, config_file, overrides, recipe or None, "grpo")
+        config = resolve(recipe, config_file, overrides)
         run(config, run_dir, data_dir, resume=resume, clean=clean)
+
+
+def resolve(recipe: str | None, config_file: Path | None, overrides: tuple[str, ...]) -> GrpoConfig:
+    """The stage's config from its options, as `proactive grpo` and `proactive preflight` read
+    it."""
+    return load_config(GrpoConfig, config_file, overrides, recipe or None, "grpo")
+
+
+def outputs(paths: RunPaths) -> list[Path]:
+    """What the stage claims in the run directory (--resume / --clean act on these)."""
+    return [paths.policies, paths.grpo_state, paths.logs("grpo")]
+
+
+def finished(paths: RunPaths) -> bool:
+    """The run's plan is trained to its end: its last policy is published."""
+    if not paths.plan.is_file():
+        return False
+    plan = read_plan(paths.plan)
+    return plan.total_steps in versions_of(paths, plan)
 
 
 def check_before_training(config: GrpoConfig, paths: RunPaths) -> None:
     """Before training: the run directory is writable, the starting model readable (a built-in
     one is built here, once), and the disk holds a policy and the optimizer state."""
-    outputs = [paths.policies, paths.grpo_state, paths.logs("grpo"), paths.base_models]
-    outputs += [paths.config("grpo").parent, paths.status("grpo").parent]
-    check_writable([paths.root, *outputs], "pass another --run-dir")
+    written = [*outputs(paths), paths.base_models, paths.launch("grpo").parent]
+    written += [paths.config("grpo").parent, paths.status("grpo").parent]
+    check_writable([paths.root, *written], "pass another --run-dir")
     init_dir = resolve_init_model(config.init_model, paths)
     if config.lora.enabled:
         return  # adapters and their optimizer state: a small share of the model
@@ -132,7 +151,8 @@ class RunContext:
     paths: RunPaths
     par: Parallel
     start: Start
-    started: float  # rank 0's clock at the start: the rollout waits count from it
+    # the peers' status files as at our start: the rollout waits judge change since
+    started: PeerWatch
 
 
 @dataclass(frozen=True)
@@ -148,11 +168,28 @@ class StepResult:
 def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: bool) -> None:
     """Check the inputs, start the processes, agree where to start, build the trainer, publish
     policy 0 (or restore the optimizer on --resume), then train and publish every step."""
+    from proactive_rl.engine.gpus import check_gpus
+
+    check_gpus()  # a GPU container that sees too few GPUs stops here, not on the CPU hours later
+    paths = RunPaths(run_dir)
+    # a restart of the launch that claimed the outputs continues them, whatever RUN_MODE says
+    restart = continues_launch(paths.launch("grpo"))
+    resume, clean = start_mode(paths.launch("grpo"), "grpo", resume, clean)
+    # A restart of the launch that trained the plan to its end (its settings are the same by
+    # construction) ends before loading anything; a user's --resume still checks its settings
+    # against the run (the plan, LoRA or not) on the full path, and ends there.
+    if restart and finished(paths):
+        # a kill between the last policy's marker and its metrics line: write that line first
+        plan = read_plan(paths.plan)
+        open_metrics(paths, plan, plan.total_steps, resume=True).close()
+        logger.info(
+            "grpo: the plan's last policy is published in %s; nothing to do", paths.policies
+        )
+        return
     # torch, transformers, deepspeed: imported here so that `proactive grpo --help` is instant
     from proactive_rl.engine.parallel import Parallel, relaunch
     from proactive_rl.stages.grpo.trainer_setup import build_trainer, start_torch
 
-    paths = RunPaths(run_dir)
     train_file = check_inputs(config, paths, DataPaths(data_dir))
     relaunch(config.strategy, config.num_processes)  # ddp/zero*: this command, once per GPU
     par = Parallel.start(config.strategy)
@@ -190,12 +227,13 @@ def check_inputs(config: GrpoConfig, paths: RunPaths, data: DataPaths) -> Path:
 
 def claim_run(
     config: GrpoConfig, paths: RunPaths, par: Parallel, resume: bool, clean: bool
-) -> float:
-    """Rank 0 claims the output folders and saves the config; every process gets its clock."""
+) -> PeerWatch:
+    """Rank 0 claims the output folders and saves the config; every process watches the peers'
+    status files from here on (its own watch, on its own clock)."""
     if par.is_main:
-        claim_outputs([paths.policies, paths.grpo_state, paths.logs("grpo")], "grpo", resume, clean)
+        claim_outputs(outputs(paths), "grpo", resume, clean, paths.launch("grpo"))
         save_config(paths.config("grpo"), config)
-    return par.broadcast(time.time())
+    return PeerWatch(paths.status("grpo").parent)
 
 
 def agree_start(

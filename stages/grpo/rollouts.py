@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import ROLLOUTS_FILE, RunPaths, rollout_worker_name
-from proactive_rl.shared.peers import wait_for
+from proactive_rl.shared.peers import PeerWatch, wait_for
 from proactive_rl.shared.publish import VERIFIED, is_stable, read_marker, verify
 from proactive_rl.shared.schedule import Plan
 from proactive_rl.stages.grpo.config import GrpoConfig
@@ -33,11 +33,12 @@ class Part(NamedTuple):
 
 
 def wait_parts(
-    config: GrpoConfig, paths: RunPaths, plan: Plan, step: int, started: float
+    config: GrpoConfig, paths: RunPaths, plan: Plan, step: int, started: PeerWatch
 ) -> list[dict[str, Any]]:
     """The markers of the step's parts in worker order, once every part is published for this
     plan. One part after the other, each wait watching the worker that writes that part, so a
-    failed, killed or missing worker is named (all parts are needed: the order costs nothing)."""
+    failed, killed or missing worker is named (all parts are needed: the order costs nothing).
+    `started`: the peers' status files as at grpo's start (one watch for the whole run)."""
     markers = []
     workers = plan.rollout_workers
     for worker, folder in enumerate(paths.rollout_parts(step, workers)):
@@ -55,8 +56,9 @@ def wait_parts(
             timeout=config.wait_timeout,
             peer=peer,
             peer_status=paths.status(peer),
-            started_after=started,
+            watch=started,
             quiet_after=config.peer_quiet_timeout,
+            start_after=config.peer_start_timeout,
         )
         markers.append(marker)
     return markers

@@ -70,8 +70,13 @@ def command(
     overrides: tuple[str, ...],
     force: bool,
 ) -> None:
-    config = load_config(PrepConfig, config_file, overrides, recipe or None, "prep")
-    run(config, data_dir, force=force)
+    run(resolve(recipe, config_file, overrides), data_dir, force=force)
+
+
+def resolve(recipe: str | None, config_file: Path | None, overrides: tuple[str, ...]) -> PrepConfig:
+    """The stage's config from its options, as `proactive prep` and `proactive preflight` read
+    it."""
+    return load_config(PrepConfig, config_file, overrides, recipe or None, "prep")
 
 
 @dataclass

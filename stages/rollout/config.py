@@ -50,9 +50,18 @@ class RolloutConfig(StageConfig):
     peer_quiet_timeout: float = Field(
         120.0,
         gt=HEARTBEAT_S,
-        description="Seconds without a heartbeat from the peer worker (it refreshes its status "
-        f"every {HEARTBEAT_S:.0f} s while it runs) before it is taken for dead (killed, out of "
-        "memory) and this worker stops, naming it.",
+        description="Seconds without a new heartbeat from a running peer worker (it refreshes its "
+        f"status every {HEARTBEAT_S:.0f} s while it runs), counted on this worker's own clock, "
+        "before it is taken for dead (killed, out of memory) and this worker stops, naming it.",
+    )
+    peer_start_timeout: float = Field(
+        900.0,
+        gt=HEARTBEAT_S,
+        le=86400.0,
+        description="Seconds to wait for a peer worker that has not (re)started since this one "
+        "started (its status file unchanged: being rescheduled, pulling a large image after a "
+        "restart, or not restarted at all), counted on this worker's own clock, before this "
+        "worker stops, naming it. A peer without a status file is waited for up to wait_timeout.",
     )
     num_examine: int = Field(5, ge=0, description="Groups printed to the log per step.")
     worker: int = Field(

@@ -13,7 +13,7 @@ from typing import Any
 from proactive_rl.engine.generation import Backend
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import ROLLOUTS_FILE, DataPaths, RunPaths, numbered_children
-from proactive_rl.shared.peers import wait_for
+from proactive_rl.shared.peers import PeerWatch, wait_for
 from proactive_rl.shared.publish import (
     is_stable,
     read_marker,
@@ -45,7 +45,7 @@ class Worker:
     config: RolloutConfig
     paths: RunPaths
     data_dir: Path
-    started: float  # time.time() at start: a peer's status from before is an earlier run's
+    started: PeerWatch  # the status files as at our start: grpo is judged by change since
     reward_fn: RewardFn
     backend: Backend  # one engine for the whole run: a new plan reuses it too
 
@@ -118,8 +118,9 @@ def wait_plan(worker: Worker) -> Plan:
         timeout=worker.config.wait_timeout,
         peer="grpo",
         peer_status=paths.status("grpo"),
-        started_after=worker.started,
+        watch=worker.started,
         quiet_after=worker.config.peer_quiet_timeout,
+        start_after=worker.config.peer_start_timeout,
     )
 
 
@@ -189,8 +190,9 @@ def wait_policy(worker: Worker, plan: Plan, step: int) -> Policy | Replanned:
         timeout=worker.config.wait_timeout,
         peer="grpo",
         peer_status=paths.status("grpo"),
-        started_after=worker.started,
+        watch=worker.started,
         quiet_after=worker.config.peer_quiet_timeout,
+        start_after=worker.config.peer_start_timeout,
     )
 
 

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import click
 
-from proactive_rl.shared.claims import claim_outputs, remove_unpublished
+from proactive_rl.shared.claims import claim_outputs, remove_unpublished, start_mode
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import RunPaths, numbered_children, rollout_worker_name
-from proactive_rl.shared.peers import failure_reported, worker_status
-from proactive_rl.shared.publish import is_stable, read_json, read_marker
+from proactive_rl.shared.peers import PeerWatch, failure_reported, worker_status
+from proactive_rl.shared.publish import is_stable, read_marker
 from proactive_rl.shared.schedule import read_plan
 from proactive_rl.stages.common import (
     check_writable,
@@ -56,33 +56,56 @@ def command(run_dir, data_dir, recipe, config_file, overrides, resume, clean):
     # the file grpo watches while it waits for this worker's part
     paths = RunPaths(run_dir)
     with failure_reported(paths.status("rollout")):
-        config = load_config(RolloutConfig, config_file, overrides, recipe or None, "rollout")
+        config = resolve(recipe, config_file, overrides)
     with failure_reported(paths.status(rollout_worker_name(config.worker))):
         run(config, run_dir, data_dir, resume=resume, clean=clean)
 
 
+def resolve(
+    recipe: str | None, config_file: Path | None, overrides: tuple[str, ...]
+) -> RolloutConfig:
+    """The stage's config from its options, as `proactive rollout` and `proactive preflight`
+    read it."""
+    return load_config(RolloutConfig, config_file, overrides, recipe or None, "rollout")
+
+
+def outputs(config: RolloutConfig, paths: RunPaths) -> list[Path]:
+    """What this worker claims in the run directory (--resume / --clean act on these): only its
+    own folders, since the other workers may have published theirs already."""
+    return paths.rollout_outputs(config.worker)
+
+
 def run(config: RolloutConfig, run_dir: Path, data_dir: Path, resume: bool, clean: bool) -> None:
     from proactive_rl.engine.generation import make_backend
+    from proactive_rl.engine.gpus import check_gpus
     from proactive_rl.shared.rewards import load_reward
     from proactive_rl.stages.rollout.loop import Worker, check_worker, follow_plan
 
+    check_gpus()  # a GPU container that sees too few GPUs stops here, not on the CPU hours later
     paths = RunPaths(run_dir)
     name = rollout_worker_name(config.worker)
-    outputs = [paths.rollouts, paths.logs(name), paths.config(name).parent]
-    check_writable([paths.root, *outputs, paths.status(name).parent], "pass another --run-dir")
+    # a restart of the launch that claimed the outputs continues them, whatever RUN_MODE says
+    resume, clean = start_mode(paths.launch(name), name, resume, clean)
+    written = [
+        paths.rollouts,
+        paths.logs(name),
+        paths.config(name).parent,
+        paths.launch(name).parent,
+    ]
+    check_writable([paths.root, *written, paths.status(name).parent], "pass another --run-dir")
     # fail on a bad reward or worker index before touching the run directory or waiting
     reward_fn = load_reward(config.reward, config.reward_kwargs)
     if paths.plan.is_file() and not clean:  # --clean: grpo is about to write a new plan
         check_worker(config, paths, read_plan(paths.plan))
+    # the peers' status files as at our start: every wait judges grpo by change seen since
+    started = PeerWatch(paths.status(name).parent)
     if clean:
-        refuse_rewriting_history(config, paths)
-    # only this worker's own folders: the other workers may have published theirs already
-    claim_outputs(paths.rollout_outputs(config.worker), name, resume, clean)
+        refuse_rewriting_history(config, paths, started)
+    claim_outputs(outputs(config, paths), name, resume, clean, paths.launch(name))
     if resume and config.worker == 0:
         # leftovers of one-worker steps sit in rollouts/ itself, beside the other workers' parts
         remove_unpublished(paths.rollouts)
     save_config(paths.config(name), config)
-    started = time.time()
 
     # Running (heartbeats) from before the engine starts, which can take minutes: a grpo worker
     # resumed at the same time takes a status older than its own start for a peer not coming.
@@ -125,27 +148,27 @@ def trained_on(paths: RunPaths, worker: int = 0) -> int | None:
     return max(trained, default=None)
 
 
-def grpo_running_since(paths: RunPaths, since: float) -> bool:
-    try:
-        status = read_json(paths.status("grpo"))
-    except (OSError, ValueError):
-        return False
-    return status.get("state") == "running" and status.get("time", 0) >= since
+def grpo_running_since(paths: RunPaths, watch: PeerWatch) -> bool:
+    """grpo has written a running status since our start (seen on our clock, never by
+    comparing its host's clock with ours)."""
+    status = watch.news(paths.status("grpo"))
+    return status is not None and status.state == "running"
 
 
-def refuse_rewriting_history(config: RolloutConfig, paths: RunPaths) -> None:
+def refuse_rewriting_history(config: RolloutConfig, paths: RunPaths, watch: PeerWatch) -> None:
     """`--clean` deletes the rollouts. Refused while grpo has trained on them under the current
     plan: new ones, sampled from newer policies, would not be what was trained. A grpo started
     with --clean at the same time (RUN_MODE=--clean) deletes that plan within seconds, so that
-    is waited for, up to peer_quiet_timeout; a grpo running with the plan still in place (a
-    heartbeat since we started: it has claimed its outputs) is not starting over."""
-    since, deadline = time.time(), time.monotonic() + config.peer_quiet_timeout
+    is waited for, up to peer_start_timeout (it may still be pulling its image); a grpo running
+    with the plan still in place (a heartbeat since we started: it has claimed its outputs) is
+    not starting over."""
+    deadline = time.monotonic() + config.peer_start_timeout
     if trained_on(paths, config.worker) is not None:
         logger.info("rollout --clean: waiting for grpo to start the run over (--clean)")
     while (trained := trained_on(paths, config.worker)) is not None:
         over = time.monotonic() > deadline
         still = trained_on(paths, config.worker) is not None
-        if over or (grpo_running_since(paths, since) and still):
+        if over or (grpo_running_since(paths, watch) and still):
             raise UserError(
                 f"rollout --clean would delete rollouts that grpo trained policies 1..{trained} "
                 f"on; new ones, sampled from newer policies, would not be what was trained. To "

@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from proactive_rl.shared.claims import claim_outputs
+from proactive_rl.shared.claims import claim_outputs, start_mode
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.paths import EPOCH_RE, DataPaths, RunPaths, numbered_children
 from proactive_rl.shared.peers import worker_status
@@ -61,14 +61,36 @@ def command(
     resume: bool,
     clean: bool,
 ) -> None:
-    config = load_config(SftConfig, config_file, overrides, recipe or None, "sft")
-    run(config, run_dir, data_dir, resume=resume, clean=clean)
+    run(resolve(recipe, config_file, overrides), run_dir, data_dir, resume=resume, clean=clean)
+
+
+def resolve(recipe: str | None, config_file: Path | None, overrides: tuple[str, ...]) -> SftConfig:
+    """The stage's config from its options, as `proactive sft` and `proactive preflight` read it."""
+    return load_config(SftConfig, config_file, overrides, recipe or None, "sft")
+
+
+def outputs(paths: RunPaths) -> list[Path]:
+    """What the stage claims in the run directory (--resume / --clean act on these)."""
+    return [paths.sft, paths.sft_trainer_state, paths.logs("sft")]
 
 
 def run(
     config: SftConfig, run_dir: Path, data_dir: Path, resume: bool = False, clean: bool = False
 ) -> None:
+    from proactive_rl.engine.gpus import check_gpus
+
+    check_gpus()  # a GPU container that sees too few GPUs stops here, not on the CPU hours later
     paths = RunPaths(run_dir)
+    # a restart of the launch that claimed the outputs continues them, whatever RUN_MODE says
+    resume, clean = start_mode(paths.launch("sft"), "sft", resume, clean)
+    if resume and finished(config, paths):
+        # before the checks and torch: a restart after the last epoch ends in a second
+        logger.info(
+            "sft: all %d epochs are already published in %s; nothing to do",
+            config.epochs,
+            paths.sft,
+        )
+        return
     # Cheap checks first, before torch is imported: a bad input or a used run directory fails
     # in a second, not after loading a model.
     conversations = read_published_conversations(DataPaths(data_dir), config.max_samples)
@@ -83,14 +105,6 @@ def run(
         prepare_outputs(config, paths, resume, clean)
     wait_for_rank0(config.strategy)
     published_epochs = {n for n, _ in published(paths.sft, EPOCH_RE)}
-    if all(epoch in published_epochs for epoch in range(1, config.epochs + 1)):
-        # Only reachable with --resume: claim_outputs refused or emptied the folder otherwise.
-        logger.info(
-            "sft: all %d epochs are already published in %s; nothing to do",
-            config.epochs,
-            paths.sft,
-        )
-        return
     if main:
         save_config(paths.config("sft"), config)
 
@@ -105,6 +119,12 @@ def run(
         leave_process_group()
 
 
+def finished(config: SftConfig, paths: RunPaths) -> bool:
+    """Every epoch of the config is published."""
+    done = {n for n, _ in published(paths.sft, EPOCH_RE)}
+    return all(epoch in done for epoch in range(1, config.epochs + 1))
+
+
 def check_batches(config: SftConfig, conversations: int) -> None:
     """The global batch splits into whole micro batches, and the data fills at least one."""
     processes = process_count(config)
@@ -115,7 +135,7 @@ def check_batches(config: SftConfig, conversations: int) -> None:
 def prepare_outputs(config: SftConfig, paths: RunPaths, resume: bool, clean: bool) -> None:
     """Rank 0, before the others look: claim (maybe empty) the outputs, drop half-written
     Trainer checkpoints, and build a builtin base model once."""
-    claim_outputs([paths.sft, paths.sft_trainer_state, paths.logs("sft")], "sft", resume, clean)
+    claim_outputs(outputs(paths), "sft", resume, clean, paths.launch("sft"))
     if resume:
         remove_incomplete_checkpoints(paths.sft_trainer_state)
     if config.strategy != "single":
@@ -132,9 +152,9 @@ def check_before_training(config: SftConfig, paths: RunPaths) -> None:
     from proactive_rl.engine.models import resolve_base_model
     from proactive_rl.stages.common import check_free_space, check_writable
 
-    outputs = [paths.sft, paths.sft_trainer_state, paths.logs("sft"), paths.base_models]
-    outputs += [paths.config("sft").parent, paths.status("sft").parent]
-    check_writable([paths.root, *outputs], "pass another --run-dir")
+    written = [*outputs(paths), paths.base_models, paths.launch("sft").parent]
+    written += [paths.config("sft").parent, paths.status("sft").parent]
+    check_writable([paths.root, *written], "pass another --run-dir")
     base = resolve_base_model(config.base_model, paths.base_models)
     # float32 weights: the published epoch (4 bytes a weight) + the Trainer checkpoint (4 for
     # the weights, 8 for AdamW's two moments)

@@ -1,11 +1,14 @@
 """A worker that fails at start-up, before its run has begun (a config the validation refuses, a
 reward file that does not load), stops its peer within seconds instead of leaving it waiting for
 its whole wait_timeout (an hour by default): the failure reaches the peer through the status
-file, written from the first line of the command on."""
+file, written from the first line of the command on. A peer stopped for want of its peer exits
+75 (EX_TEMPFAIL: a restart of the run may succeed), the worker at fault 2."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import threading
 import time
 
 from proactive_rl.shared.paths import RunPaths
@@ -14,6 +17,7 @@ from tests.conftest import proactive, start
 # Far beyond what the test allows: a peer that waited for its timeout would fail the test.
 WAIT = ("--set", "wait_timeout=600")
 DETECT_S = 15.0  # from the failing worker's exit to its peer's exit
+EX_TEMPFAIL = 75  # stopped for want of the peer (stages/cli.py)
 
 
 def finish_both(failing, peer) -> tuple[str, str, float]:
@@ -36,7 +40,7 @@ def test_grpo_refusing_its_config_stops_a_waiting_rollout(workdir, tiny_model):
     grpo = start("grpo", *common, "--set", f"init_model={tiny_model}", "--set", "n=0", cwd=workdir)
     out_grpo, out_rollout, seconds = finish_both(grpo, rollout)
     assert grpo.returncode != 0 and "n" in out_grpo
-    assert rollout.returncode == 2, out_rollout
+    assert rollout.returncode == EX_TEMPFAIL, out_rollout
     assert "the grpo worker failed while we waited for the RL plan" in out_rollout
     assert "Traceback" not in out_rollout
     assert seconds < DETECT_S, f"the rollout worker exited {seconds:.1f} s after grpo"
@@ -56,7 +60,7 @@ def test_a_reward_file_that_does_not_load_stops_grpo(workdir, tiny_model):
     rollout = start("rollout", *common, "--set", "reward=broken_reward.py:score", cwd=workdir)
     out_rollout, out_grpo, seconds = finish_both(rollout, grpo)
     assert rollout.returncode == 2 and "broken_reward.py" in out_rollout, out_rollout
-    assert grpo.returncode == 2, out_grpo
+    assert grpo.returncode == EX_TEMPFAIL, out_grpo
     assert "the rollout worker failed while we waited for rollouts" in out_grpo
     assert "broken_reward.py" in out_grpo  # the peer's own message says what went wrong
     # grpo first builds its model and publishes policy 0, then notices at its first wait
@@ -72,7 +76,7 @@ def test_a_refused_second_worker_leaves_a_running_one_alone(tmp_path):
     status.parent.mkdir()
     write_status(status, "running")
     data = json.loads(status.read_text())
-    data["pid"] += 1  # another process's heartbeat
+    data["boot"] = "another process"  # another process's heartbeat
     status.write_text(json.dumps(data))
     try:
         with failure_reported(status):
@@ -90,9 +94,20 @@ def test_a_refused_second_worker_leaves_a_running_one_alone(tmp_path):
     assert failed["state"] == "failed" and "bad config" in failed["error"]
 
 
+def read_lines(proc: subprocess.Popen, lines: list[str], waiting: threading.Event) -> None:
+    """Collect the worker's output; `waiting` is set once it has started its engine (then it
+    waits for the plan)."""
+    for line in proc.stdout:
+        lines.append(line)
+        if "generation backend" in line:
+            waiting.set()
+    waiting.set()  # it exited
+
+
 def test_a_quiet_peer_is_taken_for_dead_after_the_configured_limit(workdir):
     """A peer killed without a word (kill -9, out of memory) stops heartbeating; the waiting
-    worker gives up after `peer_quiet_timeout` seconds (default 120), naming it."""
+    worker gives up after `peer_quiet_timeout` seconds (default 120) without a new heartbeat,
+    on its own clock, naming it."""
     from proactive_rl.shared.peers import write_status
 
     run = workdir / "checkpoints" / "run"
@@ -100,13 +115,23 @@ def test_a_quiet_peer_is_taken_for_dead_after_the_configured_limit(workdir):
     rollout = start(
         "rollout", "--run-dir", str(run), *WAIT, "--set", "peer_quiet_timeout=12", cwd=workdir
     )
-    for _ in range(8):  # a live grpo while the rollout worker starts, then silence
+    lines: list[str] = []
+    waiting = threading.Event()
+    reader = threading.Thread(target=read_lines, args=(rollout, lines, waiting), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    beats = 0
+    # a live grpo while the rollout worker starts and then waits, then silence
+    while (not waiting.is_set() or beats < 3) and time.monotonic() < deadline:
         write_status(status, "running")
+        beats += waiting.is_set()
         time.sleep(1.0)
     started = time.monotonic() - 1.0  # since the last heartbeat
-    out, _ = rollout.communicate(timeout=120)
+    rollout.wait(timeout=120)
     seconds = time.monotonic() - started
-    assert rollout.returncode == 2, out
+    reader.join(timeout=10)
+    out = "".join(lines)
+    assert rollout.returncode == EX_TEMPFAIL, out
     assert "the grpo worker went quiet (no heartbeat for" in out
     assert 12 <= seconds < 12 + DETECT_S, f"noticed after {seconds:.1f} s"
 

@@ -4,8 +4,10 @@
 - the engine layer (`engine/`) imports no stage;
 - `shared/` imports neither a stage nor the engine.
 
-`stages/cli.py` is the one place that knows every stage. Each rule is also shown to fail on a
-small tree that breaks it, so the test cannot pass by finding nothing."""
+`stages/cli.py` is the one place that knows every stage, with `stages/preflight.py` beside it
+(not a stage: the command that checks every stage's settings, through their `resolve`). Each
+rule is also shown to fail on a small tree that breaks it, so the test cannot pass by finding
+nothing."""
 
 from __future__ import annotations
 

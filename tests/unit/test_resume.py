@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
 from proactive_rl.shared.metrics import MetricsLogger, read_metrics
-from proactive_rl.shared.peers import PeerFailed, WaitTimeout, wait_for, write_status
 from proactive_rl.stages.sft.main import checkpoint_complete, remove_incomplete_checkpoints
 
 
@@ -80,50 +78,3 @@ def test_a_trainer_checkpoint_is_complete_once_its_state_is_written(tmp_path, fi
     assert checkpoint_complete(folder, 4) is complete
     remove_incomplete_checkpoints(tmp_path)
     assert folder.exists() is complete and older.exists()
-
-
-def stale_status(path, state: str, age: float) -> None:
-    """A status file as a worker that died `age` seconds ago left it."""
-    write_status(path, state, peer_caused=True)
-    status = json.loads(path.read_text())
-    status["time"] -= age
-    path.write_text(json.dumps(status))
-
-
-@pytest.mark.parametrize("state", ["running", "failed", "done"])
-def test_a_peer_silent_since_our_start_is_to_be_restarted_too(tmp_path, state):
-    """Both workers died; this one was restarted 50 s ago, the peer last wrote 100 s ago: after
-    quiet_after (20 s) without a word from it, say to restart it instead of waiting an hour."""
-    peer = tmp_path / "grpo.json"
-    stale_status(peer, state, age=100)
-    with pytest.raises(PeerFailed, match="start the grpo worker too, with --resume") as err:
-        wait_for(
-            lambda: None, "policy 3", timeout=5, peer="grpo", peer_status=peer,
-            started_after=time.time() - 50, quiet_after=20, poll=0.01,
-        )  # fmt: skip
-    assert "has not run since we started 50s ago" in str(err.value)
-    # restarted 5 s ago: the peer may be starting too, so it is waited for
-    with pytest.raises(WaitTimeout):
-        wait_for(
-            lambda: None, "policy 3", timeout=0.2, peer="grpo", peer_status=peer,
-            started_after=time.time() - 5, quiet_after=20, poll=0.01,
-        )  # fmt: skip
-
-
-def test_a_peer_that_failed_for_want_of_us_does_not_stop_us_restarting(tmp_path):
-    """A worker restarted alone stopped, telling to start its peer; the user starts both a few
-    seconds later: its `failed` (caused by the absent peer) lies within the start-up grace but
-    is not a failure of a worker starting beside us."""
-    peer = tmp_path / "rollout.json"
-    stale_status(peer, "failed", age=3)
-    with pytest.raises(WaitTimeout):
-        wait_for(
-            lambda: None, "rollouts of step 2", timeout=0.2, peer="rollout", peer_status=peer,
-            started_after=time.time() - 1, quiet_after=20, poll=0.01,
-        )  # fmt: skip
-    write_status(peer, "failed", error="bad config")  # a failure of its own: fail at once
-    with pytest.raises(PeerFailed, match="bad config"):
-        wait_for(
-            lambda: None, "rollouts of step 2", timeout=5, peer="rollout", peer_status=peer,
-            started_after=time.time() + 1, quiet_after=20, poll=0.01,
-        )  # fmt: skip

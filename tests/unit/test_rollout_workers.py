@@ -3,8 +3,7 @@ trainer's merge checks, and the wait that names the worker whose part is missing
 
 from __future__ import annotations
 
-import json
-import time
+import itertools
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from proactive_rl.shared.config import load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import RunPaths
-from proactive_rl.shared.peers import PeerFailed, write_status
+from proactive_rl.shared.peers import PeerFailed, PeerWatch, write_status
 from proactive_rl.shared.publish import publish_dir, staging_dir
 from proactive_rl.shared.schedule import Plan, read_plan, write_plan
 from proactive_rl.stages.grpo.config import GrpoConfig
@@ -159,18 +158,17 @@ def test_the_wait_names_the_worker_whose_part_is_missing(tmp_path):
     staging = staging_dir(paths.rollout_part(0, 0, 2))
     (staging / "rollouts.parquet").write_bytes(b"x")
     publish_dir(staging, paths.rollout_part(0, 0, 2), {"plan_id": p.plan_id, "step": 0})
-    started = time.time()
+    started = PeerWatch(paths.status("grpo").parent)
     write_status(paths.status("rollout-1"), "failed", error="UserError: boom")
     config = GrpoConfig(wait_timeout=5)
     with pytest.raises(
         PeerFailed, match=r"rollout-1 worker failed .*part 1 of 2: rollout worker=1"
     ):
         wait_parts(config, paths, p, 0, started)
-    # a killed one (a heartbeat older than peer_quiet_timeout) is named too
-    now = time.time()
+    # a killed one (no new heartbeat for peer_quiet_timeout on our clock) is named too
+    ticks = itertools.count(step=1.0)
+    watch = PeerWatch(paths.status("grpo").parent, clock=lambda: next(ticks))
     write_status(paths.status("rollout-1"), "running")
-    status = json.loads(paths.status("rollout-1").read_text())
-    paths.status("rollout-1").write_text(json.dumps({**status, "time": now - 15}))
-    config = GrpoConfig(wait_timeout=5, peer_quiet_timeout=10.5)
+    config = GrpoConfig(wait_timeout=500, peer_quiet_timeout=10.5)
     with pytest.raises(PeerFailed, match="rollout-1 worker went quiet"):
-        wait_parts(config, paths, p, 0, now - 20)
+        wait_parts(config, paths, p, 0, watch)
