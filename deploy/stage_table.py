@@ -1,10 +1,11 @@
 """The pipeline's stages as one table: what compose.yaml runs and what deploy/k8s runs.
 
-One source of truth for each stage's command and knobs. `deploy/k8s_gen.py` (run by
-`make k8s-render`) writes the Kubernetes base from it (deploy/k8s/base/jobset.yaml, knobs.env,
-deploy/k8s/components/counts); tests/deploy/test_k8s.py fails when compose.yaml, the committed
-base or the rendered manifests say anything else. Change a stage here first, then compose.yaml,
-then `make k8s-render`.
+One source of truth for each stage's command and knobs, the preflight that checks them all
+first, and each stage's CPU and memory on Kubernetes. `deploy/k8s_gen.py` (run by
+`make k8s-render`) writes the Kubernetes base from it (deploy/k8s/base/jobset.yaml, knobs.env)
+and each overlay's frozen shape (deploy/k8s_shape.py: deploy/k8s/overlays/*/shape);
+tests/deploy fails when compose.yaml, the committed files or the rendered manifests say
+anything else. Change a stage here first, then compose.yaml, then `make k8s-render`.
 
 A knob that sets a stage field (`--set n=${RL_ROLLOUTS}`) has no default of its own: it is that
 field's, read from the stage's config class, the one owner of every default.
@@ -55,8 +56,9 @@ ARGS_KNOBS: dict[str, str] = {
 }
 
 # Knobs only Kubernetes has: how many nodes grpo trains on (one torchrun agent per pod) and how
-# many GPUs each pod asks for (the gpu overlay). compose's TRAIN_GPUS/ROLLOUT_GPUS are device
-# lists of one host; these are counts per pod.
+# many GPUs each pod asks for (the gpu overlay; also grpo's processes per pod and vLLM's tensor
+# parallel size). compose's TRAIN_GPUS/ROLLOUT_GPUS are device lists of one host; these are
+# counts per pod, frozen into the JobSet per overlay (deploy/k8s_shape.py).
 K8S_KNOBS: dict[str, str] = {
     "GRPO_NODES": "1",
     "TRAIN_GPUS_PER_POD": "2",
@@ -72,6 +74,9 @@ COMPOSE_ONLY: dict[str, str] = {
     "PROACTIVE_GID": str(1000),
     "TRAIN_GPUS": "0,1",
     "ROLLOUT_GPUS": "2,3",
+    # The launch a restart continues (shared/claims.py): Kubernetes sets it to the JobSet's uid;
+    # under compose a rehearsal of a restart sets any string, unset = no launch.
+    "PROACTIVE_LAUNCH_ID": "",
 }
 
 # Environment the stages read, set from a knob (compose: `environment:` of the x-stage anchor).
@@ -99,6 +104,12 @@ class Stage:
     # The trainer's side of several rollout workers (compose may not pass it yet: then the
     # stage's default of one worker holds, and the drift test accepts its absence there).
     worker_args: tuple[str, ...] = ()
+    # Arguments only Kubernetes adds, from values frozen per overlay (deploy/k8s_shape.py):
+    # vLLM spans the GPUs of its pod (compose's recipe: tensor_parallel_size = 2 ROLLOUT_GPUS).
+    k8s_args: tuple[str, ...] = ()
+    # Limits equal to requests (Guaranteed QoS: evicted last under node memory pressure) for the
+    # long-running pair whose loss kills the other; the rest may burst.
+    guaranteed: bool = False
 
     @property
     def image(self) -> str:
@@ -106,6 +117,8 @@ class Stage:
 
 
 RUN_DIR = ("--run-dir", "checkpoints/${RUN_NAME}")
+# VLLM_TP: the GPUs of a rollout/eval pod (at least 1), frozen into the JobSet per overlay.
+TP_ARGS = ("--set", "vllm.tensor_parallel_size=${VLLM_TP}")
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -130,6 +143,8 @@ STAGES: tuple[Stage, ...] = (
         gpus="rollout",
         count="ROLLOUT_WORKERS",
         index_field="worker",
+        k8s_args=TP_ARGS,
+        guaranteed=True,
     ),
     # grpo's n is the group size (veRL rollout.n); eval's n is another setting: see SAME_NAME.
     Stage(
@@ -141,6 +156,7 @@ STAGES: tuple[Stage, ...] = (
         gpus="train",
         count="GRPO_NODES",
         worker_args=("--set", "rollout_workers=${ROLLOUT_WORKERS}"),
+        guaranteed=True,
     ),
     Stage(
         "eval",
@@ -148,6 +164,7 @@ STAGES: tuple[Stage, ...] = (
         extra=("RUN_MODE", "VERL_ARGS", "EVAL_ARGS"),
         needs=("rollout", "grpo"),
         gpus="rollout",
+        k8s_args=TP_ARGS,
     ),
 )
 
@@ -238,3 +255,94 @@ def k8s_form(arg: str) -> str:
 
 def by_name(name: str) -> Stage:
     return next(stage for stage in STAGES if stage.name == name)
+
+
+# The preflight (`proactive preflight`, stages/preflight): every stage's settings checked before
+# any work, with exactly the arguments each stage's container gets, segments split by `:::`.
+# compose: the `preflight` service that prep waits for; Kubernetes: the first replicatedJob.
+PREFLIGHT = "preflight"
+PREFLIGHT_IMAGE = "proactive-rl/base"
+SEGMENT = ":::"
+
+
+def preflight_segments() -> list[list[str]]:
+    """Per stage: its name, its fixed arguments (`${KNOB}` forms) and its extras as `${KNOB}`.
+    No worker index: worker 0's settings stand for every worker's."""
+    return [
+        [stage.name, *stage.args, *stage.worker_args, *(f"${{{k}}}" for k in stage.extra)]
+        for stage in STAGES
+    ]
+
+
+# --- Kubernetes sizes: CPU and memory per pod, per stage, per flavour (deploy/k8s_shape.py) ---
+# The Kubernetes knobs that change the shape of the JobSet (pods, GPUs per pod): frozen into it
+# per overlay by deploy/k8s_shape.py, and checked against the knobs ConfigMap by the preflight.
+SHAPE_KNOBS = ("ROLLOUT_WORKERS", "GRPO_NODES", "TRAIN_GPUS_PER_POD", "ROLLOUT_GPUS_PER_POD")
+
+# Per cluster, not per run (deploy/k8s/overlays/<flavour>/cluster.env; read by k8s_gen only, never
+# by a pod): the defaults here are the cpu overlay's, a cluster with no special placement.
+CLUSTER_KNOBS: dict[str, str] = {
+    "FLAVOR": "cpu",  # cpu | cuda: the sizes below, and whether pods request nvidia.com/gpu
+    "STORAGE_CLASS": "",  # the claim's storageClassName (RWX); empty = the cluster's default
+    "RUNTIME_CLASS": "",  # GPU pods' runtimeClassName (GPU operator: nvidia); empty = default
+    "GPU_NODE_LABEL": "",  # GPU pods need a node with this label ...
+    "GPU_NODE_VALUE": "",  # ... set to this value (nodeAffinity, operator In)
+    "GPU_TAINT": "",  # GPU pods tolerate this taint key (operator Exists, any effect)
+    "NCCL_SOCKET_IFNAME": "",  # grpo and sft pods: NCCL's interface (e.g. eth1, ^lo,docker)
+    "NCCL_IB_HCA": "",  # grpo and sft pods: NCCL's InfiniBand HCAs (e.g. mlx5)
+    "RDMA_RESOURCE": "",  # grpo pods request one of this device-plugin resource (RDMA)
+}
+
+
+@dataclass(frozen=True)
+class Size:
+    """What one pod of a stage asks for, as a function of its GPUs and of the pods it spans."""
+
+    cpu: float  # cores, fixed part
+    memory_gi: float  # host RAM, fixed part
+    cpu_per_gpu: float = 0
+    memory_per_gpu_gi: float = 0
+    # Host RAM the stage's pods share out (ZeRO-3 partitions the offloaded optimizer state).
+    shared_gi: float = 0
+
+
+# /dev/shm (an in-memory emptyDir, charged to the pod's memory: added to its request): NCCL's
+# intra-node buffers and vLLM's tensor-parallel message queue live there; 1 Gi for CPU runs
+# (compose: shm_size 1gb).
+SHM_GI_PER_GPU = 4
+SHM_MIN_GI = 1
+
+# The demo (cpu overlay, SmolLM2-135M, scripts/demo.env): a few cores. fp32 weights 0.5 GB, Adam
+# state 1.6 GB, activations at 384 tokens: 4 Gi per training pod; vLLM's CPU build reserves its
+# 1 GiB KV cache (engine/generation.py) beside the weights and its engine process: 6 Gi.
+DEMO_SIZES: dict[str, Size] = {
+    PREFLIGHT: Size(cpu=0.5, memory_gi=1),
+    "prep": Size(cpu=1, memory_gi=1),
+    "sft": Size(cpu=2, memory_gi=4),
+    "rollout": Size(cpu=2, memory_gi=6),
+    "grpo": Size(cpu=2, memory_gi=4),
+    "eval": Size(cpu=2, memory_gi=6),
+    "workspace": Size(cpu=0.25, memory_gi=1),
+}
+
+# The Qwen3-8B recipe (gpu overlay), 8.2e9 parameters, ZeRO-3, sized so that `cpu_offload=true`
+# fits: the offloaded optimizer state is fp32 master weights + Adam m and v = 12 B x 8.2e9 =
+# 98 GB, partitioned over every rank of every pod (shared_gi / GRPO_NODES per pod). Each rank
+# loads the bf16 weights on the CPU before ZeRO-3 partitions them (16.4 GB: 16 Gi per GPU), and
+# grpo's rank 0 gathers a full bf16 copy to publish each policy (+16 Gi fixed). With 2 GPUs per
+# pod: sft 8 + 2x16 + 98 = 138 Gi, grpo 24 + 2x16 + 98 = 154 Gi (+ /dev/shm 8 Gi each). vLLM
+# (rollout, eval) keeps the weights on the GPU; host RAM holds its swap space (4 GiB per GPU),
+# a process per tensor-parallel rank and the page cache of each new policy (16 GB read per
+# version): 8 + 12 per GPU = 32 Gi (+ 8 Gi /dev/shm). DeepSpeed's CPU Adam and the tokenizers
+# want cores: 4 per training GPU.
+QWEN3_8B_SIZES: dict[str, Size] = {
+    PREFLIGHT: Size(cpu=1, memory_gi=4),  # imports torch, reads the model's config
+    "prep": Size(cpu=2, memory_gi=4),
+    "sft": Size(cpu=2, memory_gi=8, cpu_per_gpu=4, memory_per_gpu_gi=16, shared_gi=98),
+    "rollout": Size(cpu=2, memory_gi=8, cpu_per_gpu=2, memory_per_gpu_gi=12),
+    "grpo": Size(cpu=2, memory_gi=24, cpu_per_gpu=4, memory_per_gpu_gi=16, shared_gi=98),
+    "eval": Size(cpu=2, memory_gi=8, cpu_per_gpu=2, memory_per_gpu_gi=12),
+    "workspace": Size(cpu=0.5, memory_gi=2),  # tensorboard over every run's logs
+}
+
+SIZES: dict[str, dict[str, Size]] = {"cpu": DEMO_SIZES, "cuda": QWEN3_8B_SIZES}

@@ -24,7 +24,7 @@ set -euo pipefail
 export PATH="/usr/bin:/usr/sbin:$PATH"
 repo_root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo_root"
-services=(prep sft rollout rollout-1 grpo eval pipeline)
+services=(preflight prep sft rollout rollout-1 grpo eval pipeline)
 
 # --- settings: environment > SMOKE_SETTINGS file > .env (read by compose) > compose defaults.
 settings="${SMOKE_SETTINGS-scripts/smoke.env}"

@@ -1,6 +1,7 @@
 """No drift between compose.yaml, the stage table (deploy/stage_table.py) and deploy/k8s: each
-stage's order, image, dependencies, arguments and knob defaults. Fast: no docker, no cluster
-(the rendered-manifest tests need kubectl with kustomize v5 and skip without it)."""
+stage's order, image, dependencies, arguments and knob defaults, and the preflight's arguments.
+Fast: no docker, no cluster (the rendered-manifest tests need kubectl with kustomize v5 and skip
+without it). tests/deploy/test_k8s_shape.py: the counts, sizes, policies and images."""
 
 from __future__ import annotations
 
@@ -15,17 +16,21 @@ from stage_table import (
     ENV_FROM_KNOBS,
     K8S_KNOBS,
     KNOBS,
+    PREFLIGHT,
+    SEGMENT,
     STAGES,
     UID,
     by_name,
     compose_form,
     k8s_form,
+    preflight_segments,
 )
 
 from .conftest import ROOT, documents
 
 NAMES = [stage.name for stage in STAGES]
-EXTRA_SERVICES = {"pipeline"}  # prints the eval reports at the end of `docker compose up`
+# pipeline prints the eval reports at the end of `docker compose up`; preflight runs first.
+EXTRA_SERVICES = {"pipeline", PREFLIGHT}
 IMAGE_TAGS = {"cpu": "cpu", "gpu": "cuda"}
 
 
@@ -75,9 +80,11 @@ def test_compose_service_matches_table(compose, name):
         spec = services[service]
         assert spec["image"] == f"{stage.image}:${{FLAVOR:-cpu}}"
         needs = set(spec.get("depends_on", {}))
-        # A stage that needs rollout may also wait for rollout's extra workers.
-        assert needs - {w for n in stage.needs for w in workers(services, n)} == set()
-        assert set(stage.needs) <= needs
+        # A stage that needs rollout may also wait for rollout's extra workers; the first
+        # stage waits for the preflight (the others wait for it through the first).
+        want_needs = set(stage.needs) or {PREFLIGHT}
+        assert needs - {w for n in want_needs for w in workers(services, n)} == set()
+        assert want_needs <= needs
         assert all(
             c["condition"] == "service_completed_successfully"
             for c in spec.get("depends_on", {}).values()
@@ -97,6 +104,28 @@ def test_compose_service_matches_table(compose, name):
     assert sorted(indexes) == list(range(len(indexes))), f"{name} worker indexes {indexes}"
 
 
+def test_compose_preflight_gets_every_stage_s_arguments(compose):
+    """`proactive preflight` with, per stage, exactly what that stage's service gets."""
+    spec = compose["services"][PREFLIGHT]
+    assert spec["image"] == "proactive-rl/base:${FLAVOR:-cpu}"
+    assert spec["environment"]["PROACTIVE_GPUS"] == "0"  # no GPU: a CUDA image would refuse
+    want = ["proactive", PREFLIGHT]
+    for i, segment in enumerate(preflight_segments()):
+        want += ([SEGMENT] if i else []) + [compose_form(word) for word in segment]
+    assert shlex.split(spec["command"]) == want
+    prep = compose["services"][STAGES[0].name]["depends_on"]
+    assert prep[PREFLIGHT] == {"condition": "service_completed_successfully"}
+
+
+def test_compose_gpu_stages_say_which_gpus_they_were_given():
+    gpu = yaml.safe_load((ROOT / "compose.gpu.yaml").read_text())["services"]
+    for stage in STAGES:
+        if stage.gpus:
+            spec = gpu[stage.name]
+            (device,) = spec["deploy"]["resources"]["reservations"]["devices"]
+            assert spec["environment"]["PROACTIVE_GPUS"] == device["device_ids"][0], stage.name
+
+
 def test_compose_knob_defaults_match_table():
     text = (ROOT / "compose.yaml").read_text()
     for knob, default in re.findall(r"\$\{([A-Z_][A-Z0-9_]*):-([^}]*)\}", text):
@@ -110,13 +139,17 @@ def test_compose_environment_matches_table(compose):
         env = compose["services"][name].get("environment", {})
         for var, knob in ENV_FROM_KNOBS.items():
             assert env[var] == compose_form(f"${{{knob}}}")
+        assert env["PROACTIVE_LAUNCH_ID"] == "${PROACTIVE_LAUNCH_ID:-}"
 
 
 def test_rendered_configmap_has_every_knob(rendered):
     # The base's knobs.env is generated from the table; an overlay overrides values, adds none.
     for overlay, path in rendered.items():
-        data = documents(path)["ConfigMap"]["data"]
-        assert set(data) == set(KNOBS) | set(K8S_KNOBS), overlay
+        configmap = documents(path)["ConfigMap"]
+        assert set(configmap["data"]) == set(KNOBS) | set(K8S_KNOBS), overlay
+        # A running JobSet's knobs cannot change: immutable, named by a hash of the contents.
+        assert configmap["immutable"] is True, overlay
+        assert re.fullmatch(r"proactive-rl-knobs-[a-z0-9]{10}", configmap["metadata"]["name"])
 
 
 @pytest.mark.parametrize("overlay", sorted(IMAGE_TAGS), ids=lambda o: f"{o}-overlay")
@@ -124,11 +157,12 @@ def test_rendered_jobset_matches_table(rendered, overlay):
     docs = documents(rendered[overlay])
     knobs = docs["ConfigMap"]["data"]
     jobs = docs["JobSet"]["spec"]["replicatedJobs"]
-    assert [j["name"] for j in jobs] == NAMES
-    for job in jobs:
+    assert [j["name"] for j in jobs] == [PREFLIGHT, *NAMES]
+    for job in jobs[1:]:
         stage = by_name(job["name"])
         spec = job["template"]["spec"]
-        assert job.get("dependsOn", []) == [{"name": n, "status": "Complete"} for n in stage.needs]
+        needs = [PREFLIGHT, *stage.needs]
+        assert job["dependsOn"] == [{"name": n, "status": "Complete"} for n in needs]
         want_pods = int(knobs[stage.count]) if stage.count else 1
         assert spec["parallelism"] == spec["completions"] == want_pods
         (container,) = spec["template"]["spec"]["containers"]
@@ -136,18 +170,22 @@ def test_rendered_jobset_matches_table(rendered, overlay):
         want = [k8s_form(a) for a in stage.args]
         if stage.index_field:
             want += ["--set", f"{stage.index_field}=$(JOB_COMPLETION_INDEX)"]
-        assert container["args"] == want + [k8s_form(a) for a in stage.worker_args]
+        assert container["args"] == want + [
+            k8s_form(a) for a in (*stage.worker_args, *stage.k8s_args)
+        ]
         script = container["command"][2]
         extras = " ".join(f"${k}" for k in stage.extra)
         assert f'exec proactive {stage.name} "$@" {extras}\n' in script
         assert container["envFrom"] == [
             {"configMapRef": {"name": docs["ConfigMap"]["metadata"]["name"]}}
         ]
-        # every $(VAR) and $VAR is a knob (or set by Kubernetes): nothing left unexpanded
+        # every $(VAR) and $VAR is a knob or in the container's env (or set by Kubernetes):
+        # nothing left unexpanded
         refs = re.findall(r"\$\(([A-Z_0-9]+)\)", yaml.safe_dump(container))
         refs += re.findall(r"\$([A-Z_][A-Z_0-9]*)", script)
-        assert set(refs) <= set(knobs) | {"JOB_COMPLETION_INDEX", "COORDINATOR"}
-        gpus = container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu")
+        env = {e["name"] for e in container["env"]}
+        assert set(refs) <= set(knobs) | env | {"JOB_COMPLETION_INDEX"}
+        gpus = container["resources"].get("limits", {}).get("nvidia.com/gpu")
         if overlay == "gpu" and stage.gpus:
             assert str(gpus) == knobs[f"{stage.gpus.upper()}_GPUS_PER_POD"]
         else:

@@ -59,7 +59,8 @@ def test_misspelled_pod_field_in_the_jobset_fails(rendered, tmp_path, capfd):
     """A pod template inside the JobSet: the CRD's schema and the Job check both catch it."""
 
     def edit(jobset):
-        pod = jobset["spec"]["replicatedJobs"][3]["template"]["spec"]["template"]["spec"]
+        grpo = next(j for j in jobset["spec"]["replicatedJobs"] if j["name"] == "grpo")
+        pod = grpo["template"]["spec"]["template"]["spec"]
         rename(pod["securityContext"], "runAsNonRoot", "runAsNonroot")
 
     broken = misspell(rendered["cpu"], tmp_path, "JobSet", edit)

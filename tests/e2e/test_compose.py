@@ -23,10 +23,11 @@ from proactive_rl.shared.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["prep", "sft", "rollout", "grpo", "eval"]
-SERVICES = [*STAGES, "rollout-1", "pipeline"]
+SERVICES = ["preflight", *STAGES, "rollout-1", "pipeline"]
 # service -> the services it must wait for (all with service_completed_successfully)
 CHAIN = {
-    "prep": set(),
+    "preflight": set(),  # every stage's settings, checked before any work
+    "prep": {"preflight"},
     "sft": {"prep"},
     "rollout": {"sft"},
     "rollout-1": {"sft"},  # the second rollout worker; exits at once with ROLLOUT_WORKERS=1
@@ -103,7 +104,7 @@ def test_shared_settings_volumes_user_and_images():
         assert "./data:/workspace/data" in service["volumes"], name
         assert "./checkpoints:/workspace/checkpoints" in service["volumes"], name
         assert service["user"] == "${PROACTIVE_UID:-1000}:${PROACTIVE_GID:-1000}", name
-        expected = {"pipeline": "base", "rollout-1": "rollout"}.get(name, name)
+        expected = {"pipeline": "base", "preflight": "base", "rollout-1": "rollout"}.get(name, name)
         assert service["image"] == f"proactive-rl/{expected}:${{FLAVOR:-cpu}}", name
         # GPU reservations would make the CPU path need the NVIDIA runtime.
         assert "deploy" not in service, name
