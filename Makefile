@@ -15,8 +15,8 @@ LOCK := requirements/$(FLAVOR).txt
 export PATH := /usr/bin:/usr/sbin:$(PATH)
 export FLAVOR
 
-.PHONY: help install test test-fast test-vllm test-verl lint build-images smoke demo sweep bench bench-learning gpu-check \
-	k8s-render k8s-validate clean
+.PHONY: help install test test-fast test-vllm test-verl lint build-images push-images smoke demo sweep bench \
+	bench-learning gpu-check k8s-render k8s-validate clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -70,6 +70,14 @@ lint: $(VENV)/.installed ## ruff check + ruff format --check
 
 build-images: ## Build proactive-rl/{base,prep,sft,rollout,grpo,eval}:cpu images (no registry)
 	scripts/build-images.sh
+
+# A cluster pulls from a registry: push-images tags and pushes the six images there and pins their
+# digests in deploy/k8s/overlays/<cpu|gpu>/images/kustomization.yaml (FLAVOR=cuda: the gpu overlay;
+# K8S_DIR: another copy of deploy/k8s, as the tests use). REGISTRY is host[:port][/path];
+# `docker login` first where the registry asks.
+K8S_DIR ?= deploy/k8s
+push-images: ## Push the images to REGISTRY=host:port and pin their digests in the k8s overlay (FLAVOR)
+	@REGISTRY="$(REGISTRY)" scripts/push-images.sh --k8s "$(K8S_DIR)"
 
 smoke: ## The container chain on the tiny model, smoke-size, every service and output checked
 	scripts/smoke.sh
