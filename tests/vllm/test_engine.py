@@ -178,7 +178,9 @@ def test_reloaded_policy_samples_as_a_fresh_engine_on_it(engine, tiny, tmp_path)
     for name, only in (("embedding_only", "embed_tokens"), ("all_weights", None)):
         policy = perturbed_copy(tiny, tmp_path / name, only=only)
         engine.load(policy)
-        assert engine.llm is llm and engine_processes() == children  # no restart
+        # no restart: the same engine object, and its processes from before all still alive
+        # (a restart replaces them; a helper process vLLM may start beside them is no restart)
+        assert engine.llm is llm and children <= engine_processes()
         reloaded = engine.generate(prompts, 4, sampling(), seed=5)
         assert tokens_of(reloaded) != tokens_of(before)  # the new weights are in use
 
