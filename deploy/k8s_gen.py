@@ -47,6 +47,7 @@ from stage_table import (  # noqa: E402
     SEGMENT,
     SHAPE_KNOBS,
     STAGES,
+    TRACKER_SECRET,
     UID,
     WORKDIR,
     Stage,
@@ -225,7 +226,11 @@ def replicated_job(stage: Stage, shape: Shape) -> dict:
         "image": stage.image,
         "command": ["bash", "-c", launch_script(stage), stage.name],
         "args": container_args(stage),
-        "envFrom": [{"configMapRef": {"name": KNOBS_CONFIGMAP}}],
+        # tracker credentials (WANDB_API_KEY, MLFLOW_TRACKING_TOKEN, ...) only from a Secret
+        "envFrom": [
+            {"configMapRef": {"name": KNOBS_CONFIGMAP}},
+            {"secretRef": {"name": TRACKER_SECRET, "optional": True}},
+        ],
         "env": stage_env(stage, shape),
         "resources": resources(stage.name, shape, stage),
     }

@@ -45,7 +45,13 @@ CONFIGS: dict[str, type[BaseModel]] = {
 # The users' knobs with no stage field behind them, and their defaults (compose.yaml's and
 # .env.example's, one ConfigMap on Kubernetes). Values are strings, as in an env file. The knobs
 # that set a field (KNOB_FIELDS, below the stages) join them in KNOBS with that field's default.
-RUN_KNOBS: dict[str, str] = {"RUN_NAME": "default", "RUN_MODE": "", "RECIPE": "", "SEED": ""}
+RUN_KNOBS: dict[str, str] = {
+    "RUN_NAME": "default",
+    "RUN_MODE": "",
+    "RECIPE": "",
+    "SEED": "",
+    "LOGGER": "",
+}
 ARGS_KNOBS: dict[str, str] = {
     "VERL_ARGS": "",
     "PREP_ARGS": "",
@@ -82,7 +88,23 @@ COMPOSE_ONLY: dict[str, str] = {
 # Environment the stages read, set from a knob (compose: `environment:` of the x-stage anchor).
 # SEED is the pipeline's one seed: set, it is every stage's `seed` (shared/config.py
 # pipeline_seed); empty, each stage keeps its own default.
-ENV_FROM_KNOBS: dict[str, str] = {"PROACTIVE_RECIPE": "RECIPE", "PROACTIVE_SEED": "SEED"}
+# LOGGER, likewise, is every stage's trackers (shared/trackers.py pipeline_loggers).
+ENV_FROM_KNOBS: dict[str, str] = {
+    "PROACTIVE_RECIPE": "RECIPE",
+    "PROACTIVE_SEED": "SEED",
+    "PROACTIVE_LOGGER": "LOGGER",
+}
+# Tracker servers and credentials reach the stages only through the environment: compose passes
+# these through from the shell, Kubernetes from an optional Secret (never the knobs ConfigMap).
+TRACKER_ENV = (
+    "WANDB_API_KEY",
+    "WANDB_BASE_URL",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+)
+TRACKER_SECRET = "proactive-rl-trackers"
 
 # Where every stage sees the shared volume (compose: ./data and ./checkpoints mounted there).
 WORKDIR = "/workspace"

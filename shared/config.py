@@ -17,6 +17,7 @@ import tomllib
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.trackers import pipeline_loggers
 from proactive_rl.shared.verl import keys_of, translate
 from proactive_rl.shared.verl_defaults import default_note
 
@@ -132,11 +133,13 @@ def load_config(
     stage: str = "",
 ) -> C:
     """Build `model` from, lowest first: the recipe's `[stage]` table, the pipeline's seed
-    (PROACTIVE_SEED), a TOML file, overrides (ours, or veRL's dotted keys: shared/verl.py
-    rewrites those to `stage`'s fields)."""
+    (PROACTIVE_SEED) and trackers (PROACTIVE_LOGGER), a TOML file, overrides (ours, or veRL's
+    dotted keys: shared/verl.py rewrites those to `stage`'s fields)."""
     data: dict[str, Any] = recipe_section(recipe, stage) if recipe else {}
     if "seed" in model.model_fields and (seed := pipeline_seed()) is not None:
         data["seed"] = seed
+    if "tracking" in model.model_fields and (loggers := pipeline_loggers()) is not None:
+        data = _merge(data, {"tracking": {"logger": loggers}})
     if config_file is not None:
         data = _merge(data, read_toml(config_file))
     for assignment in translate(overrides, stage):

@@ -1,4 +1,5 @@
-"""Metrics: every number a user sees goes to tensorboard and to `metrics.jsonl`."""
+"""Metrics: every number a user sees goes to `metrics.jsonl`, to tensorboard and to the trackers
+a stage's `tracking.logger` names (shared/trackers.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from proactive_rl.shared.trackers import Sink
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +36,22 @@ def json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers of a metrics record: what tensorboard and the trackers plot.
+
+    >>> scalars({"reward": 0.5, "ok": True, "loss": float("nan"), "name": "x", "n": 3})
+    {'reward': 0.5, 'n': 3.0}
+    """
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
 class MetricsLogger:
     """Appends one JSON object per step to `log_dir/metrics.jsonl` and mirrors the scalars to
-    tensorboard (imported lazily: it pulls in torch).
+    tensorboard (imported lazily: it pulls in torch) and to `sinks`, the other trackers.
 
     `resume_at`: a resumed run logs again from this step on. Lines of that step and later
     (logged before the crash, about to be logged again) and a torn last line (killed while
@@ -42,12 +60,17 @@ class MetricsLogger:
     """
 
     def __init__(
-        self, log_dir: Path, tensorboard: bool = True, resume_at: int | None = None
+        self,
+        log_dir: Path,
+        tensorboard: bool = True,
+        resume_at: int | None = None,
+        sinks: Sequence[Sink] = (),
     ) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.path = log_dir / "metrics.jsonl"
         self.dropped = 0 if resume_at is None else self._drop_from(resume_at)
         self._writer = None
+        self.sinks = list(sinks)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -81,12 +104,18 @@ class MetricsLogger:
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         self._append({"step": step, "time": time.time(), **json_safe(metrics)})
+        numbers = scalars(metrics)
         if self._writer is not None:
-            for key, value in metrics.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    if math.isfinite(value):
-                        self._writer.add_scalar(key, value, step)
+            for key, value in numbers.items():
+                self._writer.add_scalar(key, value, step)
             self._writer.flush()
+        for sink in self.sinks:
+            sink.log(step, numbers)
+
+    def files(self, paths: list[Path], folder: str) -> None:
+        """Attach files (a report, its plots) to the trackers' runs, under `folder`."""
+        for sink in self.sinks:
+            sink.files(paths, folder)
 
     def _append(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as fh:
@@ -95,6 +124,8 @@ class MetricsLogger:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+        for sink in self.sinks:
+            sink.close()
 
 
 def _step_of(line: str) -> int | None:

@@ -18,6 +18,7 @@ Layout (docs/contract.md has the full contract):
       rollouts/part-1-of-2/step_000000/  worker 1's share of step N (rollout_workers=2)
       eval/<name>/                 report.json, report.md, samples.jsonl, *.png
       logs/<stage>/                metrics.jsonl + tensorboard events
+      trackers/                    W&B offline runs (wandb/), MLflow's store (mlflow.db, artifacts/)
 """
 
 from __future__ import annotations
@@ -188,6 +189,11 @@ class RunPaths:
 
     def logs(self, stage: str) -> Path:
         return self.root / "logs" / stage
+
+    @property
+    def trackers(self) -> Path:
+        """The experiment trackers' local stores (trainer.logger wandb / mlflow, offline)."""
+        return self.root / "trackers"
 
     def launch(self, stage: str) -> Path:
         """Which launch (PROACTIVE_LAUNCH_ID) claimed `stage`'s outputs: a restart of that

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from pydantic import Field
+
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.publish import read_json, write_json_atomic
 
@@ -38,6 +40,32 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 HEARTBEAT_S = 10.0
+
+
+# The two peer timeouts of grpo's and rollout's configs, defined once: each worker waits for the
+# other with the same meaning.
+def peer_quiet_timeout_field() -> Any:
+    return Field(
+        120.0,
+        gt=HEARTBEAT_S,
+        description="Seconds without a new heartbeat from a running peer worker (it refreshes its "
+        f"status every {HEARTBEAT_S:.0f} s while it runs), counted on this worker's own clock, "
+        "before it is taken for dead (killed, out of memory) and this worker stops, naming it.",
+    )
+
+
+def peer_start_timeout_field() -> Any:
+    return Field(
+        900.0,
+        gt=HEARTBEAT_S,
+        le=86400.0,
+        description="Seconds to wait for a peer worker that has not (re)started since this one "
+        "started (its status file unchanged: being rescheduled, pulling a large image after a "
+        "restart, or not restarted at all), counted on this worker's own clock, before this "
+        "worker stops, naming it. A peer without a status file is waited for up to wait_timeout.",
+    )
+
+
 # A peer's `failed` status counts if written up to this long before we started: the two workers
 # start together, and one may fail (a bad config or reward file) before the other has taken its
 # baseline. Its age is read from file mtimes, both stamped by the volume (`file_ages`).

@@ -125,6 +125,9 @@ VERL_DEFAULTS: dict[str, Any] = {
     "trainer.total_epochs": 30,
     "trainer.total_training_steps": None,
     "trainer.critic_warmup": 0,
+    "trainer.logger": ["console", "wandb"],
+    "trainer.project_name": "verl_examples",
+    "trainer.experiment_name": "gsm8k",
     "algorithm.adv_estimator": "gae",
     "algorithm.norm_adv_by_std_in_grpo": True,
     "algorithm.use_kl_in_reward": False,
@@ -148,6 +151,8 @@ RECIPE: dict[str, Any] = {
     "actor_rollout_ref.actor.use_kl_loss": True,
     "actor_rollout_ref.rollout.n": 16,
     "trainer.total_epochs": 10,
+    "trainer.logger": ["console", "tensorboard"],
+    "trainer.project_name": "proactive_agent",
     "algorithm.adv_estimator": "grpo",
 }
 
@@ -172,6 +177,9 @@ DEVIATIONS: dict[str, str] = {
     "per-question accuracy is what the hedging reward and the calibration report need",
     "actor_rollout_ref.rollout.val_kwargs.temperature": "eval samples at the training "
     "temperature (1.0) for the same reason; 0 gives veRL's greedy validation",
+    "trainer.experiment_name": "the recipe names each run (sft50_rl_beta0.5_n16); here the run "
+    "directory's name (RUN_NAME, which .env.example suggests naming the same way), so a run's "
+    "stages group together without a second name to keep in step",
 }
 
 # The SFT trainer's keys (verl/trainer/sft_trainer.py, config sft_trainer_engine.yaml composed
@@ -225,12 +233,17 @@ SFT_VERL_DEFAULTS: dict[str, Any] = {
     "optim.warmup_style": None,
     "trainer.total_epochs": 4,
     "trainer.seed": 1,
+    "trainer.logger": ["console", "wandb"],
+    "trainer.project_name": "gsm8k-sft",
+    "trainer.experiment_name": "test",
 }
 
 SFT_RECIPE: dict[str, Any] = {
     "optim.lr": 1e-5,
     "optim.weight_decay": 0.0,
     "trainer.total_epochs": 2,
+    "trainer.logger": ["console", "tensorboard"],
+    "trainer.project_name": "proactive_agent",
 }
 
 SFT_DEVIATIONS: dict[str, str] = {
@@ -245,6 +258,9 @@ SFT_DEVIATIONS: dict[str, str] = {
     "engine.dtype": "'auto': bf16 on a GPU as veRL, fp32 on a CPU (bf16 autocast is slow there)",
     "trainer.seed": "veRL's SFT trainer never reads trainer.seed (its engine.seed is 42); 42, "
     "the recipe's seed, seeds data order and new tag embeddings here",
+    "trainer.experiment_name": "the recipe names each run (sft50_rl_beta0.5_n16); here the run "
+    "directory's name (RUN_NAME, which .env.example suggests naming the same way), so a run's "
+    "stages group together without a second name to keep in step",
 }
 
 # Older spellings (veRL <= 0.6's fsdp_sft_trainer, or deprecated in 0.9.1) -> the 0.9.1 key

@@ -119,6 +119,9 @@ RL_KEYS: dict[str, dict[str, str | tuple[str, ...]]] = {
         "eval": "reward_kwargs",
     },
     "trainer.total_epochs": {"grpo": "epochs"},
+    "trainer.logger": {s: "tracking.logger" for s in ("rollout", "grpo", "eval")},
+    "trainer.project_name": {s: "tracking.project" for s in ("rollout", "grpo", "eval")},
+    "trainer.experiment_name": {s: "tracking.experiment" for s in ("rollout", "grpo", "eval")},
     "trainer.total_training_steps": {"grpo": "max_steps"},
     "trainer.critic_warmup": {"grpo": "critic_warmup"},
     "algorithm.adv_estimator": {},
@@ -161,6 +164,9 @@ SFT_KEYS: dict[str, dict[str, str | tuple[str, ...]]] = {
     "optim.num_cycles": {"sft": "num_cycles"},
     "optim.zero_indexed_step": {},
     "trainer.total_epochs": {"sft": "epochs"},
+    "trainer.logger": {"sft": "tracking.logger"},
+    "trainer.project_name": {"sft": "tracking.project"},
+    "trainer.experiment_name": {"sft": "tracking.experiment"},
     "trainer.seed": {"sft": "seed"},
     # spellings veRL still accepts with a deprecation warning
     "optim.warmup_style": {"sft": "lr_scheduler"},
@@ -191,9 +197,6 @@ _SEQUENCE_PARALLEL = "sequence parallelism splits activations over GPUs; the los
 # veRL keys with nothing to set here, and why (a warning, not an error: users' launch scripts
 # carry them, and what they control is done another way). First the keys of both trainers.
 _LAUNCH: dict[str, str] = {
-    "trainer.logger": "every number is logged to tensorboard and a JSONL file",
-    "trainer.project_name": "the run directory names the run (RUN_NAME / --run-dir)",
-    "trainer.experiment_name": "the run directory names the run (RUN_NAME / --run-dir)",
     "trainer.default_local_dir": "the run directory names the run (RUN_NAME / --run-dir)",
     "trainer.n_gpus_per_node": "GPUs are given per container (compose.gpu.yaml)",
     "trainer.nnodes": "GPUs are given per container (compose.gpu.yaml)",

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from proactive_rl.engine.generation import SamplingConfig, VllmConfig
 from proactive_rl.shared.config import StageConfig
 from proactive_rl.shared.rewards import PIPELINE_BETA
+from proactive_rl.shared.trackers import TrackingConfig
 
 
 class EvalConfig(StageConfig):
@@ -58,6 +59,7 @@ class EvalConfig(StageConfig):
         "auto", description="Generation engine, as in rollout (one engine serves every checkpoint)."
     )
     vllm: VllmConfig = Field(default_factory=VllmConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     seed: int = Field(
         7,
         description="Sampling seed; every checkpoint sees the same seeds (paired comparison). "

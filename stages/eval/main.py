@@ -31,6 +31,7 @@ from proactive_rl.shared.publish import (
     verified_processed,
     write_json_atomic,
 )
+from proactive_rl.shared.trackers import open_metrics as open_tracked
 from proactive_rl.stages.common import (
     check_writable,
     config_options,
@@ -124,9 +125,14 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
         len(records),
         config.n,
     )
-    evaluated = evaluate(config, paths, checkpoints, records, reward_fn, backend)
+    metrics_log = open_tracked(config.tracking, paths, "eval", config)
+    evaluated = evaluate(config, paths, checkpoints, records, reward_fn, backend, metrics_log)
     report = build_report(config, paths, data, len(records), evaluated.results)
     plots = publish(report, evaluated.samples, out_dir, config.plots, t0)
+    # the report's tables (report.md, report.json) and plots, beside the per-checkpoint numbers
+    reported = [out_dir / "report.md", out_dir / "report.json", *(out_dir / p for p in plots)]
+    metrics_log.files(reported, "report")
+    metrics_log.close()
     for check in report["acceptance"]:
         logger.info(
             "acceptance %s: %s",
@@ -219,12 +225,10 @@ def evaluate(
     records: list[dict[str, Any]],
     reward_fn: RewardFn,
     backend: Backend,
+    metrics_log: MetricsLogger,
 ) -> Evaluated:
-    """Sample, grade and summarise every checkpoint (one metrics.jsonl record each), then the
-    views across them: difficulty by the base model and the LLM judge. Closes the backend."""
-    from proactive_rl.shared.metrics import MetricsLogger
-
-    metrics_log = MetricsLogger(paths.logs("eval"))
+    """Sample, grade and summarise every checkpoint (one metrics record each), then the views
+    across them: difficulty by the base model and the LLM judge. Closes the backend."""
     done = Evaluated()
     for index, ckpt in enumerate(checkpoints):
         one = evaluate_checkpoint(ckpt, paths.root, records, config, reward_fn, backend)
@@ -235,7 +239,6 @@ def evaluate(
     by_base_difficulty(done.results, done.samples)
     if config.judge:
         judge_all(config, done.results, done.samples, backend, metrics_log)
-    metrics_log.close()
     backend.close()
     return done
 

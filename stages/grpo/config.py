@@ -9,7 +9,8 @@ from pydantic import Field, field_validator
 
 from proactive_rl.shared.config import StageConfig
 from proactive_rl.shared.paths import absolute_spec
-from proactive_rl.shared.peers import HEARTBEAT_S
+from proactive_rl.shared.peers import peer_quiet_timeout_field, peer_start_timeout_field
+from proactive_rl.shared.trackers import TrackingConfig
 
 
 class LossConfig(StageConfig):
@@ -147,6 +148,7 @@ class GrpoConfig(StageConfig):
         "worker=0..N-1 and samples the prompts at positions p % N == worker. The trainer "
         "waits for every part of a step and merges them in worker order (docs/contract.md).",
     )
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     seed: int = Field(
         42,
         description="Seed of the prompt order and of the trainer. The sweep's `seed` axis sets "
@@ -261,22 +263,8 @@ class GrpoConfig(StageConfig):
     wait_timeout: float = Field(
         3600.0, gt=0, description="Seconds to wait for a step's rollouts before failing."
     )
-    peer_quiet_timeout: float = Field(
-        120.0,
-        gt=HEARTBEAT_S,
-        description="Seconds without a new heartbeat from a running peer worker (it refreshes its "
-        f"status every {HEARTBEAT_S:.0f} s while it runs), counted on this worker's own clock, "
-        "before it is taken for dead (killed, out of memory) and this worker stops, naming it.",
-    )
-    peer_start_timeout: float = Field(
-        900.0,
-        gt=HEARTBEAT_S,
-        le=86400.0,
-        description="Seconds to wait for a peer worker that has not (re)started since this one "
-        "started (its status file unchanged: being rescheduled, pulling a large image after a "
-        "restart, or not restarted at all), counted on this worker's own clock, before this "
-        "worker stops, naming it. A peer without a status file is waited for up to wait_timeout.",
-    )
+    peer_quiet_timeout: float = peer_quiet_timeout_field()
+    peer_start_timeout: float = peer_start_timeout_field()
 
     @field_validator("init_model")
     @classmethod

@@ -306,7 +306,8 @@ def log_setup(config: GrpoConfig, par: Parallel, plan: Plan, trainer: Trainer) -
 def train_steps(ctx: RunContext, trainer: Trainer, resume: bool) -> None:
     """Train every step of the plan from the start; rank 0 logs each step's metrics."""
     plan, first = ctx.start.plan, ctx.start.step
-    metrics = open_metrics(ctx.paths, plan, first, resume) if ctx.par.is_main else None
+    main = ctx.par.is_main
+    metrics = open_metrics(ctx.paths, plan, first, resume, ctx.config) if main else None
     for step in range(first, plan.total_steps):
         result = train_one_step(ctx, trainer, step)
         if metrics is not None:

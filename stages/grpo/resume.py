@@ -16,11 +16,13 @@ from proactive_rl.shared.metrics import MetricsLogger
 from proactive_rl.shared.paths import RunPaths
 from proactive_rl.shared.publish import read_marker
 from proactive_rl.shared.schedule import Plan
+from proactive_rl.shared.trackers import open_metrics as open_tracked
 
 if TYPE_CHECKING:  # imported inside the functions: this module loads without torch
     import torch
 
     from proactive_rl.engine.parallel import Parallel
+    from proactive_rl.stages.grpo.config import GrpoConfig
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +39,20 @@ def prune_optimizer_states(paths: RunPaths, version: int) -> None:
             shutil.rmtree(old)
 
 
-def open_metrics(paths: RunPaths, plan: Plan, start_step: int, resume: bool) -> MetricsLogger:
-    """The metrics log of the trainer (rank 0). On --resume from policy `start_step`, lines of
-    the steps about to be trained again are dropped, and the line of the last finished step is
-    written from its policy's marker if a kill came between that marker and the line."""
+def open_metrics(
+    paths: RunPaths, plan: Plan, start_step: int, resume: bool, config: GrpoConfig | None = None
+) -> MetricsLogger:
+    """The metrics log of the trainer (rank 0), mirrored to `config`'s trackers (None: the log
+    alone, to write a lost line). On --resume from policy `start_step`, lines of the steps
+    about to be trained again are dropped, and the line of the last finished step is written
+    from its policy's marker if a kill came between that marker and the line."""
+    resume_at = start_step if resume else None
+    if config is None:
+        metrics = MetricsLogger(paths.logs("grpo"), resume_at=resume_at)
+    else:
+        metrics = open_tracked(config.tracking, paths, "grpo", config, resume_at=resume_at)
     if not resume:
-        return MetricsLogger(paths.logs("grpo"))
-    metrics = MetricsLogger(paths.logs("grpo"), resume_at=start_step)
+        return metrics
     last = start_step - 1
     if last >= 0 and last not in metrics.steps():
         logged = read_marker(paths.policy(start_step)).get("metrics")

@@ -9,8 +9,9 @@ from pydantic import Field, field_validator
 
 from proactive_rl.engine.generation import SamplingConfig, VllmConfig
 from proactive_rl.shared.config import StageConfig
-from proactive_rl.shared.peers import HEARTBEAT_S
+from proactive_rl.shared.peers import peer_quiet_timeout_field, peer_start_timeout_field
 from proactive_rl.shared.rewards import PIPELINE_BETA
+from proactive_rl.shared.trackers import TrackingConfig
 
 
 class RolloutConfig(StageConfig):
@@ -38,6 +39,7 @@ class RolloutConfig(StageConfig):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto = bf16 on a CUDA GPU with bf16 support, else fp32."
     )
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     seed: int = Field(
         1234,
         description="Sampling seed (combined with the step number). The sweep's `seed` axis sets "
@@ -47,22 +49,8 @@ class RolloutConfig(StageConfig):
     wait_timeout: float = Field(
         3600.0, gt=0, description="Seconds to wait for a policy version before failing."
     )
-    peer_quiet_timeout: float = Field(
-        120.0,
-        gt=HEARTBEAT_S,
-        description="Seconds without a new heartbeat from a running peer worker (it refreshes its "
-        f"status every {HEARTBEAT_S:.0f} s while it runs), counted on this worker's own clock, "
-        "before it is taken for dead (killed, out of memory) and this worker stops, naming it.",
-    )
-    peer_start_timeout: float = Field(
-        900.0,
-        gt=HEARTBEAT_S,
-        le=86400.0,
-        description="Seconds to wait for a peer worker that has not (re)started since this one "
-        "started (its status file unchanged: being rescheduled, pulling a large image after a "
-        "restart, or not restarted at all), counted on this worker's own clock, before this "
-        "worker stops, naming it. A peer without a status file is waited for up to wait_timeout.",
-    )
+    peer_quiet_timeout: float = peer_quiet_timeout_field()
+    peer_start_timeout: float = peer_start_timeout_field()
     num_examine: int = Field(5, ge=0, description="Groups printed to the log per step.")
     worker: int = Field(
         0,

@@ -12,7 +12,14 @@ from typing import Any
 
 from proactive_rl.engine.generation import Backend
 from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.paths import ROLLOUTS_FILE, DataPaths, RunPaths, numbered_children
+from proactive_rl.shared.metrics import MetricsLogger
+from proactive_rl.shared.paths import (
+    ROLLOUTS_FILE,
+    DataPaths,
+    RunPaths,
+    numbered_children,
+    rollout_worker_name,
+)
 from proactive_rl.shared.peers import PeerWatch, wait_for
 from proactive_rl.shared.publish import (
     is_stable,
@@ -23,7 +30,8 @@ from proactive_rl.shared.publish import (
 )
 from proactive_rl.shared.rewards import RewardFn
 from proactive_rl.shared.schedule import Plan, read_plan
-from proactive_rl.shared.schemas import RL_DATA, ROLLOUTS, read_table, write_table
+from proactive_rl.shared.schemas import RL_DATA, ROLLOUTS, RolloutRow, read_table, write_table
+from proactive_rl.shared.trackers import open_metrics
 from proactive_rl.stages.rollout.config import RolloutConfig
 from proactive_rl.stages.rollout.sampling import (
     LoadedPolicy,
@@ -79,6 +87,33 @@ def follow_plan(worker: Worker) -> bool:
     first = first_step(worker, plan)
     log_plan(plan, config.worker, first)
     ctx = StepContext(config, plan, train, worker.backend, worker.reward_fn)
+    metrics = open_step_metrics(worker, first)
+    try:
+        return run_steps(worker, plan, ctx, first, metrics)
+    finally:
+        metrics.close()
+
+
+def open_step_metrics(worker: Worker, first: int) -> MetricsLogger:
+    """This worker's metrics log from step `first` on: lines of later steps (logged before a
+    kill, or by a plan given up) go, so each step keeps one line; the trackers' runs are
+    continued when the worker resumes mid-plan, new when it starts a plan."""
+    config = worker.config
+    return open_metrics(
+        config.tracking,
+        worker.paths,
+        rollout_worker_name(config.worker),
+        config,
+        resume_at=first,
+        resume_trackers=first > 0,
+    )
+
+
+def run_steps(
+    worker: Worker, plan: Plan, ctx: StepContext, first: int, metrics: MetricsLogger
+) -> bool:
+    """Sample and publish the plan's steps from `first` on; False once the plan is replaced."""
+    paths = worker.paths
     policy: LoadedPolicy | None = None
     for step in range(first, plan.total_steps):
         t_wait = time.perf_counter()
@@ -96,8 +131,34 @@ def follow_plan(worker: Worker) -> bool:
         gen_s = time.perf_counter() - t_gen
         if plan_changed(paths, plan):
             return False
-        publish_step(worker, plan, step, policy.version, rollouts, StepTimes(wait_s, load_s, gen_s))
+        times = StepTimes(wait_s, load_s, gen_s)
+        publish_step(worker, plan, step, policy.version, rollouts, times)
+        metrics.log(step, step_metrics(rollouts.rows, step, policy.version, times))
     return True
+
+
+def step_metrics(
+    rows: list[RolloutRow], step: int, version: int, seconds: StepTimes
+) -> dict[str, float]:
+    """What a researcher plots of a rollout step: reward, answers and hedges, lengths, times."""
+    count = len(rows)
+    tokens = sum(len(r["response_ids"]) for r in rows)
+    parts = [r["reward_parts"] or {} for r in rows]
+    out = {
+        "rollout/reward_mean": sum(r["reward"] for r in rows) / count,
+        "rollout/responses": float(count),
+        "rollout/response_tokens_mean": tokens / count,
+        "rollout/truncated_fraction": sum(r["finish_reason"] == "length" for r in rows) / count,
+        "rollout/policy_lag": float(step - version),
+        "time/wait_s": seconds.wait,
+        "time/load_s": seconds.load,
+        "time/generate_s": seconds.generate,
+        "perf/generated_tokens_per_s": tokens / seconds.generate if seconds.generate else 0.0,
+    }
+    for key in sorted({k for p in parts for k in p}):
+        values = [p[key] for p in parts if key in p]
+        out[f"rollout/{key}_mean"] = sum(values) / len(values)
+    return out
 
 
 def check_worker(config: RolloutConfig, paths: RunPaths, plan: Plan) -> None:

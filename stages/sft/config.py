@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 
 from proactive_rl.shared.config import StageConfig
 from proactive_rl.shared.paths import absolute_spec
+from proactive_rl.shared.trackers import TrackingConfig
 
 Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
@@ -136,6 +137,7 @@ class SftConfig(StageConfig):
         description="lr_scheduler=cosine: cosine waves over the run after warm-up; 0.5 = one "
         "half wave from the peak down (veRL's default).",
     )
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     seed: int = Field(
         default=42,
         ge=0,

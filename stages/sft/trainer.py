@@ -33,6 +33,7 @@ from proactive_rl.shared.faults import crash_point
 from proactive_rl.shared.metrics import MetricsLogger
 from proactive_rl.shared.paths import RunPaths
 from proactive_rl.shared.publish import staged, write_json_atomic
+from proactive_rl.shared.trackers import open_metrics as open_tracked
 from proactive_rl.stages.sft.config import SftConfig
 from proactive_rl.stages.sft.data import Conversation
 
@@ -85,7 +86,7 @@ def train(
     # claim_outputs left state/sft empty unless --resume, and removed incomplete checkpoints
     start = resume_point(paths.sft_trainer_state)
     # rank 0 alone logs; a resumed run logs the steps after its checkpoint again
-    metrics = open_metrics(paths, start, resume) if main else None
+    metrics = open_metrics(config, paths, start, resume) if main else None
     trainer = trainer_class(config, batch)(
         model=base.model,
         args=args,
@@ -163,7 +164,7 @@ def training_arguments(
         # One checkpoint per epoch, only the newest kept: it is what --resume continues from.
         save_strategy="epoch",
         save_total_limit=1,
-        report_to="none",  # MetricsLogger writes tensorboard + metrics.jsonl itself
+        report_to="none",  # MetricsLogger writes metrics.jsonl and the trackers itself
         disable_tqdm=False,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
@@ -196,10 +197,13 @@ def resume_point(state_dir: Path) -> ResumePoint:
     return ResumePoint(checkpoint, int(CHECKPOINT_RE.match(Path(checkpoint).name).group(1)))
 
 
-def open_metrics(paths: RunPaths, start: ResumePoint, resume: bool) -> MetricsLogger:
-    """metrics.jsonl and tensorboard; on --resume the lines after the checkpoint go (they are
-    logged again) and a "resume" event says from where."""
-    metrics = MetricsLogger(paths.logs("sft"), resume_at=start.done + 1 if resume else None)
+def open_metrics(
+    config: SftConfig, paths: RunPaths, start: ResumePoint, resume: bool
+) -> MetricsLogger:
+    """metrics.jsonl and the trackers (tracking.logger); on --resume the lines after the
+    checkpoint go (they are logged again) and a "resume" event says from where."""
+    resume_at = start.done + 1 if resume else None
+    metrics = open_tracked(config.tracking, paths, "sft", config, resume_at=resume_at)
     if resume and (start.checkpoint or metrics.dropped):
         name = Path(start.checkpoint).name if start.checkpoint else None  # None: from the start
         metrics.event(start.done + 1, "resume", checkpoint=name, dropped_lines=metrics.dropped)

@@ -19,6 +19,8 @@ from stage_table import (
     PREFLIGHT,
     SEGMENT,
     STAGES,
+    TRACKER_ENV,
+    TRACKER_SECRET,
     UID,
     by_name,
     compose_form,
@@ -140,6 +142,8 @@ def test_compose_environment_matches_table(compose):
         for var, knob in ENV_FROM_KNOBS.items():
             assert env[var] == compose_form(f"${{{knob}}}")
         assert env["PROACTIVE_LAUNCH_ID"] == "${PROACTIVE_LAUNCH_ID:-}"
+        # servers and credentials pass through from the shell (a null value), never a default
+        assert all(var in env and env[var] is None for var in TRACKER_ENV), name
 
 
 def test_rendered_configmap_has_every_knob(rendered):
@@ -176,9 +180,12 @@ def test_rendered_jobset_matches_table(rendered, overlay):
         script = container["command"][2]
         extras = " ".join(f"${k}" for k in stage.extra)
         assert f'exec proactive {stage.name} "$@" {extras}\n' in script
+        # the knobs, and tracker credentials only from an optional Secret, never the ConfigMap
         assert container["envFrom"] == [
-            {"configMapRef": {"name": docs["ConfigMap"]["metadata"]["name"]}}
+            {"configMapRef": {"name": docs["ConfigMap"]["metadata"]["name"]}},
+            {"secretRef": {"name": TRACKER_SECRET, "optional": True}},
         ]
+        assert not set(TRACKER_ENV) & set(docs["ConfigMap"]["data"])
         # every $(VAR) and $VAR is a knob or in the container's env (or set by Kubernetes):
         # nothing left unexpanded
         refs = re.findall(r"\$\(([A-Z_0-9]+)\)", yaml.safe_dump(container))

@@ -15,6 +15,7 @@ from proactive_rl.shared.paths import RunPaths, numbered_children
 from proactive_rl.shared.publish import is_stable, read_marker, verify
 from proactive_rl.shared.schemas import ROLLOUTS, read_table
 from tests.conftest import REPO, proactive, start
+from tests.tracker_records import mlflow_runs, numbers_by_step, wandb_runs
 
 N = 4
 PROMPTS = 3
@@ -86,12 +87,17 @@ def run_rl(
     return RunPaths(run_dir)
 
 
+# veRL's key, as the users' launch scripts pass it: every tracker, offline
+TRACKERS = ("--set", "trainer.logger=['console','tensorboard','wandb','mlflow']")
+
+
 @pytest.fixture(scope="module")
 def rl_run(tmp_path_factory, tiny_model):
 
     workdir = tmp_path_factory.mktemp("rl")
     shutil.copytree(REPO / "data" / "sample", workdir / "data" / "sample")
-    return workdir, run_rl(workdir, tiny_model, max_staleness=0)
+    paths = run_rl(workdir, tiny_model, 0, grpo_args=TRACKERS, rollout_args=TRACKERS)
+    return workdir, paths
 
 
 def test_every_step_publishes_whole_groups_and_a_policy(rl_run):
@@ -213,3 +219,37 @@ def test_ddp_strategy_relaunches_under_torchrun_and_one_process_writes(
     )
     for line in lines:
         assert json.loads(line)["rollout/sampler_logprob_abs_diff"] < 1e-4
+
+
+def test_trackers_of_grpo_rollout_and_eval_hold_what_metrics_jsonl_holds(rl_run):
+    """trainer.logger=[...,'wandb','mlflow'] on grpo + rollout + eval: an offline W&B run
+    and an MLflow run per stage, in the run's group / experiment, whose numbers are
+    metrics.jsonl's, with the resolved config and, for eval, the report."""
+    workdir, paths = rl_run
+    eval_args = ("--set", "n=2", "--set", "sampling.max_new_tokens=8", "--set", "name=tracked")
+    proactive("eval", "--run-dir", str(paths.root), *eval_args, *TRACKERS, cwd=workdir)
+    wandb = {r.job_type: r for r in wandb_runs(paths.root)}
+    mlflow = mlflow_runs(paths.root, "run")
+    assert set(wandb) == set(mlflow) == {"grpo", "rollout", "eval"}
+    for stage in ("grpo", "rollout", "eval"):
+        expected = numbers_by_step(paths.logs(stage) / "metrics.jsonl")
+        assert expected and all(expected.values())
+        run = wandb[stage]
+        assert run.group == "run" and "wandb" in run.config["tracking"]["logger"]
+        logged = {
+            step: {k: float(v) for k, v in items.items() if k in expected.get(step, {})}
+            for step, items in run.history.items()
+        }
+        assert {s: v for s, v in logged.items() if v} == expected
+        mlrun, histories, artifacts, _ = mlflow[stage]
+        assert "'mlflow'" in mlrun.data.params["tracking.logger"]
+        for step, numbers in expected.items():
+            for key, value in numbers.items():
+                assert histories[key][step] == pytest.approx(value, rel=1e-12), (stage, key)
+        assert "config.json" in artifacts
+    assert "report" in mlflow["eval"][2] and "report.md" in wandb["eval"].files
+    # the rollout's own numbers: its mean reward is the one its step marker records
+    rollout_lines = numbers_by_step(paths.logs("rollout") / "metrics.jsonl")
+    for step, numbers in rollout_lines.items():
+        marker = read_marker(paths.rollout_file(step).parent)
+        assert numbers["rollout/reward_mean"] == pytest.approx(marker["reward_mean"])

@@ -18,6 +18,8 @@ from proactive_rl.stages.grpo.config import GrpoConfig
 from proactive_rl.stages.rollout.config import RolloutConfig
 from proactive_rl.stages.sft.config import SftConfig
 
+STAGE_MODELS = {"rollout": RolloutConfig, "grpo": GrpoConfig, "eval": EvalConfig, "sft": SftConfig}
+
 CONFIGS = {"sft": SftConfig, "rollout": RolloutConfig, "grpo": GrpoConfig, "eval": EvalConfig}
 
 
@@ -133,8 +135,25 @@ def test_unsupported_values_are_refused():
 
 def test_launch_script_keys_without_a_meaning_here_are_a_warning(caplog):
     with caplog.at_level(logging.WARNING):
-        assert translate(["trainer.logger=['console','tensorboard']"], "grpo") == []
-    assert IGNORED["trainer.logger"] in caplog.text
+        assert translate(["trainer.nnodes=2"], "grpo") == []
+    assert IGNORED["trainer.nnodes"] in caplog.text
+
+
+def test_logger_keys_set_the_trackers_of_every_rl_stage():
+    for stage in ("rollout", "grpo", "eval"):
+        config = load_config(
+            STAGE_MODELS[stage],
+            overrides=[
+                "trainer.logger=['console','wandb','mlflow']",
+                "trainer.project_name=p",
+                "trainer.experiment_name=e",
+            ],
+            stage=stage,
+        )
+        assert config.tracking.logger == ["console", "wandb", "mlflow"]
+        assert (config.tracking.project, config.tracking.experiment) == ("p", "e")
+    sft = load_config(STAGE_MODELS["sft"], overrides=["trainer.logger=[console]"], stage="sft")
+    assert sft.tracking.logger == ["console"]
 
 
 def test_our_own_keys_pass_through_untouched():

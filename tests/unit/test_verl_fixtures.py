@@ -50,9 +50,6 @@ RECIPE_WARNINGS = {
     "actor_rollout_ref.actor.fsdp_config.optimizer_offload",
     "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu",
     "actor_rollout_ref.ref.fsdp_config.param_offload",
-    "trainer.logger",
-    "trainer.project_name",
-    "trainer.experiment_name",
     "trainer.n_gpus_per_node",
     "trainer.nnodes",
     "trainer.save_freq",
@@ -142,9 +139,6 @@ def test_the_qwen3_example_sets_its_values(caplog):
 
 
 SFT_LAUNCH = {
-    "trainer.logger",
-    "trainer.project_name",
-    "trainer.experiment_name",
     "trainer.default_local_dir",
     "trainer.n_gpus_per_node",
     "trainer.nnodes",
