@@ -10,6 +10,7 @@ from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.metrics import setup_logging
 from proactive_rl.shared.peers import PeerFailed, WaitTimeout
 from proactive_rl.stages.eval.main import command as eval_command
+from proactive_rl.stages.export.main import command as export_command
 from proactive_rl.stages.grpo.main import command as grpo_command
 from proactive_rl.stages.preflight import command as preflight_command
 from proactive_rl.stages.prep.main import command as prep_command
@@ -32,6 +33,7 @@ def group(verbose: bool) -> None:
       proactive grpo      GRPO trainer worker -> <run>/policies/step_N
       proactive rollout   rollout worker (runs beside grpo) -> <run>/rollouts/step_N
       proactive eval      compare checkpoints on the test split -> <run>/eval/report/report.md
+      proactive export    one checkpoint -> a Hugging Face folder with a model card (LoRA merged)
       proactive sweep     a grid of runs (the recipe's experiments) -> one comparison report
       proactive preflight check every stage's settings before any runs (compose, the JobSet)
 
@@ -48,6 +50,7 @@ group.add_command(sft_command, "sft")
 group.add_command(rollout_command, "rollout")
 group.add_command(grpo_command, "grpo")
 group.add_command(eval_command, "eval")
+group.add_command(export_command, "export")
 group.add_command(sweep_command, "sweep")
 group.add_command(preflight_command, "preflight")
 group.add_command(tiny_command, "tiny-model")
