@@ -89,13 +89,42 @@ def check(run: Path, n: int | None, engine: str | None) -> list[str]:
     return problems
 
 
+TRACKED_STAGES = ("sft", "rollout", "grpo", "eval")
+
+
+def check_trackers(run: Path, loggers: list[str]) -> list[str]:
+    """The offline tracker runs of every stage that logs (LOGGER named wandb / mlflow)."""
+    problems: list[str] = []
+    if "wandb" in loggers:
+        offline = sorted((run / "trackers" / "wandb").glob("offline-run-*/run-*.wandb"))
+        print(f"check_run: {len(offline)} offline W&B runs")
+        if len(offline) < len(TRACKED_STAGES):
+            problems.append(f"{run / 'trackers/wandb'}: {len(offline)} offline W&B runs")
+    if "mlflow" in loggers:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(f"sqlite:///{(run / 'trackers' / 'mlflow.db').resolve()}")
+        experiment = client.get_experiment_by_name(run.resolve().name)
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        names = sorted(r.info.run_name for r in runs)
+        print(f"check_run: MLflow runs {names}")
+        missing = sorted(set(TRACKED_STAGES) - set(names))
+        if missing:
+            problems.append(f"{run / 'trackers/mlflow.db'}: no MLflow run of {missing}")
+    return problems
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--n", type=int, default=None, help="expected group size (RL_ROLLOUTS)")
     parser.add_argument("--engine", default=None, help="expected generation engine (vllm, ...)")
+    parser.add_argument(
+        "--trackers", default="", help="LOGGER's value: check the wandb / mlflow runs it names"
+    )
     args = parser.parse_args()
     problems = check(args.run_dir, args.n, args.engine)
+    problems += check_trackers(args.run_dir, args.trackers.replace(",", " ").split())
     for problem in problems:
         print(f"check_run: FAIL {problem}", file=sys.stderr)
     return 1 if problems else 0
