@@ -105,3 +105,20 @@ def test_allowed_imports_pass(tmp_path: Path, path: str, source: str) -> None:
     target.parent.mkdir(parents=True)
     target.write_text(source + "\n")
     assert violations(tmp_path) == []
+
+
+def test_every_code_folder_is_an_installed_package() -> None:
+    """The images install the project as a wheel: a stage folder missing from pyproject's
+    package list imports in the editable checkout but not in any container."""
+    import tomllib
+
+    root = REPO
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    folders = {
+        "proactive_rl." + ".".join(init.parent.relative_to(root).parts)
+        for top in ("shared", "engine", "stages")
+        for init in (root / top).rglob("__init__.py")
+    }
+    assert folders == listed
