@@ -13,6 +13,22 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The test suite's own knobs, kept from the caller's environment (every other PROACTIVE_* is a
+# pipeline setting: see pytest_configure).
+TEST_KNOBS = {"PROACTIVE_CRASH_SEED"}
+# Settings the stages read from the environment (the pipeline's knobs: seed, trackers, recipe,
+# launch id, GPUs, fault injection) and the trackers' own: a user's shell that sets them (a
+# WANDB_MODE=online, a PROACTIVE_SEED) would change what the stages under test do. Tests that
+# want one pass it explicitly.
+FOREIGN_PREFIXES = ("PROACTIVE_", "WANDB_", "MLFLOW_")
+
+
+def pytest_configure(config):
+    """Every test starts from the same environment, whatever the caller's shell exports."""
+    for name in list(os.environ):
+        if name.startswith(FOREIGN_PREFIXES) and name not in TEST_KNOBS:
+            del os.environ[name]
+
 
 def command(args: tuple[str, ...]) -> list[str]:
     """The command line of `proactive ARGS`. A rollout or eval run that names no engine gets
@@ -56,6 +72,23 @@ def tiny_model(tmp_path_factory) -> Path:
     from proactive_rl.engine.models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory) -> Path:
+    """A base_models folder holding builtin:smollm2, converted once per session (~25 s on 2
+    cores) for every test that reads it; nothing else is written there."""
+    from proactive_rl.engine.models import resolve_base_model
+
+    cache = tmp_path_factory.mktemp("base_models")
+    resolve_base_model("builtin:smollm2", cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_cache) -> Path:
+    """The converted SmolLM2-135M-Instruct folder (read it, do not change it)."""
+    return smollm2_cache / "smollm2"
 
 
 @pytest.fixture()

@@ -13,6 +13,10 @@ import torch
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is installed in the CUDA images only")
 
+# 1-3 min a test on 2 cores (torchrun, two processes, DeepSpeed's CPU op built on first use):
+# `make test` runs them, `make test-fast` does not
+pytestmark = pytest.mark.slow
+
 from transformers import AutoModelForCausalLM  # noqa: E402
 
 from proactive_rl.shared.paths import RunPaths  # noqa: E402

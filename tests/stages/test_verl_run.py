@@ -76,10 +76,17 @@ def test_the_recipes_verl_keys_run_every_rl_stage(workdir, tiny_model):
     assert len(rows) == 2 * 3
     for row in rows:
         assert row["reward"] == pytest.approx(3 * len(row["response_text"]) / 100.0)
+    # the recipe's trackers (trainer.logger) are every RL stage's
+    for saved in (saved_grpo, saved_rollout, saved_eval):
+        assert saved["tracking"]["logger"] == ["console", "tensorboard"]
     # keys about mechanisms we do not have: a warning each, not an error
     for out in (out_g, out_r, evaluation.stdout + evaluation.stderr):
-        assert "veRL key trainer.logger has no effect here" in out
+        assert "veRL key trainer.n_gpus_per_node has no effect here" in out
         assert "veRL key actor_rollout_ref.actor.fsdp_config.param_offload has no effect" in out
+
+
+# each SFT key set's trainer.logger (W&B runs offline: no network)
+LOGGERS = {"recipe_sft.txt": ["console", "tensorboard"], "qwen3_8b_sft.txt": ["console", "wandb"]}
 
 
 @pytest.mark.slow
@@ -108,4 +115,5 @@ def test_the_sft_examples_verl_keys_run_sft(workdir, tiny_model, fixture):
     )
     assert (saved["train_batch_size"], saved["per_device_batch_size"]) == (4, 2)
     assert paths.sft_epoch(1).is_dir()
-    assert "veRL key trainer.logger has no effect here" in out.stdout + out.stderr
+    assert saved["tracking"]["logger"] == LOGGERS[fixture]  # trainer.logger: sft's trackers
+    assert "veRL key trainer.n_gpus_per_node has no effect here" in out.stdout + out.stderr

@@ -95,31 +95,36 @@ def tokens_of(groups):
     return [s.token_ids for g in groups for s in g]
 
 
-def engine_processes() -> set[int]:
-    """This process's vLLM engine processes (vLLM titles them VLLM::EngineCore, VLLM::Worker);
-    Python's own helpers, such as multiprocessing's resource tracker, live on and do not count."""
-    found = set()
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if child.name().startswith("VLLM::") or "VLLM::" in " ".join(child.cmdline()):
-                found.add(child.pid)
-        except psutil.NoSuchProcess:
-            pass
-    return found
+def core_processes(backend: VllmBackend) -> list[psutil.Process]:
+    """The engine's core processes (VLLM::EngineCore), as vLLM itself keeps them: not found by
+    name among our children, where helper processes vLLM or Python start and end beside the
+    engine would count too."""
+    manager = backend.llm.llm_engine.engine_core.resources.engine_manager
+    return [psutil.Process(proc.pid) for proc in manager.processes]
 
 
-def assert_ended(pids: set[int], within: float = 30.0) -> None:
-    """Every process in `pids` exits (or is a zombie awaiting its parent) within `within` s."""
+def engine_tree(backend: VllmBackend) -> set[psutil.Process]:
+    """The engine's core processes and every process they started (its workers): what closing
+    the engine must end. Another engine's processes are not in it."""
+    tree = set()
+    for core in core_processes(backend):
+        tree |= {core, *core.children(recursive=True)}
+    return tree
 
-    def alive(pid: int) -> bool:
-        try:
-            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+
+def assert_ended(processes: set[psutil.Process], within: float = 120.0) -> None:
+    """Every process exits (or is a zombie awaiting its parent): waits as long as a loaded
+    machine may need, and returns as soon as they have."""
+
+    def alive(proc: psutil.Process) -> bool:
+        try:  # is_running: the same process, not a new one that got its pid
+            return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             return False
 
     deadline = time.monotonic() + within
-    while any(alive(p) for p in pids):
-        assert time.monotonic() < deadline, f"engine processes left running: {pids}"
+    while left := {p.pid for p in processes if alive(p)}:
+        assert time.monotonic() < deadline, f"engine processes left running: {left}"
         time.sleep(0.2)
 
 
@@ -174,13 +179,14 @@ def test_reloaded_policy_samples_as_a_fresh_engine_on_it(engine, tiny, tmp_path)
     policy moves only the embedding (= the head) to make that case alone."""
     prompts = chat_prompts(tiny)
     before = engine.generate(prompts, 4, sampling(), seed=5)
-    llm, children = engine.llm, engine_processes()
+    llm, cores = engine.llm, core_processes(engine)
     for name, only in (("embedding_only", "embed_tokens"), ("all_weights", None)):
         policy = perturbed_copy(tiny, tmp_path / name, only=only)
         engine.load(policy)
-        # no restart: the same engine object, and its processes from before all still alive
-        # (a restart replaces them; a helper process vLLM may start beside them is no restart)
-        assert engine.llm is llm and children <= engine_processes()
+        # no restart: the same engine object on the same core processes, still running (how
+        # many helper processes vLLM has beside them at a given moment is no restart)
+        assert engine.llm is llm and core_processes(engine) == cores
+        assert all(core.is_running() for core in cores)
         reloaded = engine.generate(prompts, 4, sampling(), seed=5)
         assert tokens_of(reloaded) != tokens_of(before)  # the new weights are in use
 
@@ -197,21 +203,11 @@ def test_reloaded_policy_samples_as_a_fresh_engine_on_it(engine, tiny, tmp_path)
     assert tokens_of(engine.generate(prompts, 4, sampling(), seed=5)) == tokens_of(before)
 
 
-def test_close_ends_every_engine_process(tiny):
-    before = engine_processes()
-    backend = VllmBackend(PRECISION, SETTINGS, 256)
-    backend.load(tiny)
-    started = engine_processes() - before
-    assert started, "the engine runs its core in processes of its own"
-    backend.close()
-    assert_ended(started)
-    assert backend.llm is None
-    backend.close()  # a second close is harmless
-
-
-def test_another_architecture_gets_a_new_engine(tiny, tmp_path):
+def test_another_architecture_gets_a_new_engine_and_close_ends_it(tiny, tmp_path):
     """Eval may compare unrelated models: weights of another shape cannot be copied into the
-    running engine, so it is shut down (its processes end) and a new one samples the new model."""
+    running engine, so it is shut down (its processes end) and a new one samples the new model.
+    close() ends every process of the engine, and a second close is harmless. (One test: each
+    engine start costs ~20 s on 2 cores.)"""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     config = AutoConfig.from_pretrained(tiny)
@@ -220,11 +216,11 @@ def test_another_architecture_gets_a_new_engine(tiny, tmp_path):
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "wider")
     AutoTokenizer.from_pretrained(tiny).save_pretrained(tmp_path / "wider")
     backend = VllmBackend(PRECISION, SETTINGS, 256)
-    before = engine_processes()  # the module's shared engine runs beside this one
     try:
         backend.load(tiny)
-        first, first_processes = backend.llm, engine_processes() - before
-        assert first_processes
+        first, first_processes = backend.llm, engine_tree(backend)
+        assert first_processes, "the engine runs its core in processes of its own"
+        assert psutil.Process() not in first_processes  # not in the stage's own process
         backend.load(tmp_path / "wider")
         assert backend.llm is not first
         assert_ended(first_processes)  # the old engine was shut down, not left running
@@ -232,8 +228,13 @@ def test_another_architecture_gets_a_new_engine(tiny, tmp_path):
         groups = backend.generate(prompts, 2, sampling(), seed=0)
         worst, _ = differences(groups, trainer_logprobs(tmp_path / "wider", prompts, groups))
         assert worst < BOUNDS[0]
+        second = engine_tree(backend)
+        assert second and not second & first_processes
     finally:
         backend.close()
+    assert_ended(second)
+    assert backend.llm is None
+    backend.close()  # a second close is harmless
 
 
 def lora_policy(tiny, folder, seed):
@@ -276,11 +277,8 @@ def test_lora_versions_are_new_adapters_on_one_engine(tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_smollm2_sampler_logprobs_are_the_trainers(tmp_path_factory):
+def test_smollm2_sampler_logprobs_are_the_trainers(smollm2):
     """The real pretrained model: SmolLM2-135M-Instruct with our tags, ties its embeddings."""
-    from proactive_rl.engine.models import resolve_base_model
-
-    smollm2 = resolve_base_model("builtin:smollm2", tmp_path_factory.mktemp("base_models"))
     prompts = chat_prompts(smollm2)
     backend = VllmBackend(PRECISION, SETTINGS, 512)
     backend.load(smollm2)

@@ -5,8 +5,11 @@ eval serves every checkpoint from one engine; neither leaves an engine process b
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import time
+import uuid
 
 import psutil
 import pytest
@@ -18,27 +21,44 @@ from tests.stages.test_rl_loop import run_rl
 pytestmark = pytest.mark.vllm
 
 
-def engine_processes() -> set[int]:
-    """Live vLLM engine processes on this machine (vLLM names them VLLM::EngineCore etc.)."""
-    found = set()
-    for proc in psutil.process_iter(["name", "cmdline", "status"]):
-        title = " ".join([proc.info["name"] or "", *(proc.info["cmdline"] or [])])
-        if "VLLM::" in title and proc.info["status"] != psutil.STATUS_ZOMBIE:
-            found.add(proc.pid)
-    return found
+# Every process the stages start carries this variable (inherited, as the engine's processes
+# inherit it): what is left behind is found by it, not by name among every process on the
+# machine, where another user's vLLM would count too.
+TAG = "PROACTIVE_TEST_STAGES"
+
+
+def left_behind(tag: str, within: float = 120.0) -> set[int]:
+    """Pids of live processes started under `tag`, once they have had `within` seconds to end
+    (on a loaded machine an engine's last process can take a while; returns as soon as none
+    is left)."""
+    deadline = time.monotonic() + within
+    while True:
+        found = set()
+        for proc in psutil.process_iter():
+            try:
+                if proc.pid != os.getpid() and proc.environ().get(TAG) == tag:
+                    if proc.status() != psutil.STATUS_ZOMBIE:
+                        found.add(proc.pid)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
 def vllm_run(tmp_path_factory, tiny_model):
     workdir = tmp_path_factory.mktemp("rl_vllm")
     shutil.copytree(REPO / "data" / "sample", workdir / "data" / "sample")
-    before = engine_processes()
-    paths = run_rl(workdir, tiny_model, max_staleness=0, rollout_args=("--set", "backend=vllm"))
-    return workdir, paths, before
+    tag = uuid.uuid4().hex
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(TAG, tag)  # the stages' processes inherit our environment
+        paths = run_rl(workdir, tiny_model, max_staleness=0, rollout_args=("--set", "backend=vllm"))
+    return workdir, paths, tag
 
 
 def test_rollout_reloads_each_policy_version_into_one_engine(vllm_run):
-    _, paths, before = vllm_run
+    _, paths, tag = vllm_run
     log = (paths.root / "rollout.log").read_text()
     assert "generation backend: VllmBackend" in log
     assert len(re.findall(r"vLLM engine started", log)) == 1
@@ -49,11 +69,12 @@ def test_rollout_reloads_each_policy_version_into_one_engine(vllm_run):
     for m in lines:
         # vLLM's logprobs are the trainer's for the same weights, step after step
         assert m["rollout/sampler_logprob_abs_diff"] < 1e-4, m
-    assert engine_processes() <= before
+    assert not left_behind(tag), "the RL workers left processes running"
 
 
 def test_eval_serves_every_checkpoint_from_one_engine(vllm_run):
-    workdir, paths, before = vllm_run
+    workdir, paths, _ = vllm_run
+    tag = uuid.uuid4().hex
     proc = proactive(
         "eval",
         "--run-dir",
@@ -67,6 +88,7 @@ def test_eval_serves_every_checkpoint_from_one_engine(vllm_run):
         "--set",
         "sampling.max_new_tokens=8",
         cwd=workdir,
+        env={TAG: tag},
     )
     log = proc.stdout + proc.stderr
     assert len(re.findall(r"vLLM engine started", log)) == 1
@@ -74,4 +96,4 @@ def test_eval_serves_every_checkpoint_from_one_engine(vllm_run):
     report = json.loads(next(paths.eval.glob("*/report.json")).read_text())
     assert [c["label"] for c in report["checkpoints"]] == ["base", "policy_1", "policy_3"]
     assert all(c["metrics"]["samples"] == 6 for c in report["checkpoints"])
-    assert engine_processes() <= before
+    assert not left_behind(tag), "eval left processes running"
