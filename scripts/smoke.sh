@@ -15,6 +15,8 @@
 #   SMOKE_ENGINE    generation engine every rollout step must record (smoke.env: vllm)
 #   SMOKE_BUILD     0: use the images as they are (default 1: make sure they are built and
 #                   current first - a second when they are, minutes on a fresh machine)
+#   SMOKE_PROGRESS  0: no progress lines (default 1: scripts/demo_progress.py prints each
+#                   stage's start, end, step k of n, reward and time left while the chain runs)
 # Does its own set-up: Docker installed and started where missing (scripts/ensure-docker.sh:
 # apt on Debian as root, otherwise it says the command to run), images built when missing or
 # stale (scripts/build-images.sh).
@@ -92,10 +94,26 @@ done
 # --- run the chain. Old containers of this project go first, so `up` starts fresh ones.
 "${compose[@]}" down --remove-orphans >/dev/null 2>&1 || true
 start=$SECONDS
+# Progress read from the run directory on the host (stdlib python3; none: no progress lines).
+# It stops by itself when eval ends or this script does; the trap covers an interrupt.
+progress_pid=
+stop_progress() {
+    if [ -n "$progress_pid" ]; then
+        kill "$progress_pid" 2>/dev/null || true
+        wait "$progress_pid" 2>/dev/null || true
+        progress_pid=
+    fi
+}
+if [ "${SMOKE_PROGRESS:-1}" != 0 ] && command -v python3 >/dev/null 2>&1; then
+    python3 scripts/demo_progress.py "$run_dir" --while-pid $$ &
+    progress_pid=$!
+    trap stop_progress EXIT
+fi
 set +e
 timeout --foreground "${SMOKE_TIMEOUT:-1800}" "${compose[@]}" up --no-color pipeline
 up_rc=$?
 set -e
+stop_progress
 echo "smoke: compose up returned $up_rc after $((SECONDS - start)) s (not trusted; checking containers)"
 
 # --- every service container must exist and have exited 0.
@@ -149,6 +167,8 @@ if [ -d "$run_dir" ]; then
     n_arg=()
     if [ -n "${RL_ROLLOUTS:-}" ]; then n_arg=(--n "$RL_ROLLOUTS"); fi
     if [ -n "${SMOKE_ENGINE:-}" ]; then n_arg+=(--engine "$SMOKE_ENGINE"); fi
+    # LOGGER's trackers (smoke.env: all of them): each stage's W&B and MLflow runs are there
+    n_arg+=(--trackers "${LOGGER:-}")
     if ! docker run --rm --user "$PROACTIVE_UID:$PROACTIVE_GID" \
         -v "$repo_root/checkpoints:/workspace/checkpoints:ro" \
         -v "$repo_root/scripts:/workspace/scripts:ro" \
@@ -165,7 +185,9 @@ if [ "$failed" != 0 ]; then
 fi
 "${compose[@]}" down --remove-orphans >/dev/null 2>&1 || true
 echo "smoke: PASSED in $((SECONDS - start)) s; outputs in $run_dir"
-# The report above ends in the learning goals (issue 12); a run of a few steps is not meant to
-# reach them, and a user reading FAIL next to PASSED should know which of the two is ours.
-echo "smoke: PASSED means every container ran and published what it should; the report's FAIL"
-echo "       lines are learning goals, which a run this short does not reach (make bench-learning)"
+# The report above opens with what the run learned and what a run its size cannot show; its
+# FAIL lines are learning goals (issue 12), and a user reading FAIL next to PASSED should know
+# which of the two is ours.
+echo "smoke: PASSED means every container ran and published what it should; the report's first"
+echo "       two lines say what was learned, its FAIL lines are learning goals a run this short"
+echo "       does not reach (make bench-learning is the longer run)"

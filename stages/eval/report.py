@@ -56,7 +56,7 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
     curve, settings."""
     cks = report["checkpoints"]
     labels = [c["label"] for c in cks]
-    out = [f"# Evaluation report `{report['name']}`", "", header(report), ""]
+    out = [f"# Evaluation report `{report['name']}`", "", *summary(report), "", header(report), ""]
     out += acceptance_section(report["acceptance"])
     out += metrics_section(cks, labels, report["n"])
     out += graders_section(cks, labels)
@@ -71,6 +71,97 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
         out += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     out += ["", "## Settings", "", "```json", _settings_json(report["settings"]), "```", ""]
     return "\n".join(out)
+
+
+# Half-width of a rate's 95% interval above which the report says differences that small are
+# not shown: about what 200 questions give (issue 12's size for the learning goals).
+NARROW_INTERVAL = 0.05
+# Fewer GRPO steps than this show the start of the reward curve, not where it levels off.
+SHORT_RL_STEPS = 20
+# The rates the learning goals judge against the base model (acceptance.learning_goals).
+GOAL_RATES = ("accuracy", "hallucination_rate", "truthfulness")
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.0f}%"
+
+
+def summary(report: dict[str, Any]) -> list[str]:
+    """The report's first two lines: what the run taught the model (from the acceptance
+    checks), and what a run of its size cannot show (its widest interval, its RL steps)."""
+    checks = {c["id"]: c for c in report.get("acceptance", [])}
+    learned = [
+        text
+        for text in (
+            _format_learned(checks.get("sft_format")),
+            _reward_learned(checks.get("rl_reward_rises")),
+            _hedging_learned(checks.get("goal_hedges_where_base_fails")),
+        )
+        if text
+    ]
+    return [
+        "- **What this run shows:** "
+        + ("; ".join(learned) if learned else "nothing measured yet")
+        + ".",
+        "- **What it cannot show:** " + _limits(report) + ".",
+    ]
+
+
+def _format_learned(check: dict[str, Any] | None) -> str | None:
+    if not check or check["passed"] is None:
+        return None
+    sft, base = check["values"]["sft"], check["values"]["base"]
+    was = f" (base {_pct(base)})" if base is not None else ""
+    verb = "SFT taught the tag format" if check["passed"] else "SFT did not yet teach the format"
+    return f"{verb}: {_pct(sft)} well formed{was}"
+
+
+def _reward_learned(check: dict[str, Any] | None) -> str | None:
+    if not check or check["passed"] is None:
+        return None
+    v = check["values"]
+    moved = f"{v['first']:.2f} -> {v['last']:.2f}"
+    if "low" in v:
+        moved += f", change {v['change']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}]"
+    if check["passed"]:
+        return f"GRPO raised the reward ({moved})"
+    return f"GRPO's reward did not rise beyond its noise ({moved})"
+
+
+def _hedging_learned(check: dict[str, Any] | None) -> str | None:
+    if not check:
+        return None
+    hard, easy = check["values"]["base_hardest"], check["values"]["base_easiest"]
+    if hard is None or easy is None:
+        return None
+    return (
+        f"the final policy hedges on {_pct(hard)} of answers where the base model always fails, "
+        f"{_pct(easy)} where it always succeeds"
+    )
+
+
+def _limits(report: dict[str, Any]) -> str:
+    """What the run's size leaves open: rates whose interval is wider than NARROW_INTERVAL
+    (differences from the base below it), and a GRPO curve shorter than SHORT_RL_STEPS."""
+    limits = []
+    final = (report.get("checkpoints") or [{}])[-1]
+    intervals = [final.get("intervals", {}).get(key) for key in GOAL_RATES]
+    widths = [(i[1] - i[0]) / 2 for i in intervals if i and None not in i]
+    if widths and max(widths) > NARROW_INTERVAL:
+        limits.append(
+            f"with {report['questions']} questions x {report['n']} samples the final rates are "
+            f"known to +-{100 * max(widths):.0f} points, so accuracy kept, hallucination and "
+            "truthfulness against the base are not told apart from noise"
+        )
+    curve = (report.get("training") or {}).get("curve")
+    if curve and len(curve["steps"]) < SHORT_RL_STEPS:
+        limits.append(
+            f"{len(curve['steps'])} GRPO steps show the reward starting to move, not where it "
+            "levels off (`make bench-learning` is the longer run)"
+        )
+    if not limits:
+        return "differences inside the 95% intervals below"
+    return "; ".join(limits)
 
 
 def header(report: dict[str, Any]) -> str:
