@@ -129,11 +129,14 @@ def field_value(path: str, pod: Pod, jobset: dict) -> str:
 
 
 def container_env(container: dict, knobs: dict[str, str], pod: Pod, jobset: dict) -> dict[str, str]:
-    """The container's environment as the kubelet builds it: envFrom (the knobs ConfigMap)
-    first, then `env` in order, each value expanded against what is defined before it; the Job
-    controller's JOB_COMPLETION_INDEX for Indexed Jobs."""
+    """The container's environment as the kubelet builds it: envFrom (the knobs ConfigMap; an
+    optional Secret that does not exist adds nothing) first, then `env` in order, each value
+    expanded against what is defined before it; the Job controller's JOB_COMPLETION_INDEX for
+    Indexed Jobs."""
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
+        if source.get("secretRef", {}).get("optional"):
+            continue  # the tracker credentials' Secret: the rehearsal has none, as an unset one
         if "configMapRef" not in source:
             raise RehearsalError(f"the rehearsal reads only configMapRef envFrom, not {source}")
         env.update({source.get("prefix", "") + k: v for k, v in knobs.items()})
