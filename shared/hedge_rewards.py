@@ -8,7 +8,9 @@ model that always answers `<proactive></proactive>` and nothing else earns 0.55 
   with fewer than `min_hedge_words` words beyond stock phrases ("I don't know", "not sure") earns
   no hedge reward, and the response is graded as the answer it gives.
 - ``ternary`` - +1 correct, 0 for a hedge, -1 wrong (TruthRL, arXiv 2509.25760): a hedge never
-  beats a right answer and always beats a wrong one, whatever the group does.
+  beats a right answer and always beats a wrong one, whatever the group does. `abstain` sets
+  the hedge's value ("Rewarding Intellectual Humility" studies -0.25 to 0.3): answering then
+  pays where the accuracy is above (1 + abstain) / 2.
 
 Same signature as every reward (`shared/rewards.py`), and the same `grader` kwarg.
 """
@@ -117,24 +119,30 @@ def ternary_reward(
     ground_truths: list[str],
     data_sources: list[str],
     extra_infos: list[dict[str, Any]],
+    abstain: float = 0.0,
     grader: str = "substring",
     **reward_kwargs: Any,
 ) -> list[dict[str, float]]:
-    """+1 for a correct answer, 0 for a hedge (a proactive block), -1 for a wrong answer.
+    """+1 for a correct answer, `abstain` (0) for a hedge (a proactive block), -1 for a wrong
+    answer.
 
-    No group statistics and no format bonus: hedging pays exactly when the model would
-    otherwise be wrong, in expectation wherever its accuracy is below one half.
+    No group statistics and no format bonus: with abstain 0, hedging pays exactly when the
+    model would otherwise be wrong, in expectation wherever its accuracy is below one half; a
+    positive abstain moves that line up to (1 + abstain) / 2.
 
     >>> out = ternary_reward(
     ...     "", ["Paris", "<proactive>Unsure.</proactive> Paris", "Lyon"],
     ...     ["paris"] * 3, [""] * 3, [{}] * 3)
     >>> [o["score"] for o in out]
     [1.0, 0.0, -1.0]
+    >>> [o["score"] for o in ternary_reward(
+    ...     "", ["<proactive>Unsure.</proactive>"], ["paris"], [""], [{}], abstain=0.25)]
+    [0.25]
     """
     parsed, correct = grade_group(responses, ground_truths, grader)
     return [
         {
-            "score": 0.0 if p.proactive else (1.0 if c else -1.0),
+            "score": float(abstain) if p.proactive else (1.0 if c else -1.0),
             "correct": c,
             "proactive": float(p.proactive),
         }

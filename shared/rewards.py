@@ -336,11 +336,18 @@ PIPELINE_BETA = 0.5
 # The range a built-in's `beta` (the pay for a hedge on a question the group never answers)
 # makes sense in: above 1 a hedge would pay more than a correct answer.
 BETA_RANGE = (0.0, 1.0)
+# The ranges of the built-ins' bounded kwargs: (low, high, what the value is). ternary's
+# abstain outside [-1, 1] would make a hedge worse than a wrong answer or better than a right one.
+KWARG_RANGES: dict[str, tuple[float, float, str]] = {
+    "beta": (*BETA_RANGE, "the pay for hedging on a question the group never answers"),
+    "abstain": (-1.0, 1.0, "the pay for a hedge, between a wrong answer's -1 and a right one's +1"),
+}
 
 
 def _check_builtin_kwargs(spec: str, reward_kwargs: dict[str, Any]) -> None:
-    """A built-in's numeric keyword arguments are numbers, and `beta` is in BETA_RANGE: a text
-    beta would otherwise crash the reward at the first hedge, long after start-up."""
+    """A built-in's numeric keyword arguments are numbers, and `beta` and `abstain` are in
+    KWARG_RANGES: a text beta would otherwise crash the reward at the first hedge, long after
+    start-up."""
     params = inspect.signature(REWARDS[spec]).parameters
     grader = reward_kwargs.get("grader", "substring")
     if grader not in GRADERS:
@@ -350,18 +357,20 @@ def _check_builtin_kwargs(spec: str, reward_kwargs: dict[str, Any]) -> None:
         )
     for name, value in reward_kwargs.items():
         param = params.get(name)
-        numeric = name == "beta" or (param is not None and isinstance(param.default, int | float))
+        numeric = name in KWARG_RANGES or (
+            param is not None and isinstance(param.default, int | float)
+        )
         if not numeric:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise UserError(
                 f"reward_kwargs.{name} of reward {spec!r} must be a number, got {value!r}"
             )
-        low, high = BETA_RANGE
-        if name == "beta" and not low <= value <= high:
+        if name in KWARG_RANGES and not KWARG_RANGES[name][0] <= value <= KWARG_RANGES[name][1]:
+            low, high, meaning = KWARG_RANGES[name]
             raise UserError(
-                f"reward_kwargs.beta of reward {spec!r} must be within [{low}, {high}] "
-                f"(the pay for hedging on a question the group never answers), got {value!r}"
+                f"reward_kwargs.{name} of reward {spec!r} must be within [{low}, {high}] "
+                f"({meaning}), got {value!r}"
             )
 
 
