@@ -18,6 +18,7 @@ from proactive_rl.engine.model_checks import check_model_folder
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import EPOCH_RE, RunPaths, record_path, resolve_recorded
 from proactive_rl.shared.publish import is_stable, published, read_marker
+from proactive_rl.stages.reports import policy_label, sft_label
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +69,11 @@ def _meta(folder: Path) -> dict[str, Any]:
 
 
 def _sft(number: int, folder: Path, spec: str) -> Checkpoint:
-    return Checkpoint(f"sft_epoch_{number}", spec, "sft", folder, number, _meta(folder))
+    return Checkpoint(sft_label(number), spec, "sft", folder, number, _meta(folder))
 
 
 def _policy(number: int, folder: Path, spec: str) -> Checkpoint:
-    return Checkpoint(f"policy_{number}", spec, "policy", folder, number, _meta(folder))
+    return Checkpoint(policy_label(number), spec, "policy", folder, number, _meta(folder))
 
 
 def _number(spec: str) -> int:
@@ -129,6 +130,12 @@ def base_model(paths: RunPaths) -> Path:
     marker (when it is not one of this run's SFT epochs, RL started from the base itself), the
     base_model in an SFT epoch's marker or configs/sft.json, then configs/grpo.json init_model.
     """
+    shared_sft = shared_sft_epoch(paths)
+    if shared_sft is not None:  # RL started from another run's SFT: the base is that SFT's
+        folder = shared_sft[1]
+        return _recorded_model(
+            _meta(folder)["base_model"], folder / "STABLE.json", RunPaths(folder.parents[1])
+        )
     if is_stable(paths.policy(0)):
         init = _meta(paths.policy(0)).get("init_model")
         if init and not _inside(resolve_recorded(init, paths.root), paths.sft):
@@ -145,6 +152,22 @@ def base_model(paths: RunPaths) -> Path:
     raise MissingCheckpoint(
         f"no base model recorded in {paths.root} (no policy 0, SFT epoch or stage config)"
     )
+
+
+def shared_sft_epoch(paths: RunPaths) -> tuple[int, Path] | None:
+    """The SFT epoch of another run that this run's RL started from (a sweep's shared SFT), as
+    (epoch, folder); None when RL started from this run's own SFT, a base model or nothing yet.
+    `sft` and `base` then name that epoch and its base model."""
+    if not is_stable(paths.policy(0)):
+        return None
+    init = _meta(paths.policy(0)).get("init_model")
+    if not init or init.startswith("builtin:"):
+        return None
+    folder = resolve_recorded(init, paths.root)
+    match = EPOCH_RE.match(folder.name)
+    if match is None or _inside(folder, paths.sft) or "base_model" not in _meta(folder):
+        return None
+    return int(match.group(1)), folder
 
 
 def resolve_spec(spec: str, paths: RunPaths) -> list[Checkpoint]:
@@ -167,6 +190,9 @@ def _sft_spec(spec: str, paths: RunPaths) -> list[Checkpoint]:
     """sft (the last published epoch), sft:all or sft:N."""
     if spec in ("sft", "sft:all"):
         epochs = published(paths.sft, EPOCH_RE)
+        shared = shared_sft_epoch(paths) if not epochs else None
+        if shared is not None:
+            return [_sft(*shared, spec)]
         if not epochs:
             raise MissingCheckpoint(f"{spec}: {paths.sft} has no published SFT epoch")
         chosen = epochs if spec == "sft:all" else epochs[-1:]

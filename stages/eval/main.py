@@ -230,17 +230,38 @@ def evaluate(
     """Sample, grade and summarise every checkpoint (one metrics record each), then the views
     across them: difficulty by the base model and the LLM judge. Closes the backend."""
     done = Evaluated()
-    for index, ckpt in enumerate(checkpoints):
+    for ckpt in checkpoints:
         one = evaluate_checkpoint(ckpt, paths.root, records, config, reward_fn, backend)
         done.results.append(one.result)
         done.samples.extend(one.samples)
-        metrics_log.log(index, flat_metrics(config.name, ckpt.label, ckpt.spec, one.result))
         log_checkpoint(ckpt.label, one.result)
     by_base_difficulty(done.results, done.samples)
+    against_optimum(config, reward_fn, done)
+    # logged once the views across checkpoints (base difficulty, the optimum) are in
+    for index, (ckpt, result) in enumerate(zip(checkpoints, done.results, strict=True)):
+        metrics_log.log(index, flat_metrics(config.name, ckpt.label, ckpt.spec, result))
     if config.judge:
         judge_all(config, done.results, done.samples, backend, metrics_log)
     backend.close()
     return done
+
+
+def against_optimum(config: EvalConfig, reward_fn: RewardFn, done: Evaluated) -> None:
+    """Each checkpoint against its reward's best action per question (stages/eval/optimum.py),
+    graded as the reward grades (its `grader` kwarg)."""
+    from proactive_rl.stages.eval.optimum import action_table, by_checkpoint
+
+    table = action_table(reward_fn, config.reward_kwargs, config.n)
+    normalised = config.reward_kwargs.get("grader") == "normalised"
+    by_checkpoint(done.results, done.samples, table, "grade_normalised" if normalised else "grade")
+    optimum = done.results[0]["optimum"] if done.results else {}
+    logger.info(
+        "reward %s %s: answering pays from an accuracy of %s (group of %d)",
+        config.reward,
+        json.dumps(config.reward_kwargs, sort_keys=True),
+        "-" if optimum.get("threshold") is None else f"{optimum['threshold']:.3f}",
+        config.n,
+    )
 
 
 def evaluate_checkpoint(
@@ -403,6 +424,7 @@ def flat_metrics(name: str, label: str, spec: str, result: dict[str, Any]) -> di
         for key, (low, high) in result[view].items():
             record[f"{view}/{key}/low"], record[f"{view}/{key}/high"] = low, high
     record["risk_coverage/area"] = result["risk_coverage"]["area"]
+    record.update({f"optimum/{k}": v for k, v in result["optimum"].items() if v is not None})
     for bucket, row in result["buckets"].items():
         for key in ("questions", "proactive_rate", "accuracy", "not_attempted_rate"):
             record[f"bucket/{bucket}/{key}"] = row[key]

@@ -7,48 +7,7 @@ import json
 from typing import Any
 
 from proactive_rl.stages.eval.metrics import BUCKET_RANGES, BUCKETS
-
-# (key in a checkpoint's metrics, row title, format) for the main table of report.md
-METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("accuracy", "accuracy (correct / all)", "pct"),
-    ("accuracy_given_attempted", "accuracy given attempted", "pct"),
-    ("f_score", "F-score", "num"),
-    ("hallucination_rate", "hallucination rate (incorrect / all)", "pct"),
-    ("not_attempted_rate", "not attempted", "pct"),
-    ("truthfulness", "truthfulness (correct - incorrect)", "pct"),
-    ("proactive_rate", "proactive block", "pct"),
-    ("format_rate", "tag format ok (think + plain answer)", "pct"),
-    ("think_rate", "think block", "pct"),
-    ("malformed_rate", "malformed tags", "pct"),
-    ("truncated_rate", "truncated (max_new_tokens)", "pct"),
-    ("mean_reward", "mean reward", "num"),
-    ("mean_response_tokens", "mean response tokens", "int"),
-)
-
-
-def _fmt(value: Any, kind: str = "num") -> str:
-    if value is None:
-        return "–"
-    if kind == "pct":
-        return f"{100 * value:.1f}%"
-    if kind == "int":
-        return f"{value:.0f}"
-    return f"{value:.3f}"
-
-
-def _cell(checkpoint: dict[str, Any], key: str, kind: str, view: str = "") -> str:
-    """A metric with its 95% interval where the report has one: `25.0% [18.2, 31.9]`."""
-    value = checkpoint[f"metrics{view}"][key]
-    interval = checkpoint.get(f"intervals{view}", {}).get(key)
-    if interval is None:
-        return _fmt(value, kind)
-    low, high = (_fmt(v, kind).rstrip("%") for v in interval)
-    return f"{_fmt(value, kind)} [{low}, {high}]"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+from proactive_rl.stages.reports import METRIC_ROWS, cell, fmt, table
 
 
 def markdown(report: dict[str, Any], plots: list[str]) -> str:
@@ -59,6 +18,7 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
     out = [f"# Evaluation report `{report['name']}`", "", *summary(report), "", header(report), ""]
     out += acceptance_section(report["acceptance"])
     out += metrics_section(cks, labels, report["n"])
+    out += optimum_section(cks, labels, report)
     out += graders_section(cks, labels)
     out += judge_section(cks, labels, report["settings"]["eval"].get("judge"))
     out += risk_coverage_section(cks, labels)
@@ -200,15 +160,15 @@ def metrics_section(cks: list[dict[str, Any]], labels: list[str], n: int) -> lis
         "samples). Graded with the recipe's substring rule; the normalised grader is below.",
         "",
     ]
-    rows = [[title] + [_cell(c, k, kind) for c in cks] for k, title, kind in METRIC_ROWS]
-    return out + _table(["metric", *labels], rows)
+    rows = [[title] + [cell(c, k, kind) for c in cks] for k, title, kind in METRIC_ROWS]
+    return out + table(["metric", *labels], rows)
 
 
 def _bucket_rows(cks: list[dict[str, Any]], view: str) -> list[list[str]]:
     """Per difficulty bucket: each checkpoint's proactive rate (questions in the bucket)."""
     return [
         [f"{b} ({BUCKET_RANGES[b]})"]
-        + [f"{_fmt(c[view][b]['proactive_rate'], 'pct')} ({c[view][b]['questions']})" for c in cks]
+        + [f"{fmt(c[view][b]['proactive_rate'], 'pct')} ({c[view][b]['questions']})" for c in cks]
         for b in BUCKETS
     ]
 
@@ -224,8 +184,8 @@ def calibration_section(cks: list[dict[str, Any]], labels: list[str]) -> list[st
         "",
     ]
     rows = _bucket_rows(cks, "buckets")
-    rows.append(["hardest / easiest ratio"] + [_fmt(c["calibration"]["ratio"]) for c in cks])
-    return out + _table(["bucket", *labels], rows)
+    rows.append(["hardest / easiest ratio"] + [fmt(c["calibration"]["ratio"]) for c in cks])
+    return out + table(["bucket", *labels], rows)
 
 
 def categories_section(cks: list[dict[str, Any]], labels: list[str]) -> list[str]:
@@ -235,14 +195,14 @@ def categories_section(cks: list[dict[str, Any]], labels: list[str]) -> list[str
         return []
     out = ["", "## By question category", "", "Cells: accuracy / hallucination / proactive.", ""]
 
-    def cell(c: dict[str, Any], name: str) -> str:
+    def rates(c: dict[str, Any], name: str) -> str:
         if name not in c["categories"]:
             return "–"
         keys = ("accuracy", "hallucination_rate", "proactive_rate")
-        return " / ".join(_fmt(c["categories"][name][k], "pct") for k in keys)
+        return " / ".join(fmt(c["categories"][name][k], "pct") for k in keys)
 
-    rows = [[name] + [cell(c, name) for c in cks] for name in categories]
-    return out + _table(["category", *labels], rows)
+    rows = [[name] + [rates(c, name) for c in cks] for name in categories]
+    return out + table(["category", *labels], rows)
 
 
 def curve_section(curve: dict[str, Any] | None) -> list[str]:
@@ -256,16 +216,16 @@ def curve_section(curve: dict[str, Any] | None) -> list[str]:
     )
     return out + [
         f"{len(curve['steps'])} steps logged in logs/grpo/metrics.jsonl. Mean reward: first "
-        f"{w} steps {_fmt(curve['reward_first'])}, last {w} steps {_fmt(curve['reward_last'])}"
-        f"; proactive rate: {_fmt(curve['proactive_first'], 'pct')} -> "
-        f"{_fmt(curve['proactive_last'], 'pct')}{overlap}.",
+        f"{w} steps {fmt(curve['reward_first'])}, last {w} steps {fmt(curve['reward_last'])}"
+        f"; proactive rate: {fmt(curve['proactive_first'], 'pct')} -> "
+        f"{fmt(curve['proactive_last'], 'pct')}{overlap}.",
     ]
 
 
 def checkpoints_section(cks: list[dict[str, Any]]) -> list[str]:
     """Where each checkpoint came from and how long its evaluation took."""
     rows = [[c["label"], c["spec"], f"`{c['path']}`", f"{c['seconds']:.1f}"] for c in cks]
-    return ["", "## Checkpoints", "", *_table(["label", "spec", "path", "eval seconds"], rows)]
+    return ["", "## Checkpoints", "", *table(["label", "spec", "path", "eval seconds"], rows)]
 
 
 def _settings_json(settings: dict[str, Any]) -> str:
@@ -285,12 +245,62 @@ def base_difficulty_section(cks: list[dict[str, Any]], labels: list[str]) -> lis
     if not all("buckets_by_base" in c for c in cks):
         return []
     rows = _bucket_rows(cks, "buckets_by_base")
-    ratios = [_fmt(c["calibration_by_base"]["ratio"]) for c in cks]
+    ratios = [fmt(c["calibration_by_base"]["ratio"]) for c in cks]
     intro = (
         "The same, with difficulty from the base model's accuracy on each question: hedging "
         "where the base model fails and answering where it knows."
     )
-    return ["", intro, "", *_table(["bucket", *labels], [*rows, ["hardest / easiest", *ratios]])]
+    return ["", intro, "", *table(["bucket", *labels], [*rows, ["hardest / easiest", *ratios]])]
+
+
+def optimum_section(
+    cks: list[dict[str, Any]], labels: list[str], report: dict[str, Any]
+) -> list[str]:
+    """Each checkpoint against the best action of the reward it is scored with, at its own
+    answer accuracy per question (stages/eval/optimum.py)."""
+    if not all("optimum" in c for c in cks):
+        return []
+    eval_settings = report["settings"]["eval"]
+    reward = f"`{eval_settings.get('reward')}` {json.dumps(eval_settings.get('reward_kwargs'))}"
+    threshold = cks[0]["optimum"]["threshold"] if cks else None
+    where = (
+        "has no single accuracy threshold (each question is judged on its own)"
+        if threshold is None
+        else f"asks for an answer where the accuracy is at least {fmt(threshold, 'pct')}"
+    )
+    out = [
+        "",
+        "## Against the reward's own optimum",
+        "",
+        f"The reward {reward}, on groups of {report['n']}, {where}: computed by scoring "
+        "constructed groups with the reward itself. Each question is judged at the "
+        "checkpoint's own answer accuracy (the base model's where it never answers). A rational "
+        "hallucination is a wrong answer the reward asks for (answering was the best bet); a "
+        "mistaken one is where hedging was; a missed answer is a hedge where answering was.",
+        "",
+    ]
+    rows = [
+        [title] + [fmt(c["optimum"][key], kind) for c in cks] for key, title, kind in OPTIMUM_ROWS
+    ]
+    rows.append(
+        ["questions judged at own / base / no accuracy"]
+        + [
+            f"{c['optimum']['p_from_own']} / {c['optimum']['p_from_base']} / "
+            f"{c['optimum']['p_from_none']}"
+            for c in cks
+        ]
+    )
+    return out + table(["", *labels], rows)
+
+
+OPTIMUM_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("best_action_rate", "questions where the majority action is the best one", "pct"),
+    ("reward_earned", "expected reward of its actions", "num"),
+    ("reward_best", "expected reward of the best actions", "num"),
+    ("rational_hallucination_rate", "rational hallucinations (of all samples)", "pct"),
+    ("mistaken_hallucination_rate", "mistaken hallucinations (of all samples)", "pct"),
+    ("missed_answer_rate", "missed answers (of all samples)", "pct"),
+)
 
 
 def graders_section(cks: list[dict[str, Any]], labels: list[str]) -> list[str]:
@@ -309,8 +319,8 @@ def graders_section(cks: list[dict[str, Any]], labels: list[str]) -> list[str]:
     rows = []
     for key, title in GRADER_ROWS:
         for view, name in (("", "substring"), ("_normalised", "normalised")):
-            rows.append([f"{title} ({name})"] + [_cell(c, key, "pct", view) for c in cks])
-    return out + _table(["metric", *labels], rows)
+            rows.append([f"{title} ({name})"] + [cell(c, key, "pct", view) for c in cks])
+    return out + table(["metric", *labels], rows)
 
 
 def judge_section(cks: list[dict[str, Any]], labels: list[str], judge: str | None) -> list[str]:
@@ -328,7 +338,7 @@ def judge_section(cks: list[dict[str, Any]], labels: list[str], judge: str | Non
 
     def rate(c: dict[str, Any], key: str) -> str:
         metrics = c["judge"]["metrics"]
-        return _fmt(metrics[key], "pct") if metrics else "–"
+        return fmt(metrics[key], "pct") if metrics else "–"
 
     rows = [[title] + [rate(c, key) for c in cks] for key, title in GRADER_ROWS]
     rows += [
@@ -337,10 +347,10 @@ def judge_section(cks: list[dict[str, Any]], labels: list[str], judge: str | Non
             f"{c['judge']['agreement']['graded']} / {c['judge']['agreement']['unparsed']}"
             for c in cks
         ],
-        ["agreement"] + [_fmt(c["judge"]["agreement"]["agreement"], "pct") for c in cks],
-        ["Cohen's kappa"] + [_fmt(c["judge"]["agreement"]["kappa"]) for c in cks],
+        ["agreement"] + [fmt(c["judge"]["agreement"]["agreement"], "pct") for c in cks],
+        ["Cohen's kappa"] + [fmt(c["judge"]["agreement"]["kappa"]) for c in cks],
     ]
-    return out + _table(["metric", *labels], rows)
+    return out + table(["metric", *labels], rows)
 
 
 def risk_coverage_section(cks: list[dict[str, Any]], labels: list[str]) -> list[str]:
@@ -359,10 +369,10 @@ def risk_coverage_section(cks: list[dict[str, Any]], labels: list[str]) -> list[
         "",
     ]
     rows = [
-        ["curve area"] + [_fmt(c["risk_coverage"]["area"]) for c in cks],
+        ["curve area"] + [fmt(c["risk_coverage"]["area"]) for c in cks],
         ["attempted (coverage)"]
-        + [_fmt(c["risk_coverage"]["operating_point"]["coverage"], "pct") for c in cks],
+        + [fmt(c["risk_coverage"]["operating_point"]["coverage"], "pct") for c in cks],
         ["accuracy when attempting"]
-        + [_fmt(c["risk_coverage"]["operating_point"]["accuracy"], "pct") for c in cks],
+        + [fmt(c["risk_coverage"]["operating_point"]["accuracy"], "pct") for c in cks],
     ]
-    return out + _table(["", *labels], rows)
+    return out + table(["", *labels], rows)

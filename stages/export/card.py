@@ -1,8 +1,8 @@
 """The model card (README.md) of an exported model: what it is, how to load it, how it scored,
 what it was trained on and with which settings. Pure functions of what the run recorded.
 
-Eval's report.md (stages/eval/report.py) formats the same numbers; the rows and the cell format
-are repeated here (a stage does not import another) and kept the same: `25.0% [18.2, 31.9]`.
+Eval's report.md formats the same numbers through the same rows and cells (stages/reports.py),
+so a card and its run's report never disagree: `25.0% [18.2, 31.9]`.
 """
 
 from __future__ import annotations
@@ -11,18 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-# (key in a checkpoint's metrics, row title, format): the headline rows of eval's table
-METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("accuracy", "accuracy (correct / all)", "pct"),
-    ("accuracy_given_attempted", "accuracy given attempted", "pct"),
-    ("f_score", "F-score", "num"),
-    ("hallucination_rate", "hallucination rate (incorrect / all)", "pct"),
-    ("not_attempted_rate", "not attempted", "pct"),
-    ("truthfulness", "truthfulness (correct - incorrect)", "pct"),
-    ("proactive_rate", "proactive block", "pct"),
-    ("format_rate", "tag format ok (think + plain answer)", "pct"),
-    ("mean_reward", "mean reward", "num"),
-)
+from proactive_rl.stages.reports import METRIC_ROWS, cell, table
 
 
 @dataclass
@@ -111,34 +100,6 @@ def usage() -> list[str]:
     ]
 
 
-def _fmt(value: Any, kind: str) -> str:
-    if value is None:
-        return "–"
-    if kind == "pct":
-        return f"{100 * value:.1f}%"
-    return f"{value:.3f}"
-
-
-def cell(checkpoint: dict[str, Any], key: str, kind: str) -> str:
-    """A metric with its 95% interval where the report has one: `25.0% [18.2, 31.9]`.
-
-    >>> cell({"metrics": {"accuracy": 0.25}, "intervals": {"accuracy": [0.182, 0.319]}},
-    ...      "accuracy", "pct")
-    '25.0% [18.2, 31.9]'
-    """
-    value = checkpoint.get("metrics", {}).get(key)
-    interval = checkpoint.get("intervals", {}).get(key)
-    if value is None or interval is None:
-        return _fmt(value, kind)
-    low, high = (_fmt(v, kind).rstrip("%") for v in interval)
-    return f"{_fmt(value, kind)} [{low}, {high}]"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(r) + " |" for r in rows]
-
-
 def evaluation_section(reports: dict[str, Any], label: str) -> list[str]:
     """Each report's metric x checkpoint table, this model's column marked."""
     out = ["## Evaluation", ""]
@@ -173,7 +134,7 @@ def report_table(name: str, report: dict[str, Any], label: str) -> list[str]:
         ],
     ]
     rows = [[title] + [cell(c, key, kind) for c in checkpoints] for key, title, kind in METRIC_ROWS]
-    out += _table(header, rows)
+    out += table(header, rows)
     checks = report.get("acceptance", [])
     if checks:
         out += ["", "Acceptance checks of the report:", ""]

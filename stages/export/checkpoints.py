@@ -4,7 +4,7 @@ Specs are eval's (final, policy:N, sft, sft:N) plus the folder names a listing s
 (step_000003, policies/step_000003, epoch_000001, sft/epoch_000001) and `latest`. Only
 published folders (with STABLE.json) count; anything else is a UserError that lists what the
 run has. (Eval resolves its specs in stages/eval/checkpoints.py; a stage does not import
-another, so the few rules needed here are repeated, with the same names.)
+another, so the few rules needed here are repeated; the names come from stages/reports.py.)
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.paths import EPOCH_RE, STEP_RE, RunPaths
 from proactive_rl.shared.publish import published
+from proactive_rl.stages.reports import policy_label, sft_label
 
 VALID = (
     "final, latest, policy:N, sft, sft:N, or a folder name: step_000003, policies/step_000003, "
@@ -37,7 +38,7 @@ class Chosen:
     @property
     def label(self) -> str:
         """The name eval's report gives the same checkpoint (policy_3, sft_epoch_1)."""
-        return f"policy_{self.number}" if self.kind == "policy" else f"sft_epoch_{self.number}"
+        return policy_label(self.number) if self.kind == "policy" else sft_label(self.number)
 
 
 def check_run_dir(run_dir: Path) -> None:

@@ -18,7 +18,9 @@ from proactive_rl.shared.publish import (
     staging_dir,
     verify,
 )
+from proactive_rl.shared.rewards import proactive_reward
 from proactive_rl.stages.eval.checkpoints import resolve_checkpoints
+from proactive_rl.stages.eval.optimum import action_table
 from tests.conftest import REPO, proactive, start
 
 N = 2
@@ -114,6 +116,9 @@ def test_report_compares_every_named_checkpoint(compared):
     for key in ("settings", "seeds", "seconds", "checkpoints", "training", "acceptance"):
         assert key in report
     assert report["questions"] == TEST_QUESTIONS and report["n"] == N
+    eval_settings = report["settings"]["eval"]
+    assert (eval_settings["reward"], eval_settings["reward_kwargs"]) == ("proactive", {"beta": 0.5})
+    threshold = action_table(proactive_reward, {"beta": 0.5}, N).threshold()
     assert [c["label"] for c in report["checkpoints"]] == LABELS
     assert [c["spec"] for c in report["checkpoints"]] == ["base"] + ["sft:all"] * 2 + [
         "rl:epochs"
@@ -135,6 +140,15 @@ def test_report_compares_every_named_checkpoint(compared):
             "easiest_proactive_rate",
             "ratio",
         }
+        # against the reward's own optimum: the training reward (proactive, beta 0.5) at n
+        optimum = entry["optimum"]
+        assert optimum["threshold"] == pytest.approx(threshold)
+        assert optimum["rational_hallucination_rate"] + optimum[
+            "mistaken_hallucination_rate"
+        ] == pytest.approx(m["hallucination_rate"])
+        counts = ("p_from_own", "p_from_base", "p_from_none")
+        assert sum(optimum[k] for k in counts) == optimum["questions"] == TEST_QUESTIONS
+        assert optimum["reward_earned"] <= optimum["reward_best"] + 1e-12
     curve = report["training"]["curve"]
     assert curve["steps"] == [0, 1] and len(curve["reward_mean"]) == 2
     assert isinstance(curve["reward_improved"], bool)
@@ -158,6 +172,7 @@ def test_markdown_samples_plots_and_metrics_log(compared):
     for label in LABELS:
         assert label in text
     assert "## Acceptance" in text and "hardest" in text and "RL training curve" in text
+    assert "## Against the reward's own optimum" in text and "rational hallucinations" in text
     rows = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
     assert len(rows) == TEST_QUESTIONS * N * len(LABELS)
     assert {r["checkpoint"] for r in rows} == set(LABELS)
@@ -171,6 +186,7 @@ def test_markdown_samples_plots_and_metrics_log(compared):
     logged = [m for m in read_metrics(paths.logs("eval")) if m["report"] == "all"]
     assert [m["checkpoint"] for m in logged] == LABELS
     assert all(0.0 <= m["eval/accuracy"] <= 1.0 for m in logged)
+    assert all(0.0 <= m["optimum/best_action_rate"] <= 1.0 for m in logged)
 
 
 def test_default_compares_base_sft_and_final(run):

@@ -1,24 +1,35 @@
-"""The model card repeats eval's headline rows and cell format (a stage does not import another
-stage): this keeps the copy equal to eval's, so a card and its run's report.md never disagree."""
+"""The model card and eval's report.md show a report's metric table alike (both format through
+stages/reports.py): the same rows, the same cells with intervals, the exported model's column
+marked on the card."""
 
 from __future__ import annotations
 
-import pytest
-
 from proactive_rl.stages.eval import report as eval_report
 from proactive_rl.stages.export import card
+from proactive_rl.stages.reports import METRIC_ROWS
 
 
-def test_card_rows_are_eval_rows_with_the_same_titles_and_formats():
-    eval_rows = {key: (title, kind) for key, title, kind in eval_report.METRIC_ROWS}
-    for key, title, kind in card.METRIC_ROWS:
-        assert eval_rows.get(key) == (title, kind), key
+def _checkpoint(label: str, scale: float) -> dict:
+    metrics = {key: scale * (i + 1) / 20 for i, (key, _, _) in enumerate(METRIC_ROWS)}
+    intervals = {key: [v * 0.9, v * 1.1] for key, v in list(metrics.items())[:6]}  # some only
+    return {"label": label, "metrics": metrics, "intervals": intervals}
 
 
-@pytest.mark.parametrize("key", [key for key, _, _ in card.METRIC_ROWS])
-def test_card_cells_read_as_the_reports(key):
-    kind = dict((k, kd) for k, _, kd in card.METRIC_ROWS)[key]
-    with_interval = {"metrics": {key: 0.25}, "intervals": {key: [0.182, 0.319]}}
-    without = {"metrics": {key: -0.5}}
-    for checkpoint in (with_interval, without):
-        assert card.cell(checkpoint, key, kind) == eval_report._cell(checkpoint, key, kind)
+def _rows(lines: list[str]) -> dict[str, list[str]]:
+    """A markdown table's rows by their first cell: the other cells."""
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines if "|" in line]
+    return {c[0]: c[1:] for c in cells if c and not c[0].startswith("---")}
+
+
+def test_card_table_equals_report_md_table():
+    checkpoints = [_checkpoint("base", 0.5), _checkpoint("policy_3", 1.0)]
+    report = {"split": "test", "questions": 4, "n": 2, "checkpoints": checkpoints, "settings": {}}
+    on_card = _rows(card.report_table("report", report, "policy_3"))
+    in_report = _rows(eval_report.metrics_section(checkpoints, ["base", "policy_3"], 2))
+    for _, title, _ in METRIC_ROWS:
+        assert on_card[title] == in_report[title], title
+    assert on_card[METRIC_ROWS[0][1]][1].startswith("5.0% [4.5, 5.5]")
+    header = next(
+        line for line in card.report_table("report", report, "policy_3") if "metric" in line
+    )
+    assert "**policy_3 (this model)**" in header
