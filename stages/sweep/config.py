@@ -9,6 +9,7 @@ warm-up, false starts RL from the base model (the recipe's "without SFT" baselin
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,8 @@ AXES: dict[str, tuple[str, ...]] = {
     "beta": ("rollout.reward_kwargs.beta", "eval.reward_kwargs.beta"),
     "n": ("grpo.n",),
     "reward": ("rollout.reward", "eval.reward"),
+    # ternary's value of a hedge (reward_kwargs.abstain), training's and eval's
+    "abstain": ("rollout.reward_kwargs.abstain", "eval.reward_kwargs.abstain"),
     "rl_epochs": ("grpo.epochs",),
     # every stage that draws random numbers: one value, each stage deriving its draws from it
     "seed": ("prep.seed", "sft.seed", "rollout.seed", "grpo.seed", "eval.seed"),
@@ -39,6 +42,7 @@ NAME_PARTS: tuple[tuple[str, str], ...] = (
     ("beta", "beta"),
     ("n", "n"),
     ("reward", ""),
+    ("abstain", "abstain"),
     ("rl_epochs", "rlep"),
     ("seed", "seed"),
 )
@@ -57,10 +61,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
 class SweepConfig(StageConfig):
     name: str = Field(
         "sweep",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        pattern=NAME.pattern,
         description="The sweep's folder: <checkpoints>/sweeps/<name> (runs, shared SFT, report).",
     )
     preset: Literal["sft_samples", "with_without_sft", "beta", "recipe"] | None = Field(
@@ -96,6 +103,38 @@ class SweepConfig(StageConfig):
     jobs: int = Field(1, ge=1, description="Runs at the same time (each is a rollout + grpo pair).")
     data_dir: Path = Field(Path("data"), description="Data volume holding the inputs (sample/).")
     checkpoints_dir: Path = Field(Path("checkpoints"), description="Checkpoints volume.")
+
+    eval_checkpoints: list[str] = Field(
+        default_factory=lambda: ["final"],
+        description="What each run's eval compares (eval's checkpoint specs): the final policy "
+        "alone, or e.g. [base, sft, final] for the learning goals and the reward-optimum "
+        "yardstick's base accuracy in every run's report (sft and base then name the shared "
+        "SFT epoch the run started from and its base model).",
+    )
+    eval_sets: dict[str, Path] = Field(
+        default_factory=dict,
+        description="Question sets of another kind every run is also evaluated on, never "
+        "trained on: name -> an RL questions file (the users' JSONL or a SimpleQA CSV), e.g. "
+        "{nq-open = '../shared/data/nq-open/nq_open_eval_1000.jsonl'}. Each is prepared once "
+        "(<data>/sweeps/<name>/set-<set>), graded whole into each run's eval/<set>/ with the "
+        "same checkpoints, and reported beside the held-out split.",
+    )
+    eval_set_rows: int | None = Field(
+        None, ge=1, description="Only the first N questions of each eval set (null: all)."
+    )
+
+    @field_validator("eval_sets")
+    @classmethod
+    def _set_names(cls, value: dict[str, Path]) -> dict[str, Path]:
+        for name, path in value.items():
+            if not NAME.match(name) or name == "report":
+                raise ValueError(
+                    f"eval set name {name!r}: letters, digits, '_', '.', '-' (not 'report', the "
+                    "held-out split's report)"
+                )
+            if not Path(path).expanduser().is_file():
+                raise ValueError(f"eval set {name!r}: {path} is not a file")
+        return value
 
     @field_validator("settings")
     @classmethod

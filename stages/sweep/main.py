@@ -12,6 +12,7 @@ or as its container), shared prefixes done once, finished work not redone, one c
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -35,7 +36,7 @@ from proactive_rl.shared.paths import EPOCH_RE, RunPaths
 from proactive_rl.shared.publish import is_stable, published, read_json, write_json_atomic
 from proactive_rl.stages.common import config_options
 from proactive_rl.stages.sweep.config import SweepConfig
-from proactive_rl.stages.sweep.plan import Prefix, Run, plan
+from proactive_rl.stages.sweep.plan import Prefix, Run, eval_sets, plan
 
 logger = logging.getLogger(__name__)
 
@@ -98,13 +99,14 @@ def run(config: SweepConfig, dry_run: bool = False) -> None:
         return
     root.mkdir(parents=True, exist_ok=True)
     state = Ledger(root / "sweep.json", config)
+    sets = eval_sets(config)
     if config.launcher == "compose":
-        prepare_compose(config, root, shared.preps)
-    for prep in shared.preps:
+        prepare_compose(config, root, [*shared.preps, *sets.values()])
+    for prep in [*shared.preps, *sets.values()]:
         prep_step(config, state, prep)
     sft_tasks = [partial(sft_step, config, state, s, shared.sft_data[s.key]) for s in shared.sfts]
     _each(config.jobs, sft_tasks)
-    _each(config.jobs, [partial(rl_steps, config, state, r) for r in runs])
+    _each(config.jobs, [partial(rl_steps, config, state, r, sets) for r in runs])
 
     from proactive_rl.stages.sweep.report import write_report
 
@@ -130,6 +132,8 @@ def echo_plan(config: SweepConfig, runs: list[Run]) -> None:
     for r in runs:
         sft = r.sft.folder if r.sft else f"none (RL from {config.base_model})"
         click.echo(f"{r.name}: data {r.data.folder}, SFT {sft}, RL {r.folder}")
+    for name, data in eval_sets(config).items():
+        click.echo(f"eval set {name}: {config.eval_sets[name]} -> data {data.folder}")
 
 
 def prepare_compose(config: SweepConfig, root: Path, preps: list[Prefix]) -> None:
@@ -154,6 +158,12 @@ def check_launcher(config: SweepConfig) -> None:
             raise UserError(
                 f"launcher=compose: {field} must be ./{mount} or a folder under it (the "
                 f"containers mount only ./data and ./checkpoints), got {folder}"
+            )
+    for name, path in config.eval_sets.items():
+        if path.is_absolute() or path.parts[:1] != ("data",):
+            raise UserError(
+                f"launcher=compose: eval set {name!r} ({path}) must be a file under ./data (the "
+                "containers mount only ./data and ./checkpoints); copy it there"
             )
     compose_command()  # refuses here, before any work, when there is no compose
 
@@ -238,23 +248,36 @@ def last_epoch(sft_folder: Path) -> Path:
     return epochs[-1][1]
 
 
-def rl_steps(config: SweepConfig, state: Ledger, run: Run) -> None:
-    if state.done(run.name) and is_stable(RunPaths(run.folder).eval_dir("report")):
+def rl_steps(config: SweepConfig, state: Ledger, run: Run, sets: dict[str, Prefix]) -> None:
+    """A run's RL and its evaluation on the held-out split, then on every eval set; each
+    finished part is kept (an eval set added later is all a rerun does)."""
+    paths = RunPaths(run.folder)
+    # a run without SFT has no SFT epoch to compare
+    specs = [c for c in config.eval_checkpoints if run.sft or not c.startswith("sft")]
+    checkpoints = f"checkpoints={json.dumps(specs)}"
+    if state.done(run.name) and is_stable(paths.eval_dir("report")):
         logger.info("%s: done earlier, kept", run.name)
-        return
-    start = last_epoch(run.sft.folder) if run.sft else config.base_model
-    dirs = ["--data-dir", str(run.data.folder), "--run-dir", str(run.folder), "--resume"]
-    grpo = [*dirs, *_sets((f"init_model={start}", *run.overrides["grpo"]))]
-    rollout = [*dirs, *_sets(run.overrides["rollout"])]
-    with ThreadPoolExecutor(2) as pool:  # the two workers run side by side
-        futures = [
-            pool.submit(_launch, config, "grpo", grpo, f"{run.name}-grpo"),
-            pool.submit(_launch, config, "rollout", rollout, f"{run.name}-rollout"),
-        ]
-        seconds = max(f.result() for f in futures)
-    evals = [*run.overrides["eval"], "checkpoints=final", "name=report"]
-    seconds += _launch(config, "eval", [*dirs, *_sets(evals)], f"{run.name}-eval")
-    state.finish(run.name, seconds)
+    else:
+        start = last_epoch(run.sft.folder) if run.sft else config.base_model
+        dirs = ["--data-dir", str(run.data.folder), "--run-dir", str(run.folder), "--resume"]
+        grpo = [*dirs, *_sets((f"init_model={start}", *run.overrides["grpo"]))]
+        rollout = [*dirs, *_sets(run.overrides["rollout"])]
+        with ThreadPoolExecutor(2) as pool:  # the two workers run side by side
+            futures = [
+                pool.submit(_launch, config, "grpo", grpo, f"{run.name}-grpo"),
+                pool.submit(_launch, config, "rollout", rollout, f"{run.name}-rollout"),
+            ]
+            seconds = max(f.result() for f in futures)
+        evals = [*run.overrides["eval"], checkpoints, "name=report"]
+        seconds += _launch(config, "eval", [*dirs, *_sets(evals)], f"{run.name}-eval")
+        state.finish(run.name, seconds)
+    for name, data in sets.items():
+        step = f"{run.name}-eval-{name}"
+        if state.done(step) and is_stable(paths.eval_dir(name)):
+            continue
+        dirs = ["--data-dir", str(data.folder), "--run-dir", str(run.folder), "--resume"]
+        evals = [*run.overrides["eval"], checkpoints, f"name={name}", "split=all"]
+        state.finish(step, _launch(config, "eval", [*dirs, *_sets(evals)], step))
 
 
 def _sets(overrides: Iterable[str]) -> list[str]:

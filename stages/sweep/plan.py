@@ -149,3 +149,27 @@ def plan(config: SweepConfig) -> list[Run]:
         rl = {stage: tuple(overrides[stage]) for stage in RL_STAGES}
         runs.append(Run(name, point, data, sft, root / name, rl))
     return runs
+
+
+# prep settings an eval set keeps from the sweep's: the prompt the policies were trained with
+PROMPT_SETTINGS = ("system_prompt=", "data_source=")
+
+
+def eval_sets(config: SweepConfig) -> dict[str, Prefix]:
+    """Each eval set as a prep of its questions file into a data folder of its own, graded
+    whole (one test row, split=all) with the training prompt."""
+    data_root = config.data_dir / "sweeps" / config.name
+    sample = config.data_dir / "sample"
+    kept = [o for o in config.settings.get("prep", []) if o.startswith(PROMPT_SETTINGS)]
+    limit = [f"rl_source_limits=[{config.eval_set_rows}]"] if config.eval_set_rows else []
+    out: dict[str, Prefix] = {}
+    for name, path in config.eval_sets.items():
+        overrides = (
+            f"rl_source={path}",
+            f"sft_source={sample / 'sft.jsonl'}",
+            "test_rows=1",
+            *limit,
+            *kept,
+        )
+        out[name] = Prefix(name, data_root / f"set-{name}", overrides)
+    return out

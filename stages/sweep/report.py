@@ -23,8 +23,27 @@ RATES: tuple[tuple[str, str], ...] = (
 )
 
 
-def _eval(folder: Path) -> dict[str, Any]:
-    return read_json(RunPaths(folder).eval_report("report"))
+# The learning goals of eval's acceptance checks (stages/eval/acceptance.py), by id.
+GOALS: tuple[tuple[str, str], ...] = (
+    ("goal_hallucination", "hallucination <= 10%"),
+    ("goal_accuracy_kept", "accuracy >= 80% of base"),
+    ("goal_truthfulness", "truthfulness >= 0"),
+    ("goal_hedges_where_base_fails", "hedges where base fails"),
+)
+
+
+def _eval(folder: Path, name: str = "report") -> dict[str, Any]:
+    return read_json(RunPaths(folder).eval_report(name))
+
+
+def _judged(report: dict[str, Any]) -> dict[str, Any]:
+    """A report's final checkpoint, size and goals: what a table row of it shows."""
+    return {
+        "final": _entry(report["checkpoints"][-1]),
+        "questions": report["questions"],
+        "n": report["n"],
+        "goals": {c["id"]: c["passed"] for c in report.get("acceptance", [])},
+    }
 
 
 def _pct(value: float | None, interval: list[float] | None = None) -> str:
@@ -36,7 +55,14 @@ def _pct(value: float | None, interval: list[float] | None = None) -> str:
 
 
 def _entry(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    keep = ("label", "metrics", "intervals", "metrics_normalised", "intervals_normalised")
+    keep = (
+        "label",
+        "metrics",
+        "intervals",
+        "metrics_normalised",
+        "intervals_normalised",
+        "optimum",
+    )
     out = {k: checkpoint[k] for k in keep if k in checkpoint}
     out["calibration"] = checkpoint["calibration"]
     out["risk_coverage_area"] = checkpoint.get("risk_coverage", {}).get("area")
@@ -68,14 +94,18 @@ class RunRow(TypedDict):
     rl_steps: int
     seeds: dict[str, Any]
     seconds: float | None
+    goals: dict[str, bool | None]
+    sets: dict[str, dict[str, Any]]  # eval set -> its report's final entry, size and goals
 
 
-def collect(runs: list[Run], steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def collect(
+    runs: list[Run], steps: dict[str, dict[str, Any]], sets: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Every number of the report, read from the runs' own eval reports."""
     references: dict[str, Reference] = {}
     rows: list[RunRow] = []
     for run in runs:
-        rows.append(run_row(run, steps))
+        rows.append(run_row(run, steps, sets))
         if run.sft is not None:
             references[run.sft.folder.name] = reference(run, run.sft, steps)
     return {"runs": rows, "references": references}
@@ -96,8 +126,9 @@ def reference(run: Run, sft: Prefix, steps: dict[str, dict[str, Any]]) -> Refere
     }
 
 
-def run_row(run: Run, steps: dict[str, dict[str, Any]]) -> RunRow:
-    """A run's final policy (its eval report's last checkpoint) and its training curve."""
+def run_row(run: Run, steps: dict[str, dict[str, Any]], sets: tuple[str, ...] = ()) -> RunRow:
+    """A run's final policy (its eval report's last checkpoint), its training curve and its
+    final policy on every eval set."""
     report = _eval(run.folder)
     curve = report["training"]["curve"] or {}
     return {
@@ -105,9 +136,8 @@ def run_row(run: Run, steps: dict[str, dict[str, Any]]) -> RunRow:
         "axes": run.axes,
         "folder": str(run.folder),
         "sft": run.sft.folder.name if run.sft is not None else None,
-        "final": _entry(report["checkpoints"][-1]),
-        "questions": report["questions"],
-        "n": report["n"],
+        **_judged(report),
+        "sets": {name: _judged(_eval(run.folder, name)) for name in sets},
         "reward_first": curve.get("reward_first"),
         "reward_last": curve.get("reward_last"),
         "rl_steps": len(curve.get("steps", [])),
@@ -122,6 +152,9 @@ def markdown(config: SweepConfig, data: dict[str, Any]) -> str:
         f"# Sweep `{config.name}`",
         "",
         *runs_table(runs),
+        *goals_table(runs),
+        *optimum_table(runs),
+        *[line for name in config.eval_sets for line in set_section(name, runs)],
         *references_table(data["references"]),
         "",
         "## Runs",
@@ -166,6 +199,76 @@ def run_cells(row: RunRow) -> list[str]:
     cells.append(", ".join(f"{k} {v}" for k, v in row["seeds"].items()))
     cells.append(_seconds(row["seconds"]))
     return cells
+
+
+def set_section(name: str, runs: list[RunRow]) -> list[str]:
+    """The final policies on an eval set: rates, goals and the optimum yardstick."""
+    rows = [{**r, **r["sets"][name]} for r in runs]
+    first = rows[0]
+    return [
+        "",
+        f"## On `{name}`: questions of another kind, never trained on",
+        "",
+        f"{first['questions']} questions x n={first['n']}, the same checkpoints and reward.",
+        "",
+        "| run | "
+        + " | ".join(title for _, title in RATES)
+        + " | accuracy (normalised) | hardest / easiest proactive |",
+        "|" + "---|" * (len(RATES) + 3),
+        *[
+            f"| {row['name']} | " + " | ".join(run_cells(row)[: len(RATES) + 2]) + " |"
+            for row in rows
+        ],
+        *goals_table(rows),
+        *optimum_table(rows),
+    ]
+
+
+def goals_table(runs: list[RunRow]) -> list[str]:
+    """Eval's learning goals per run, where its report compared against the base model."""
+    if not any(r["goals"].get(goal) is not None for r in runs for goal, _ in GOALS):
+        return []
+    mark = {True: "PASS", False: "fail", None: "–"}
+    return [
+        "",
+        "| run (learning goals vs the base model) | " + " | ".join(t for _, t in GOALS) + " |",
+        "|" + "---|" * (len(GOALS) + 1),
+        *[
+            f"| {r['name']} | " + " | ".join(mark[r["goals"].get(g)] for g, _ in GOALS) + " |"
+            for r in runs
+        ],
+    ]
+
+
+def optimum_table(runs: list[RunRow]) -> list[str]:
+    """Each final policy against the best actions of the reward it trained with (eval's
+    optimum yardstick): the reward's fault or the training's."""
+    judged = [r for r in runs if "optimum" in r["final"]]
+    if not judged:
+        return []
+    lines = [
+        "",
+        "## Against each reward's own optimum",
+        "",
+        "At the policy's own answer accuracy per question: where its reward asks for an answer, "
+        "the share of questions whose majority action is the best one, the expected reward it "
+        "earns against the best actions', and its wrong answers split into rational (answering "
+        "was the reward's best bet) and mistaken (hedging was); docs/eval.md.",
+        "",
+        "| run | reward asks for an answer from | best action | reward earned / best | "
+        "rational hallucinations | mistaken hallucinations | missed answers |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in judged:
+        o = row["final"]["optimum"]
+        earned, best = o["reward_earned"], o["reward_best"]
+        lines.append(
+            f"| {row['name']} | {_pct(o['threshold'])} | {_pct(o['best_action_rate'])} | "
+            + ("–" if earned is None else f"{earned:.3f} / {best:.3f}")
+            + f" | {_pct(o['rational_hallucination_rate'])} | "
+            f"{_pct(o['mistaken_hallucination_rate'])} | {_pct(o['missed_answer_rate'])} |"
+        )
+    return lines
 
 
 def references_table(references: dict[str, Reference]) -> list[str]:
@@ -238,7 +341,8 @@ def plot(data: dict[str, Any], path: Path) -> None:
 def write_report(
     config: SweepConfig, runs: list[Run], steps: dict[str, dict[str, Any]], folder: Path
 ) -> None:
-    data = {"name": config.name, "created": time.time(), **collect(runs, steps)}
+    sets = tuple(config.eval_sets)
+    data = {"name": config.name, "created": time.time(), **collect(runs, steps, sets)}
     with staged(folder, {"runs": len(runs)}) as tmp:
         write_json_atomic(tmp / "report.json", data)
         (tmp / "report.md").write_text(markdown(config, data))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +24,12 @@ rollout = ["sampling.max_new_tokens=8", "backend=transformers"]
 eval = ["n=2", "sampling.max_new_tokens=8", "backend=transformers", "plots=false",
         "bootstrap_resamples=200"]
 """
+# every run also graded on questions of another kind, base and SFT beside the final policy
+SETS = """
+eval_checkpoints = ["base", "sft", "final"]
+eval_sets = {{nq = "{nq}"}}
+eval_set_rows = 3
+"""
 RUNS = [
     "sft25_rl_beta0.5",
     "sft50_rl_beta0.5",
@@ -34,8 +41,25 @@ RUNS = [
 
 
 @pytest.mark.slow
+def nq_file(path):
+    """Three NQ-open-shaped questions (the users' RL JSONL; one with aliases) and one more that
+    eval_set_rows leaves out."""
+    rows = [("Who sang test song 1?", "A1"), ("When was test 2?", '["1999", "in 1999"]')]
+    rows += [("Where is test 3?", "Paris"), ("Left out?", "no")]
+    lines = [
+        json.dumps({"id": i, "messages": [{"role": "user", "content": q},
+                    {"role": "assistant", "content": a}], "sub_category": "nq_open"})
+        for i, (q, a) in enumerate(rows)
+    ]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def test_the_recipe_experiments_in_one_command(workdir, tiny_model):
-    (workdir / "small.toml").write_text(SMALL.format(model=tiny_model))
+    nq = nq_file(workdir / "data" / "nq.jsonl")
+    (workdir / "small.toml").write_text(
+        SETS.format(nq=nq.relative_to(workdir)) + SMALL.format(model=tiny_model)
+    )
     proactive("sweep", "--preset", "recipe", "--config", "small.toml", cwd=workdir, timeout=1200)
 
     root = workdir / "checkpoints" / "sweeps" / "recipe"
@@ -56,8 +80,28 @@ def test_the_recipe_experiments_in_one_command(workdir, tiny_model):
     assert all(name in markdown for name in RUNS) and "comparison.png" in markdown
     assert (root / "report" / "comparison.png").stat().st_size > 0
 
+    # base and SFT beside the final policy: the shared SFT's epoch and its base model, so the
+    # goals and the optimum yardstick have the base's numbers in every run's report
+    for name in RUNS:
+        for set_name in ("report", "nq"):
+            entries = json.loads((root / name / "eval" / set_name / "report.json").read_text())
+            entries = entries["checkpoints"]
+            kinds = ["base", "policy"] if name.startswith("nosft") else ["base", "sft", "policy"]
+            assert [c["kind"] for c in entries] == kinds, (name, set_name)
+            assert entries[0]["path"] == str(tiny_model)
+    sft_entry = json.loads(
+        (root / "sft50_rl_beta0.3" / "eval" / "report" / "report.json").read_text()
+    )
+    assert Path(sft_entry["checkpoints"][1]["path"]).parent.parent.name.startswith("sft-")
+    for row in report["runs"]:
+        assert row["goals"]["goal_hallucination"] in (True, False)
+        nq_row = row["sets"]["nq"]
+        assert nq_row["questions"] == 3 and nq_row["final"]["optimum"]["questions"] == 3
+    assert "## On `nq`" in markdown and "## Against each reward's own optimum" in markdown
+
     # an interrupted run: only it is redone; the others and the shared SFTs are kept
     shutil.rmtree(root / "sft50_rl_beta0.7" / "eval")
+    shutil.rmtree(root / "sft50_rl_beta0.3" / "eval" / "nq")  # only its NQ grading is redone
     ledger = json.loads((root / "sweep.json").read_text())
     del ledger["steps"]["sft50_rl_beta0.7"]
     (root / "sweep.json").write_text(json.dumps(ledger))
@@ -65,6 +109,8 @@ def test_the_recipe_experiments_in_one_command(workdir, tiny_model):
     again = proactive("sweep", "--preset", "recipe", "--config", "small.toml", cwd=workdir)
     out = again.stdout + again.stderr
     assert "sft50_rl_beta0.3: done earlier, kept" in out
+    assert "sft50_rl_beta0.3-eval-nq: done" in out
+    assert (root / "sft50_rl_beta0.3" / "eval" / "nq" / "STABLE.json").is_file()
     assert "sft50_rl_beta0.7-eval: done" in out
     assert (root / "logs" / "sft50_rl_beta0.3-grpo.log").stat().st_mtime == kept
     assert (root / "sft50_rl_beta0.7" / "eval" / "report" / "STABLE.json").is_file()

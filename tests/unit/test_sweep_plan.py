@@ -67,6 +67,30 @@ def test_settings_axes_and_verl_keys_reach_their_stages() -> None:
     assert runs[0].data.folder.parts[:3] == ("data", "sweeps", "sweep")
 
 
+def test_the_five_rewards_grid_names_its_runs_and_scores_each_with_its_own_reward() -> None:
+    """Issue 23's head-to-head: proactive at two betas, proactive_strict, ternary, and ternary
+    with a positive abstention value, as a union of grids over one SFT."""
+    grids = [
+        {"reward": ["proactive"], "beta": [0.3, 0.5]},
+        {"reward": ["proactive_strict"], "beta": [0.3]},
+        {"reward": ["ternary"]},
+        {"reward": ["ternary"], "abstain": [0.1]},
+    ]
+    runs = plan(SweepConfig(grids=grids))
+    assert [r.name for r in runs] == [
+        "sft_rl_beta0.3_proactive",
+        "sft_rl_beta0.5_proactive",
+        "sft_rl_beta0.3_proactive_strict",
+        "sft_rl_ternary",
+        "sft_rl_ternary_abstain0.1",
+    ]
+    assert len({r.sft.key for r in runs if r.sft}) == 1  # one SFT for all five
+    last = runs[-1].overrides
+    for stage in ("rollout", "eval"):  # trained and scored with the same reward
+        assert "reward=ternary" in last[stage] and "reward_kwargs.abstain=0.1" in last[stage]
+    assert not any("abstain" in o for o in runs[-1].overrides["grpo"])
+
+
 def test_unknown_axes_stages_and_compose_folders_are_refused() -> None:
     with pytest.raises(UserError, match="unknown sweep axis 'bta'"):
         plan(SweepConfig(grids=[{"bta": [0.1]}]))
