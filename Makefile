@@ -16,7 +16,7 @@ export PATH := /usr/bin:/usr/sbin:$(PATH)
 export FLAVOR
 
 .PHONY: help install test test-fast test-vllm test-verl lint build-images push-images smoke demo sweep bench \
-	bench-learning gpu-check k8s-render k8s-validate clean
+	bench-learning bench-rewards gpu-check k8s-render k8s-validate clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -94,8 +94,11 @@ SWEEP_ARGS ?= --preset recipe
 sweep: $(VENV)/.installed ## Run a grid of experiments + a comparison report (SWEEP_ARGS; docs/sweeps.md)
 	$(VENV)/bin/proactive sweep $(SWEEP_ARGS)
 
-bench-learning: $(VENV)/.installed ## SmolLM2-135M: SFT -> GRPO -> eval on 200 held-out questions on CPU (~35-45 min), report in checkpoints/bench-learning
+bench-learning: $(VENV)/.installed ## SmolLM2-135M: SFT -> GRPO -> eval on 200 held-out + 200 NQ-open questions on CPU, report in checkpoints/bench-learning
 	scripts/bench_learning.sh
+
+bench-rewards: $(VENV)/.installed ## Five rewards head to head, each as bench-learning (resumable sweep, hours on CPU), report in checkpoints/sweeps/bench-rewards
+	scripts/bench_rewards.sh $(BENCH_REWARDS_ARGS)
 
 # Needs a CUDA GPU and the CUDA lock from PyPI (or PIP_FIND_LINKS=.build/cuda/wheelhouse
 # PIP_NO_INDEX=1 after `FLAVOR=cuda scripts/wheelhouse.sh`); no Docker, no model download.

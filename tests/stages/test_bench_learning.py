@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from tests.conftest import REPO
 
@@ -37,6 +38,19 @@ def simpleqa_csv(path: Path, rows: int) -> Path:
     return path
 
 
+def nq_open_jsonl(path: Path, rows: int) -> Path:
+    """NQ-open's format: the users' RL JSONL, several accepted answers as a JSON list."""
+    with path.open("w") as fh:
+        for i in range(rows):
+            answer = json.dumps([f"N{i}", f"Nick {i}"]) if i % 2 else f"N{i}"
+            messages = [
+                {"role": "user", "content": f"Who wrote test song {i}?"},
+                {"role": "assistant", "content": answer},
+            ]
+            fh.write(json.dumps({"id": i, "messages": messages, "sub_category": "nq_open"}) + "\n")
+    return path
+
+
 @pytest.mark.slow
 def test_bench_learning_runs_and_reports_the_goals(tmp_path):
     run = tmp_path / "bench"
@@ -44,6 +58,8 @@ def test_bench_learning_runs_and_reports_the_goals(tmp_path):
         **os.environ,
         "BENCH_RUN": str(run),
         "SIMPLEQA_CSV": str(simpleqa_csv(tmp_path / "simpleqa.csv", 30)),
+        "NQ_OPEN": str(nq_open_jsonl(tmp_path / "nq.jsonl", 10)),
+        "NQ_ROWS": "6",
         "PROACTIVE": str(Path(sys.executable).parent / "proactive"),
         "BASE_MODEL": "builtin:tiny",
         "SIMPLEQA_ROWS": "30",
@@ -68,7 +84,7 @@ def test_bench_learning_runs_and_reports_the_goals(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     bench = json.loads((run / "bench.json").read_text())
-    stages = {"prep", "measure", "prep-known", "sft", "rl", "eval"}
+    stages = {"prep", "measure", "prep-known", "sft", "rl", "eval", "eval-nq-open"}
     assert set(bench["stage_seconds"]) == stages
     assert bench["questions"] == 8 and bench["n"] == 2
     assert set(GOALS) <= set(bench["goals"])
@@ -89,5 +105,52 @@ def test_bench_learning_runs_and_reports_the_goals(tmp_path):
     report = json.loads((run / "eval" / "report" / "report.json").read_text())
     assert report["questions"] == 8
     assert "buckets_by_base" in report["checkpoints"][-1]
-    for line in ("goal_hallucination", "oracle frontier of base"):
+    for line in ("goal_hallucination", "oracle frontier of base", "nq-open (6 questions x n=2)"):
         assert line in proc.stdout
+    # the questions of another kind: the same checkpoints, goals and yardstick, never trained on
+    nq = bench["reports"]["nq-open"]
+    assert nq["questions"] == 6 and set(GOALS) <= set(nq["goals"])
+    assert set(nq["optimum"]) == {c["label"] for c in report["checkpoints"]}
+    assert nq["optimum"]["base"]["threshold"] == pytest.approx(0.5)  # ternary
+    assert nq["oracle_frontier"]["questions"] == 6
+    nq_rl = json.loads((run / "data-nq-open" / "processed" / "STABLE.json").read_text())
+    assert "nq.jsonl" in json.dumps(nq_rl["inputs"]["rl"])
+
+
+def test_bench_rewards_plans_five_rewards_with_bench_learnings_settings(tmp_path):
+    """make bench-rewards --dry-run (the real run takes hours: docs/benchmarks.md): the sweep it
+    writes holds exactly bench-learning's stage settings (one source, scripts/bench_settings.sh),
+    five rewards over one SFT, the base measurement as known_from, and NQ-open as an eval set."""
+    env = {
+        **os.environ,
+        "BENCH_CHECKPOINTS": str(tmp_path / "checkpoints"),
+        "SIMPLEQA_CSV": str(simpleqa_csv(tmp_path / "simpleqa.csv", 30)),
+        "NQ_OPEN": str(nq_open_jsonl(tmp_path / "nq.jsonl", 10)),
+        "PROACTIVE": str(Path(sys.executable).parent / "proactive"),
+        "RL_POOL": "16",
+    }
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "bench_rewards.sh"), "--dry-run"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = [line.split(":")[0] for line in proc.stdout.splitlines() if ": data " in line]
+    assert runs == [
+        "sft_rl_beta0.3_proactive",
+        "sft_rl_beta0.5_proactive",
+        "sft_rl_beta0.3_proactive_strict",
+        "sft_rl_ternary",
+        "sft_rl_ternary_abstain0.1",
+    ]
+    assert len({line.split(", SFT ")[1].split(",")[0] for line in proc.stdout.splitlines()
+                if ", SFT " in line}) == 1  # fmt: skip
+    assert "eval set nq-open:" in proc.stdout
+    root = tmp_path / "checkpoints" / "sweeps" / "bench-rewards"
+    config = tomllib.loads((root / "bench-rewards.toml").read_text())
+    prep, grpo = config["settings"]["prep"], config["settings"]["grpo"]
+    assert "num_sft_samples=160" in prep and "sft_source=build" in prep
+    assert f"known_from={root}/measure/eval/base-train/samples.jsonl" in prep
+    assert "max_prompts=16" in grpo and "state_every_steps=2" in grpo  # RL_POOL / RL_PROMPTS
+    assert not any(s.startswith("checkpoints=") for s in config["settings"]["eval"])
+    assert config["eval_checkpoints"] == ["base", "sft", "final"]
+    assert config["eval_set_rows"] == 200 and config["base_model"] == "builtin:smollm2"
