@@ -15,7 +15,6 @@ import io
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tarfile
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ["base", "prep", "sft", "rollout", "grpo", "eval"]
@@ -41,12 +42,6 @@ MANIFESTS = ", ".join(
     ]
 )
 SENTINEL = "# the component as it was before\n"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def push(registry: str | None, *args: str, flavor: str = FLAVOR) -> subprocess.CompletedProcess:

@@ -7,7 +7,6 @@ over gloo, float32)."""
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -17,6 +16,7 @@ from transformers import AutoModelForCausalLM
 from proactive_rl.engine.parallel import Parallel
 from proactive_rl.stages.grpo.config import GrpoConfig
 from proactive_rl.stages.grpo.update import train_step
+from tests.ports import free_port
 
 N = 4  # responses per prompt
 
@@ -102,12 +102,6 @@ def one_step(
             {"params": {k: v.detach().clone() for k, v in params.items()}, "stats": stats}, out
         )
     par.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def spread_step(

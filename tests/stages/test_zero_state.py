@@ -14,18 +14,18 @@ import textwrap
 
 import pytest
 
+from tests.ports import free_port
+
 pytest.importorskip("deepspeed", reason="DeepSpeed is installed in the CUDA images only")
 
 SCRIPT = textwrap.dedent(
     """
-    import os, socket, sys
+    import os, sys
     from types import SimpleNamespace
     import torch
 
-    with socket.socket() as s:  # a free port for the one-process group
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
+    port = sys.argv[4]  # a free port for the one-process group (tests/ports.py)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK="0", WORLD_SIZE="1",
                       LOCAL_RANK="0", DS_ACCELERATOR="cpu")
     from proactive_rl.engine.parallel import Parallel
     from proactive_rl.shared.errors import UserError
@@ -71,7 +71,15 @@ SCRIPT = textwrap.dedent(
 
 def run_engine(tmp_path, strategy: str, poison: bool) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", SCRIPT, strategy, str(tmp_path / "zero"), "yes" if poison else "no"],
+        [
+            sys.executable,
+            "-c",
+            SCRIPT,
+            strategy,
+            str(tmp_path / "zero"),
+            "yes" if poison else "no",
+            str(free_port()),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
