@@ -152,7 +152,7 @@ def yardstick(
         answer, hedge = table.expected(p)
         tie = math.isclose(answer, hedge, abs_tol=_TIE)
         rate = q.answered / q.samples
-        totals["best_action"] += _agreement(rate, answer, hedge)
+        totals["best_action"] += _agreement(rate, answer > hedge, tie)
         totals["earned"] += rate * answer + (1 - rate) * hedge
         totals["best"] += max(answer, hedge)
         totals["samples"] += q.samples
@@ -163,7 +163,6 @@ def yardstick(
     samples = totals["samples"] or 1
     return {
         "questions": count,
-        "threshold": table.threshold(),
         "best_action_rate": totals["best_action"] / count if count else None,
         "reward_earned": totals["earned"] / count if count else None,
         "reward_best": totals["best"] / count if count else None,
@@ -185,14 +184,14 @@ def _accuracy(q: Question, fallback: Question | None) -> tuple[float, str]:
     return 0.0, "none"
 
 
-def _agreement(answer_rate: float, answer: float, hedge: float) -> float:
+def _agreement(answer_rate: float, answering_best: bool, tie: bool) -> float:
     """1 when the majority action is a best one, 0 when not, 1/2 for a tied majority (unless
     both actions are equally good, when any majority is best)."""
-    if math.isclose(answer, hedge, abs_tol=_TIE):
+    if tie:
         return 1.0
     if answer_rate == 0.5:
         return 0.5
-    return float((answer_rate > 0.5) == (answer > hedge))
+    return float((answer_rate > 0.5) == answering_best)
 
 
 def by_checkpoint(
@@ -207,6 +206,7 @@ def by_checkpoint(
         by_label[s["checkpoint"]].append(s)
     base = next((r for r in results if r["kind"] == "base"), None)
     fallback = questions(by_label[base["label"]], grade_key) if base is not None else None
+    threshold = table.threshold()  # the reward's, the same for every checkpoint
     for result in results:
         own = questions(by_label[result["label"]], grade_key)
-        result["optimum"] = yardstick(own, table, fallback)
+        result["optimum"] = {"threshold": threshold, **yardstick(own, table, fallback)}

@@ -72,7 +72,7 @@ def test_ternary_judges_constructed_questions_by_their_accuracy():
     own = questions(_samples("policy", {0: "ccci", 1: "ciii", 2: "nnnn", 3: "cnnn"}), "grade")
     base = questions(_samples("base", {0: "cccc", 1: "ciii", 2: "iiii", 3: "cccc"}), "grade")
     got = yardstick(own, table, base)
-    assert got["threshold"] == pytest.approx(0.5)
+    assert table.threshold() == pytest.approx(0.5)
     assert got["best_action_rate"] == pytest.approx(2 / 4)  # q0 and q2
     assert got["rational_hallucination_rate"] == pytest.approx(1 / 16)
     assert got["mistaken_hallucination_rate"] == pytest.approx(3 / 16)
@@ -113,6 +113,7 @@ def test_by_checkpoint_takes_the_base_accuracy_only_where_a_checkpoint_never_ans
     samples = _samples("base", {0: "cc", 1: "ii"}) + _samples("policy_2", {0: "nn", 1: "in"})
     by_checkpoint(results, samples, _table("ternary", 2), "grade")
     policy = results[1]["optimum"]
+    assert policy["threshold"] == results[0]["optimum"]["threshold"] == pytest.approx(0.5)
     # q0: never answered -> base p 1.0: answering was best, both hedges are missed answers;
     # q1: own p 0 -> hedging was best, its wrong answer is a mistake
     assert (policy["p_from_own"], policy["p_from_base"]) == (1, 1)
