@@ -11,6 +11,7 @@ from typing import Any, TypedDict
 
 from proactive_rl.shared.paths import RunPaths
 from proactive_rl.shared.publish import read_json, staged, write_json_atomic
+from proactive_rl.stages.reports import fmt, table
 from proactive_rl.stages.sweep.config import SweepConfig
 from proactive_rl.stages.sweep.plan import Prefix, Run
 
@@ -211,14 +212,15 @@ def set_section(name: str, runs: list[RunRow]) -> list[str]:
         "",
         f"{first['questions']} questions x n={first['n']}, the same checkpoints and reward.",
         "",
-        "| run | "
-        + " | ".join(title for _, title in RATES)
-        + " | accuracy (normalised) | hardest / easiest proactive |",
-        "|" + "---|" * (len(RATES) + 3),
-        *[
-            f"| {row['name']} | " + " | ".join(run_cells(row)[: len(RATES) + 2]) + " |"
-            for row in rows
-        ],
+        *table(
+            [
+                "run",
+                *(title for _, title in RATES),
+                "accuracy (normalised)",
+                "hardest / easiest proactive",
+            ],
+            [[row["name"], *run_cells(row)[: len(RATES) + 2]] for row in rows],
+        ),
         *goals_table(rows),
         *optimum_table(rows),
     ]
@@ -229,15 +231,9 @@ def goals_table(runs: list[RunRow]) -> list[str]:
     if not any(r["goals"].get(goal) is not None for r in runs for goal, _ in GOALS):
         return []
     mark = {True: "PASS", False: "fail", None: "–"}
-    return [
-        "",
-        "| run (learning goals vs the base model) | " + " | ".join(t for _, t in GOALS) + " |",
-        "|" + "---|" * (len(GOALS) + 1),
-        *[
-            f"| {r['name']} | " + " | ".join(mark[r["goals"].get(g)] for g, _ in GOALS) + " |"
-            for r in runs
-        ],
-    ]
+    header = ["run (learning goals vs the base model)", *(title for _, title in GOALS)]
+    rows = [[r["name"], *(mark[r["goals"].get(goal)] for goal, _ in GOALS)] for r in runs]
+    return ["", *table(header, rows)]
 
 
 def optimum_table(runs: list[RunRow]) -> list[str]:
@@ -255,20 +251,30 @@ def optimum_table(runs: list[RunRow]) -> list[str]:
         "earns against the best actions', and its wrong answers split into rational (answering "
         "was the reward's best bet) and mistaken (hedging was); docs/eval.md.",
         "",
-        "| run | reward asks for an answer from | best action | reward earned / best | "
-        "rational hallucinations | mistaken hallucinations | missed answers |",
-        "|---|---|---|---|---|---|---|",
     ]
+    header = ["run", "reward asks for an answer from", "best action", "reward earned / best"]
+    header += ["rational hallucinations", "mistaken hallucinations", "missed answers"]
+    rows = []
     for row in judged:
         o = row["final"]["optimum"]
         earned, best = o["reward_earned"], o["reward_best"]
-        lines.append(
-            f"| {row['name']} | {_pct(o['threshold'])} | {_pct(o['best_action_rate'])} | "
-            + ("–" if earned is None else f"{earned:.3f} / {best:.3f}")
-            + f" | {_pct(o['rational_hallucination_rate'])} | "
-            f"{_pct(o['mistaken_hallucination_rate'])} | {_pct(o['missed_answer_rate'])} |"
+        rows.append(
+            [
+                row["name"],
+                fmt(o["threshold"], "pct"),
+                fmt(o["best_action_rate"], "pct"),
+                "–" if earned is None else f"{fmt(earned)} / {fmt(best)}",
+                *(
+                    fmt(o[k], "pct")
+                    for k in (
+                        "rational_hallucination_rate",
+                        "mistaken_hallucination_rate",
+                        "missed_answer_rate",
+                    )
+                ),
+            ]
         )
-    return lines
+    return lines + table(header, rows)
 
 
 def references_table(references: dict[str, Reference]) -> list[str]:
