@@ -31,10 +31,14 @@ def smollm2_dir(cache: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def loaded(smollm2_dir: Path):
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
-    model = AutoModelForCausalLM.from_pretrained(smollm2_dir).eval()
+    # float32, as every stage computes on a CPU (engine.generation.pick_dtype): the folder stores
+    # bf16, and bf16 compute depends on the CPU - on one with native bf16 dot products
+    # (avx512_bf16) greedy decoding drifted into French, while float32 answers Paris everywhere.
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
     return model, tokenizer
 
 
