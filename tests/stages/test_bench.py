@@ -1,7 +1,9 @@
 """scripts/bench.py (make bench) at small settings: it measures the reward, the pipeline and the
 generation engines (the real vLLM engine, on the tiny model), writes bench.json and logs the
 numbers to metrics.jsonl (no speed thresholds: figures are recorded in docs/benchmarks.md, not
-asserted)."""
+asserted). Its pipeline is scripts/gpu_check.py on the whole tiny model, so this test also checks
+what `make gpu-check` reports there (tests/stages/test_gpu_check.py runs its LoRA mode): one
+run of that pipeline, not two, in `make test`."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
+from tests.stages.test_gpu_check import check_gpu_check_figures
 
 
 @pytest.mark.slow
@@ -19,7 +22,7 @@ def test_bench_measures_the_reward_the_pipeline_and_the_engines(tmp_path):
     out = tmp_path / "bench"
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "bench.py"), "--out", str(out), "--quick",
-         "--groups", "50", "--n", "8", "--steps", "1", "--model", "builtin:tiny",
+         "--groups", "50", "--n", "8", "--steps", "2", "--model", "builtin:tiny",
          "--engine-steps", "2"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
@@ -30,6 +33,8 @@ def test_bench_measures_the_reward_the_pipeline_and_the_engines(tmp_path):
     assert 0 < figures["reward/mean_score"] < 1.1  # right, wrong and hedged responses graded
     assert figures["pipeline/rollout_tokens_per_s"] > 0
     assert figures["pipeline/update_tokens_per_s"] > 0
+    check_gpu_check_figures(out / "pipeline", lora=False)
+    assert "gpu-check: passed" in proc.stdout
     # the engine ratios: each a positive, finite figure of this run
     for key in (
         "generate/ratio_vllm_over_transformers",

@@ -13,9 +13,24 @@ import pytest
 from tests.conftest import REPO
 
 
+def check_gpu_check_figures(workdir, lora: bool) -> None:
+    """What gpu_check.py must report after a passing run in `workdir`."""
+    figures = json.loads((workdir / "gpu_check.json").read_text())
+    assert figures["problems"] == []
+    # the rollout engine is vLLM here too (its CPU build), as on a GPU
+    assert figures["shape"] == "tiny" and figures["backend"] == "vllm"
+    assert figures["lora"] is lora
+    assert figures["parameters"] > 100_000
+    assert figures["rollout_tokens_per_s"] > 0 and figures["update_tokens_per_s"] > 0
+    assert figures["publish_policy_s"] > 0 and figures["reload_policy_s"] > 0
+    assert figures["mfu"] is None  # no peak FLOP/s for a CPU
+    assert figures["sampler_logprob_abs_diff"] < 1e-3
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("lora", [False, True])
-def test_gpu_check_runs_the_pipeline_and_reports_figures(tmp_path, lora):
+def test_gpu_check_runs_the_lora_pipeline_and_reports_figures(tmp_path):
+    """LoRA mode here; the whole model's run is scripts/bench.py's pipeline, checked with the
+    same function in tests/stages/test_bench.py (each run costs over a minute on 2 cores)."""
     workdir = tmp_path / "gpu-check"
     proc = subprocess.run(
         [
@@ -30,7 +45,7 @@ def test_gpu_check_runs_the_pipeline_and_reports_figures(tmp_path, lora):
             "4",
             "--n",
             "4",
-            *(["--lora"] if lora else []),
+            "--lora",
         ],
         cwd=REPO,
         capture_output=True,
@@ -38,16 +53,7 @@ def test_gpu_check_runs_the_pipeline_and_reports_figures(tmp_path, lora):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    figures = json.loads((workdir / "gpu_check.json").read_text())
-    assert figures["problems"] == []
-    # the rollout engine is vLLM here too (its CPU build), as on a GPU
-    assert figures["shape"] == "tiny" and figures["backend"] == "vllm"
-    assert figures["lora"] is lora
-    assert figures["parameters"] > 100_000
-    assert figures["rollout_tokens_per_s"] > 0 and figures["update_tokens_per_s"] > 0
-    assert figures["publish_policy_s"] > 0 and figures["reload_policy_s"] > 0
-    assert figures["mfu"] is None  # no peak FLOP/s for a CPU
-    assert figures["sampler_logprob_abs_diff"] < 1e-3
+    check_gpu_check_figures(workdir, lora=True)
     assert "gpu-check: passed" in proc.stdout
 
 
