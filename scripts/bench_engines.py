@@ -134,33 +134,51 @@ def one_core(core: int):
     return lambda: os.sched_setaffinity(0, {core})
 
 
-def run_rl(
-    model_dir: Path, work: Path, staleness: int, steps: int, prompts: int, n: int, tokens: int
-):
-    """grpo (core 1) beside a vLLM rollout worker (core 0); returns grpo's per-step metrics."""
+def prepared_data(work: Path) -> Path:
+    """The bundled sample questions, prepped once into `work`/data (prep's own output)."""
     data = work / "data"
     if not data.exists():
         shutil.copytree(REPO / "data" / "sample", data / "sample")
         prep = [sys.executable, "-m", "proactive_rl.stages.cli", "prep", "--data-dir", str(data)]
         subprocess.run(prep, check=True, capture_output=True)
-    run = work / f"staleness_{staleness}"
+    return data
+
+
+def start_rl(
+    model_dir: Path, data: Path, run: Path, grpo_args: list[str], rollout_args: list[str]
+) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """grpo (core 1) beside a vLLM rollout worker (core 0), started; the caller waits."""
     common = ["--data-dir", str(data), "--run-dir", str(run)]
     cli = [sys.executable, "-m", "proactive_rl.stages.cli"]
     cores = len(os.sched_getaffinity(0)) >= 2
     grpo = subprocess.Popen(
-        [*cli, "grpo", *common, "--set", f"init_model={model_dir}", "--set", f"n={n}",
-         "--set", f"prompts_per_step={prompts}", "--set", f"mini_batch_prompts={prompts}",
-         "--set", f"max_steps={steps}", "--set", f"max_staleness={staleness}",
-         "--set", "keep_policies=2", "--set", f"state_every_steps={steps}"],
+        [*cli, "grpo", *common, "--set", f"init_model={model_dir}", *grpo_args],
         env={**os.environ, "OMP_NUM_THREADS": "1"} if cores else None,
         preexec_fn=one_core(1) if cores else None,
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )  # fmt: skip
     rollout = subprocess.Popen(
-        [*cli, "rollout", *common, "--set", "backend=vllm",
-         "--set", f"sampling.max_new_tokens={tokens}"],
+        [*cli, "rollout", *common, "--set", "backend=vllm", *rollout_args],
         preexec_fn=one_core(0) if cores else None,
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    return grpo, rollout
+
+
+def run_rl(
+    model_dir: Path, work: Path, staleness: int, steps: int, prompts: int, n: int, tokens: int
+):
+    """grpo (core 1) beside a vLLM rollout worker (core 0); returns grpo's per-step metrics."""
+    run = work / f"staleness_{staleness}"
+    grpo, rollout = start_rl(
+        model_dir,
+        prepared_data(work),
+        run,
+        ["--set", f"n={n}", "--set", f"prompts_per_step={prompts}",
+         "--set", f"mini_batch_prompts={prompts}", "--set", f"max_steps={steps}",
+         "--set", f"max_staleness={staleness}", "--set", "keep_policies=2",
+         "--set", f"state_every_steps={steps}"],
+        ["--set", f"sampling.max_new_tokens={tokens}"],
     )  # fmt: skip
     if rollout.wait() != 0 or grpo.wait() != 0:
         raise RuntimeError(f"the staleness={staleness} run failed: see {run}/logs")
