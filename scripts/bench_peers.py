@@ -10,9 +10,10 @@ max_staleness 0 (on-policy, as TRL) and 1.
 Per step: wall time, generated and trained tokens/s, peak memory (the resident set of every
 process of the run, summed), reward. Step 0 is left out of the means (engine start, warm-up).
 
-The figure: our steps per hour / TRL's. It is only printed as a comparison when both did the same
-work: generated and trained tokens per step within --same-work of TRL's (sampling differs, so
-lengths differ a little; a response cut at the limit is the same work).
+The figure: our steps per hour / TRL's. It compares only when both did the same work:
+generated and trained tokens per step within --same-work of TRL's (sampling differs, so lengths
+differ a little; a response cut at the limit is the same work); the table marks a run that did
+not ("NO" with its token ratios) beside its ratio.
 
 Usage: python scripts/bench_peers.py [--out checkpoints/bench-peers] [--steps 6] [--quick]
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -383,8 +385,6 @@ def table(runs: dict[str, dict], ratios: dict[str, dict]) -> str:
 
 def one_run(model_dir: Path, data: Path, folder: Path, settings: dict, name: str):
     """One run from scratch in `folder`: (its steps, its summary)."""
-    import shutil
-
     shutil.rmtree(folder, ignore_errors=True)
     start = time.perf_counter()
     if name == "trl":
