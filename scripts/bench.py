@@ -8,14 +8,14 @@
    plumbing-sized figures, comparable only between runs on the same kind of machine.
 3. The generation engine (scripts/bench_engines.py), as ratios measured in this run on
    SmolLM2-135M: vLLM / transformers tokens/s; a policy handoff (publish + in-place reload) /
-   a raw copy of its bytes; step time / max(generate, update) one step off-policy and
-   step time / (generate + update) on-policy.
+   a raw copy of its bytes. (The overlap of rollout and update, on- and off-policy, is
+   `make bench-peers`'s: it runs both beside TRL on one job.)
 
 Figures go to <out>/bench.json and, as every number a user sees, to tensorboard and
 <out>/logs/bench/metrics.jsonl. Speed targets live here, not in timed tests.
 
 Usage: python scripts/bench.py [--out checkpoints/bench] [--groups 2000] [--n 16]
-       [--steps 3] [--model builtin:smollm2] [--engine-steps 10] [--quick]
+       [--steps 3] [--model builtin:smollm2] [--quick]
 """
 
 from __future__ import annotations
@@ -103,17 +103,11 @@ def bench_pipeline(out: Path, steps: int, quick: bool) -> dict[str, object]:
     show_default=True,
     help="Engines: the model (builtin:tiny, builtin:smollm2 or a folder).",
 )
-@click.option(
-    "--engine-steps",
-    default=10,
-    show_default=True,
-    help="Engines: GRPO steps of each overlap run (step 0 is left out).",
-)
 @click.option("--quick", is_flag=True, help="Small settings (the test of this script).")
 def main(
-    out: Path, groups: int, n: int, steps: int, model: str, engine_steps: int, quick: bool
+    out: Path, groups: int, n: int, steps: int, model: str, quick: bool
 ) -> None:  # fmt: skip
-    from bench_engines import bench_generate_and_handoff, bench_overlap
+    from bench_engines import bench_generate_and_handoff
 
     from proactive_rl.engine.models import resolve_base_model
     from proactive_rl.shared.metrics import MetricsLogger
@@ -130,10 +124,6 @@ def main(
     prompts, samples, tokens = (2, 2, 8) if quick else (8, 4, 64)
     click.echo(f"bench: generate and handoff, {model}, {prompts} prompts x n={samples}")
     figures.update(bench_generate_and_handoff(model_dir, out / "engines", prompts, samples, tokens))
-    click.echo(f"bench: overlap, grpo beside vLLM rollout, {engine_steps} steps x 2 runs")
-    figures.update(
-        bench_overlap(model_dir, out / "engines", engine_steps, prompts, samples, tokens)
-    )
     (out / "bench.json").write_text(json.dumps(figures, indent=2) + "\n")
     metrics = MetricsLogger(out / "logs" / "bench")
     numbers = {k: v for k, v in figures.items() if isinstance(v, int | float)}

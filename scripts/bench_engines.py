@@ -4,19 +4,17 @@ things measured in the same run on the same model (SmolLM2-135M-Instruct by defa
 1. generate: vLLM tokens/s / transformers `generate` tokens/s (same prompts, n, max tokens;
    each engine warmed up first; engine start-up reported apart);
 2. handoff: a policy version's publish (as grpo writes it) + its in-place reload into the
-   running vLLM engine / a plain copy of the same bytes (read, write, fsync);
-3. overlap: grpo beside a vLLM rollout worker for `steps` steps, at max_staleness=1: mean step
-   time / max(generate, update), and at max_staleness=0: step time / (generate + update). The
-   trainer and the engine each get one core of their own (the GPU layout has separate GPUs for
-   them), so the ratios measure the pipelining, not two jobs fighting over the same cores.
+   running vLLM engine / a plain copy of the same bytes (read, write, fsync).
+
+`start_rl` starts grpo beside a vLLM rollout worker (make bench-peers' run of ours): the
+trainer and the engine each get one core of their own (the GPU layout has separate GPUs for
+them), so step times measure the pipelining, not two jobs fighting over the same cores.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -163,56 +161,3 @@ def start_rl(
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )  # fmt: skip
     return grpo, rollout
-
-
-def run_rl(
-    model_dir: Path, work: Path, staleness: int, steps: int, prompts: int, n: int, tokens: int
-):
-    """grpo (core 1) beside a vLLM rollout worker (core 0); returns grpo's per-step metrics."""
-    run = work / f"staleness_{staleness}"
-    grpo, rollout = start_rl(
-        model_dir,
-        prepared_data(work),
-        run,
-        ["--set", f"n={n}", "--set", f"prompts_per_step={prompts}",
-         "--set", f"mini_batch_prompts={prompts}", "--set", f"max_steps={steps}",
-         "--set", f"max_staleness={staleness}", "--set", "keep_policies=2",
-         "--set", f"state_every_steps={steps}"],
-        ["--set", f"sampling.max_new_tokens={tokens}"],
-    )  # fmt: skip
-    if rollout.wait() != 0 or grpo.wait() != 0:
-        raise RuntimeError(f"the staleness={staleness} run failed: see {run}/logs")
-    lines = (run / "logs" / "grpo" / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
-
-
-def overlap(metrics: list[dict]) -> dict[str, float]:
-    """Mean seconds per step of the trainer's loop, of generation (incl. the policy reload) and
-    of the update (incl. publishing); step 0 is left out (engine start and warm-up)."""
-    later = [m for m in metrics if m["step"] > 0]
-    mean = lambda key: statistics.fmean(key(m) for m in later)  # noqa: E731
-    return {
-        "step": mean(lambda m: m["time/wait_s"] + m["time/update_s"] + m["time/publish_s"]),
-        "generate": mean(lambda m: m["time/generate_s"] + m["time/policy_load_s"]),
-        "update": mean(lambda m: m["time/update_s"] + m["time/publish_s"]),
-    }
-
-
-def bench_overlap(model_dir: Path, work: Path, steps: int, prompts: int, n: int, tokens: int):
-    off = overlap(run_rl(model_dir, work, 1, steps, prompts, n, tokens))
-    on = overlap(run_rl(model_dir, work, 0, steps, prompts, n, tokens))
-    return {
-        "overlap/steps": steps,
-        "overlap/prompts_x_n": f"{prompts}x{n}",
-        "overlap/max_new_tokens": tokens,
-        "overlap/staleness1_step_s": round(off["step"], 2),
-        "overlap/staleness1_generate_s": round(off["generate"], 2),
-        "overlap/staleness1_update_s": round(off["update"], 2),
-        "overlap/staleness1_ratio_over_max": round(
-            off["step"] / max(off["generate"], off["update"]), 3
-        ),
-        "overlap/staleness0_step_s": round(on["step"], 2),
-        "overlap/staleness0_generate_s": round(on["generate"], 2),
-        "overlap/staleness0_update_s": round(on["update"], 2),
-        "overlap/staleness0_ratio_over_sum": round(on["step"] / (on["generate"] + on["update"]), 3),
-    }

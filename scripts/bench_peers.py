@@ -9,6 +9,9 @@ reward-function interface, scored per group of n as our rollout scores it). Ours
 max_staleness 0 (on-policy, as TRL) and 1.
 Per step: wall time, generated and trained tokens/s, peak memory (the resident set of every
 process of the run, summed), reward. Step 0 is left out of the means (engine start, warm-up).
+For ours also the overlap of generation and update (`make bench` measured it before): one step
+off-policy, step time / max(generate, update), 1.0 when the shorter hides whole behind the
+longer; on-policy, step time / (generate + update).
 
 The figure: our steps per hour / TRL's. It compares only when both did the same work:
 generated and trained tokens per step within --same-work of TRL's (sampling differs, so lengths
@@ -283,16 +286,32 @@ def run_ours(model_dir: Path, data: Path, out: Path, settings: dict, staleness: 
                 "generated_tokens": generated,
                 "trained_tokens": prompt + generated,
                 "reward": m["reward/mean"],
+                # the overlap's parts: generation (with the policy reload) and the update
+                # (with publishing), each as its own worker timed it
+                "generate_s": m["time/generate_s"] + m["time/policy_load_s"],
+                "update_s": m["time/update_s"] + m["time/publish_s"],
             }
             lines.write(json.dumps(record) + "\n")
     return peak
 
 
 # ---------------------------------------------------------------- the comparison
-def summary(steps: list[dict], peak_gb: float) -> dict[str, float]:
+def summary(steps: list[dict], peak_gb: float, staleness: int | None) -> dict[str, float]:
+    """A run's means over its steps after step 0 (engine start-up and warm-up left out); for
+    ours, the overlap ratio: one step off-policy, step time / max(generate, update) (1.0: the
+    shorter one is hidden whole); on-policy, step time / (generate + update) (about 1.0)."""
     later = [r for r in steps if r["step"] > 0] or steps
     mean = lambda key: statistics.fmean(r[key] for r in later)  # noqa: E731
     step_s = mean("seconds")
+    overlap = {}
+    if staleness is not None:
+        generate, update = mean("generate_s"), mean("update_s")
+        bound = max(generate, update) if staleness else generate + update
+        overlap = {
+            "generate_s": round(generate, 2),
+            "update_s": round(update, 2),
+            "overlap_ratio": round(step_s / bound, 3),
+        }
     return {
         "steps": len(steps),
         "step_s": round(step_s, 2),
@@ -304,6 +323,7 @@ def summary(steps: list[dict], peak_gb: float) -> dict[str, float]:
         "peak_memory_gb": peak_gb,
         "reward_first": round(steps[0]["reward"], 3),
         "reward_last": round(steps[-1]["reward"], 3),
+        **overlap,
     }
 
 
@@ -367,11 +387,11 @@ def plot(out: Path, curves: dict[str, list[dict]]) -> Path:
 
 def table(runs: dict[str, dict], ratios: dict[str, dict]) -> str:
     keys = ["step_s", "steps_per_hour", "generated_tokens_per_s", "trained_tokens_per_s"]
-    keys += ["peak_memory_gb", "reward_first", "reward_last"]
+    keys += ["peak_memory_gb", "reward_first", "reward_last", "overlap_ratio"]
     lines = ["| run | " + " | ".join(keys) + " | same work | steps/h vs TRL [min, max] |"]
     lines.append("|---" * (len(keys) + 3) + "|")
     for name, run in runs.items():
-        cells = " | ".join(str(round(run[k], 2)) for k in keys)
+        cells = " | ".join(str(round(run[k], 2)) if k in run else "" for k in keys)
         if name == "trl":
             lines.append(f"| {name} | {cells} | | 1.00 |")
             continue
@@ -387,12 +407,14 @@ def one_run(model_dir: Path, data: Path, folder: Path, settings: dict, name: str
     """One run from scratch in `folder`: (its steps, its summary)."""
     shutil.rmtree(folder, ignore_errors=True)
     start = time.perf_counter()
-    if name == "trl":
+    staleness = None if name == "trl" else int(name[-1])
+    if staleness is None:
         peak = run_trl(model_dir, data, folder, settings)
     else:
-        peak = run_ours(model_dir, data, folder, settings, int(name[-1]))
+        peak = run_ours(model_dir, data, folder, settings, staleness)
     steps = [json.loads(x) for x in (folder / "steps.jsonl").read_text().splitlines()]
-    return steps, {**summary(steps, peak), "wall_s": round(time.perf_counter() - start)}
+    figures = summary(steps, peak, staleness)
+    return steps, {**figures, "wall_s": round(time.perf_counter() - start)}
 
 
 @click.command("bench-peers")

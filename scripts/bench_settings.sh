@@ -61,11 +61,14 @@ RL_TEMPERATURE=${RL_TEMPERATURE:-0.7}
 REWARD=${REWARD:-proactive}
 REWARD_KWARGS=${REWARD_KWARGS:-'{"beta": 0.3}'}
 RL_LR=${RL_LR:-2e-5}
+# The generation engine of measure, rollout and eval: empty = the stages' own default (vLLM where
+# it runs); BACKEND=transformers where vLLM's start-up would dominate (the tiny model in tests).
+BACKEND=${BACKEND:-}
 
 # The settings every run records (bench.json, the sweep's settings).
 BENCH_SETTINGS=(BASE_MODEL SIMPLEQA_ROWS TEST_ROWS SFT_SAMPLES SFT_EPOCHS RL_POOL RL_EPOCHS
     RL_PROMPTS RL_N MAX_NEW_TOKENS EVAL_N KNOWN PROACTIVE_FRACTION MEASURE_N KNOWN_THRESHOLD
-    RL_KNOWN_FRACTION RL_TEMPERATURE REWARD REWARD_KWARGS RL_LR NQ_ROWS)
+    RL_KNOWN_FRACTION RL_TEMPERATURE REWARD REWARD_KWARGS RL_LR NQ_ROWS BACKEND)
 
 # What each stage is given, for the data folder $1 (which holds sample/). Only what differs from
 # the stages' defaults (the defaults have one owner each: the stage's config class).
@@ -90,6 +93,11 @@ bench_sets() {
         "sampling.max_new_tokens=$MAX_NEW_TOKENS" sampling.temperature=0.7)
     # an NQ-open data folder: its first NQ_ROWS questions, graded whole (eval split=all)
     NQ_PREP_SETS=("rl_source=$NQ_OPEN" "rl_source_limits=[$NQ_ROWS]" test_rows=1)
+    if [ -n "$BACKEND" ]; then
+        MEASURE_SETS+=("backend=$BACKEND")
+        ROLLOUT_SETS+=("backend=$BACKEND")
+        EVAL_SETS+=("backend=$BACKEND")
+    fi
 }
 
 # `with_sets ARRAY command...`: run the command with --set for every item of ARRAY appended.

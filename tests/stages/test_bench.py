@@ -1,5 +1,5 @@
 """scripts/bench.py (make bench) at small settings: it measures the reward, the pipeline and the
-generation engines (the real vLLM engine, on the tiny model), writes bench.json and logs the
+generation engine (the real vLLM engine, on the tiny model), writes bench.json and logs the
 numbers to metrics.jsonl (no speed thresholds: figures are recorded in docs/benchmarks.md, not
 asserted). Its pipeline is scripts/gpu_check.py on the whole tiny model, so this test also checks
 what `make gpu-check` reports there (tests/stages/test_gpu_check.py runs its LoRA mode): one
@@ -22,8 +22,7 @@ def test_bench_measures_the_reward_the_pipeline_and_the_engines(tmp_path):
     out = tmp_path / "bench"
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "bench.py"), "--out", str(out), "--quick",
-         "--groups", "50", "--n", "8", "--steps", "2", "--model", "builtin:tiny",
-         "--engine-steps", "2"],
+         "--groups", "50", "--n", "8", "--steps", "2", "--model", "builtin:tiny"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -36,16 +35,9 @@ def test_bench_measures_the_reward_the_pipeline_and_the_engines(tmp_path):
     check_gpu_check_figures(out / "pipeline", lora=False)
     assert "gpu-check: passed" in proc.stdout
     # the engine ratios: each a positive, finite figure of this run
-    for key in (
-        "generate/ratio_vllm_over_transformers",
-        "handoff/ratio_over_raw_copy",
-        "overlap/staleness1_ratio_over_max",
-        "overlap/staleness0_ratio_over_sum",
-    ):
+    for key in ("generate/ratio_vllm_over_transformers", "handoff/ratio_over_raw_copy"):
         assert 0 < figures[key] < 1e6, key
     assert figures["generate/vllm_tokens_per_s"] > 0 and figures["handoff/reload_s"] > 0
-    # the on-policy step waits for generation, then updates: it cannot beat their sum by much
-    assert figures["overlap/staleness0_ratio_over_sum"] > 0.8
     logged = json.loads((out / "logs" / "bench" / "metrics.jsonl").read_text().splitlines()[-1])
     assert logged["reward/responses_per_s"] == figures["reward/responses_per_s"]
     assert logged["pipeline/update_tokens_per_s"] == figures["pipeline/update_tokens_per_s"]

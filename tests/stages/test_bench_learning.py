@@ -3,7 +3,8 @@ tiny model instead of SmolLM2 and a 30-row SimpleQA-shaped CSV: the base is meas
 train split, the SFT data is rebuilt from that measurement, GRPO runs, the evaluation grades
 the held-out questions, and bench.json carries the goals, seeds, wall times and the oracle
 frontier. The numbers themselves are SmolLM2's business (docs/benchmarks.md); this checks the
-plumbing that produces them."""
+plumbing that produces them. Its stages generate with transformers (BACKEND): four vLLM engine
+start-ups would be most of its time, and the vLLM rollout and eval are tested in tests/vllm."""
 
 from __future__ import annotations
 
@@ -77,6 +78,7 @@ def test_bench_learning_runs_and_reports_the_goals(tmp_path):
         "REWARD_KWARGS": "{}",
         "RL_KNOWN_FRACTION": "0.25",
         "RL_TEMPERATURE": "0.9",
+        "BACKEND": "transformers",
     }
     proc = subprocess.run(
         ["bash", str(REPO / "scripts" / "bench_learning.sh")],
@@ -100,6 +102,7 @@ def test_bench_learning_runs_and_reports_the_goals(tmp_path):
     assert warmup["decided_by"]["measured"] > 0
     rollout = json.loads((run / "configs" / "rollout.json").read_text())
     assert rollout["reward"] == "ternary" and rollout["sampling"]["temperature"] == 0.9
+    assert rollout["backend"] == "transformers" == bench["settings"]["BACKEND"]
     built = warmup["built"]
     assert warmup["rl_train_order"]["rows"] == built["known"] + built["proactive"]
     report = json.loads((run / "eval" / "report" / "report.json").read_text())

@@ -32,6 +32,10 @@ def test_trl_and_ours_run_the_same_job_and_are_compared(tmp_path):
     for name, run in report["runs"].items():
         assert run["steps"] == 2, name  # --quick: 2 optimizer steps each
         assert run["generated_tokens_per_s"] > 0 and run["peak_memory_gb"] > 0.1, name
+    # the overlap of ours: both parts timed, the step at least the longer of them (it waits)
+    off = report["runs"]["ours-staleness1"]
+    assert off["generate_s"] > 0 and off["update_s"] > 0 and off["overlap_ratio"] > 0.5
+    assert "overlap_ratio" not in report["runs"]["trl"]
     ours = report["vs_trl"]["ours-staleness1"]
     # the same questions in the same order, cut at the same length: the token counts agree
     assert ours["same_work"], ours["work_ratios"]
@@ -70,3 +74,17 @@ def test_the_ratio_is_the_median_over_repeats_with_its_spread():
     assert (ours["steps_per_hour_ratio_min"], ours["steps_per_hour_ratio_max"]) == (2.0, 3.0)
     assert not ours["same_work"]  # the third repeat generated 20% more
     assert bench_peers.compare(repeats[:2], 0.05)["ours-staleness0"]["same_work"]
+
+
+def test_the_overlap_ratio_is_over_the_longer_part_off_policy_and_the_sum_on_policy():
+    def steps(seconds: float) -> list[dict]:
+        one = {"seconds": seconds, "generate_s": 3.0, "update_s": 1.0, "reward": 0.0,
+               "generated_tokens": 10, "trained_tokens": 20}  # fmt: skip
+        return [{**one, "step": 0, "seconds": 99.0}, {**one, "step": 1}, {**one, "step": 2}]
+
+    # step 0 (engine start) is left out; off-policy the update hides behind generation
+    off = bench_peers.summary(steps(3.3), 1.0, staleness=1)
+    assert off["overlap_ratio"] == pytest.approx(1.1) and off["step_s"] == 3.3
+    on = bench_peers.summary(steps(4.0), 1.0, staleness=0)
+    assert on["overlap_ratio"] == pytest.approx(1.0)
+    assert "overlap_ratio" not in bench_peers.summary(steps(4.0), 1.0, staleness=None)

@@ -40,7 +40,6 @@ RUNS = [
 ]
 
 
-@pytest.mark.slow
 def nq_file(path):
     """Three NQ-open-shaped questions (the users' RL JSONL; one with aliases) and one more that
     eval_set_rows leaves out."""
@@ -55,6 +54,7 @@ def nq_file(path):
     return path
 
 
+@pytest.mark.slow
 def test_the_recipe_experiments_in_one_command(workdir, tiny_model):
     nq = nq_file(workdir / "data" / "nq.jsonl")
     (workdir / "small.toml").write_text(
