@@ -16,7 +16,7 @@ export PATH := /usr/bin:/usr/sbin:$(PATH)
 export FLAVOR
 
 .PHONY: help install test test-fast test-vllm test-verl lint build-images push-images smoke demo sweep bench \
-	bench-peers bench-learning bench-rewards gpu-check k8s-render k8s-validate clean
+	bench-peers bench-limits bench-learning bench-rewards gpu-check k8s-render k8s-validate clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -114,6 +114,9 @@ bench: $(VENV)/.installed ## Speed figures of this machine: reward throughput + 
 
 bench-peers: $(VENV)/.installed ## TRL's GRPOTrainer vs our pipeline, same GRPO job, 3 repeats: steps/h ratio, tokens/s, memory, reward curves (checkpoints/bench-peers)
 	$(VENV)/bin/python scripts/bench_peers.py $(PEERS_ARGS)
+
+bench-limits: $(VENV)/.installed ## SmolLM2 against this machine's limits: generation vs roofline, update MFU, balanced overlap, handoff (checkpoints/bench-limits)
+	$(VENV)/bin/python scripts/bench_limits.py $(LIMITS_ARGS)
 
 # Kubernetes (deploy/k8s, docs/kubernetes.md): no cluster needed. k8s-render writes the base from
 # the stage table (deploy/stage_table.py) and renders each overlay with kubectl's kustomize (v5:

@@ -33,11 +33,13 @@ QUESTIONS = (
 )
 
 
-def chat_prompts(model_dir: Path, count: int) -> list[list[int]]:
+def chat_prompts(
+    model_dir: Path, count: int, questions: tuple[str, ...] | list[str] = QUESTIONS
+) -> list[list[int]]:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    messages = [[{"role": "user", "content": q}] for q in QUESTIONS[:count]]
+    messages = [[{"role": "user", "content": q}] for q in questions[:count]]
     texts = [
         tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False)
         for m in messages
@@ -69,18 +71,40 @@ def copy_bytes(src: Path, dst: Path) -> float:
     return time.perf_counter() - start
 
 
-def bench_generate_and_handoff(model_dir: Path, work: Path, prompts: int, n: int, tokens: int):
+def handoff(engine, model_dir: Path, work: Path) -> dict[str, float]:
+    """The next policy version published as grpo publishes it, then reloaded in place into the
+    running `engine`, against a raw copy of the same bytes."""
     import torch
+    from transformers import AutoTokenizer
 
-    from proactive_rl.engine.generation import (
-        TransformersBackend,
-        VllmBackend,
-        VllmConfig,
-        load_causal_lm,
-        pick_dtype,
-    )
+    from proactive_rl.engine.generation import load_causal_lm, pick_dtype
     from proactive_rl.shared.paths import RunPaths
     from proactive_rl.stages.grpo.main import publish_policy
+
+    paths = RunPaths(work / "run")
+    model = load_causal_lm(model_dir, pick_dtype("auto"))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    start = time.perf_counter()
+    publish_policy(model, tokenizer, paths, 1, {"bench": True}, model_dir)
+    publish_s = time.perf_counter() - start
+    start = time.perf_counter()
+    engine.load(paths.policy(1))
+    reload_s = time.perf_counter() - start
+    copy_s = copy_bytes(paths.policy(1), work / "raw_copy")
+    size = sum(p.stat().st_size for p in paths.policy(1).iterdir() if p.is_file())
+    return {
+        "handoff/policy_mb": round(size / 2**20, 1),
+        "handoff/publish_s": round(publish_s, 2),
+        "handoff/reload_s": round(reload_s, 2),
+        "handoff/raw_copy_s": round(copy_s, 2),
+        "handoff/ratio_over_raw_copy": round((publish_s + reload_s) / copy_s, 2),
+    }
+
+
+def bench_generate_and_handoff(model_dir: Path, work: Path, prompts: int, n: int, tokens: int):
+    from proactive_rl.engine.generation import TransformersBackend, VllmBackend, VllmConfig
 
     ids = chat_prompts(model_dir, prompts)
     hf = TransformersBackend("auto")
@@ -93,24 +117,8 @@ def bench_generate_and_handoff(model_dir: Path, work: Path, prompts: int, n: int
     engine.load(model_dir)
     start_s = time.perf_counter() - start
     vllm_s, vllm_tokens = timed_generate(engine, ids, n, tokens)
-
-    # the next policy version, published as grpo publishes it, then reloaded into the engine
-    paths = RunPaths(work / "run")
-    model = load_causal_lm(model_dir, pick_dtype("auto"))
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    with torch.no_grad():
-        next(model.parameters()).add_(1e-3)
-    start = time.perf_counter()
-    publish_policy(model, tokenizer, paths, 1, {"bench": True}, model_dir)
-    publish_s = time.perf_counter() - start
-    start = time.perf_counter()
-    engine.load(paths.policy(1))
-    reload_s = time.perf_counter() - start
+    figures = handoff(engine, model_dir, work)
     engine.close()
-    copy_s = copy_bytes(paths.policy(1), work / "raw_copy")
-    size = sum(p.stat().st_size for p in paths.policy(1).iterdir() if p.is_file())
     return {
         "generate/prompts_x_n": f"{prompts}x{n}",
         "generate/max_new_tokens": tokens,
@@ -120,11 +128,7 @@ def bench_generate_and_handoff(model_dir: Path, work: Path, prompts: int, n: int
         "generate/ratio_vllm_over_transformers": round(
             (vllm_tokens / vllm_s) / (hf_tokens / hf_s), 2
         ),
-        "handoff/policy_mb": round(size / 2**20, 1),
-        "handoff/publish_s": round(publish_s, 2),
-        "handoff/reload_s": round(reload_s, 2),
-        "handoff/raw_copy_s": round(copy_s, 2),
-        "handoff/ratio_over_raw_copy": round((publish_s + reload_s) / copy_s, 2),
+        **figures,
     }
 
 

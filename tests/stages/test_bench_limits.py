@@ -1,0 +1,76 @@
+"""scripts/bench_limits.py (make bench-limits): the roofline arithmetic on constructed calls, the
+model's shapes against the real transformers model, the machine figures at small sizes, and the
+whole run at --quick size on the tiny model (the real vLLM engine with its worker on every core,
+ours beside it one step off-policy, the handoff). The figures themselves are SmolLM2's, in
+docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+import bench_limits  # noqa: E402
+
+
+def test_roofline_is_prefill_then_per_step_the_longer_of_reading_and_computing():
+    # 10 prompt tokens at 10 FLOPs each on 100 FLOP/s: 1 s of prefill. Decoding two sequences
+    # of 3 and 1 tokens, reading 100 bytes at 1000 B/s (0.1 s) a step: step 0 computes for
+    # both (2 x 10 / 100 = 0.2 s, longer than the read), steps 1 and 2 are bound by the read.
+    seconds = bench_limits.roofline_s([3, 1], 10, 100, 10, 1000 / 1e9, 100 / 1e9)
+    assert seconds == pytest.approx(1.0 + 0.2 + 0.1 + 0.1)
+    assert bench_limits.roofline_s([], 0, 100, 10, 1.0, 1.0) == 0
+
+
+def test_the_linear_shapes_are_the_real_models_linear_layers(tiny_model):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = json.loads((tiny_model / "config.json").read_text())
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny_model))
+    linear = sorted(
+        (m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)
+    )
+    assert sorted(bench_limits.linear_shapes(config)) == linear
+
+
+def test_the_machine_figures_are_measured_at_each_thread_count():
+    shapes = [(64, 128), (128, 64)]
+    assert 0 < bench_limits.bandwidth_gbs(1, mib=8) < math.inf
+    assert 0 < bench_limits.gemm_gflops(shapes, 16, 1) < math.inf
+
+
+@pytest.mark.slow
+def test_the_quick_run_writes_every_figure_beside_its_goal(tmp_path):
+    out = tmp_path / "limits"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench_limits.py"), "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "limits.json").read_text())
+    layouts = {(r["reserved_cpus"], r["engine_threads"]) for r in report["generation"]}
+    # --quick runs vLLM's worker on every core (VLLM_CPU_NUM_OF_RESERVED_CPU=0) where there are
+    # several: the roofline then uses the all-core figures
+    cores = len(os.sched_getaffinity(0))
+    assert layouts == ({("0", cores)} if cores > 1 else {("default", 1)})
+    for row in report["generation"]:
+        assert row["prompts_x_n"] in ("2x1", "2x2")
+        # a real call cannot beat the machine's limit by much (the roofline leaves out attention
+        # and sampling, so it is an upper bound on the speed)
+        assert 0 < row["fraction_of_roofline"] < 1.5, row
+    balanced = report["balanced"]
+    assert balanced["generate_s"] > 0 and balanced["update_s"] > 0
+    assert balanced["overlap_ratio"] > 0.5 and 0 < balanced["update_mfu"] < 1.5
+    assert report["handoff"]["handoff/ratio_over_raw_copy"] > 0
+    table = (out / "limits.md").read_text()
+    for goal in bench_limits.GOALS:
+        assert goal in table
