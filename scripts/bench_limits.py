@@ -138,6 +138,21 @@ def engine_main(model_dir: Path, grid: str, tokens: int, handoff_dir: str) -> No
     engine.close()
 
 
+def call_row(call: dict, reserved: str, threads: int, shape: dict, gbs: float, gflops: float):
+    """One generate call's figures against its roofline."""
+    generated = sum(call["lengths"])
+    roof = roofline_s(call["lengths"], call["prompt_tokens"], shape["weight_bytes"],
+                      shape["flops_per_token"], gbs, gflops)  # fmt: skip
+    return {
+        "reserved_cpus": reserved,
+        "engine_threads": threads,
+        "prompts_x_n": f"{call['prompts']}x{call['n']}",
+        "tokens_per_s": round(generated / call["seconds"], 1),
+        "roofline_tokens_per_s": round(generated / roof, 1),
+        "fraction_of_roofline": round(roof / call["seconds"], 3),
+    }
+
+
 def generation(
     model_dir: Path, grid: str, tokens: int, limits: dict, shape: dict, work: Path,
     layouts: tuple[str, ...],
@@ -155,29 +170,25 @@ def generation(
         threads = cores - 1 if reserved == "default" and cores > 1 else cores
         handoff_dir = "" if handoff or rows else str(work / "handoff")
         cmd = [sys.executable, __file__, "engine", str(model_dir), grid, str(tokens), handoff_dir]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
-        if proc.returncode != 0:
-            raise click.ClickException(
-                f"the engine run ({reserved}) failed:\n{proc.stderr[-3000:]}"
-            )
+        log = work / f"engine-reserved-{reserved}.log"  # vLLM's own log, for a failed run
         gbs, gflops = limits[f"bandwidth_gbs@{threads}"], limits[f"gemm_gflops@{threads}"]
-        for line in proc.stdout.splitlines():
-            if not line.startswith("{"):
-                continue
-            call = json.loads(line)
-            if "handoff" in call:
-                handoff = call["handoff"]
-                continue
-            generated = sum(call["lengths"])
-            roof = roofline_s(call["lengths"], call["prompt_tokens"], shape["weight_bytes"],
-                              shape["flops_per_token"], gbs, gflops)  # fmt: skip
-            rows.append({
-                "reserved_cpus": reserved, "engine_threads": threads,
-                "prompts_x_n": f"{call['prompts']}x{call['n']}",
-                "tokens_per_s": round(generated / call["seconds"], 1),
-                "roofline_tokens_per_s": round(generated / roof, 1),
-                "fraction_of_roofline": round(roof / call["seconds"], 3),
-            })  # fmt: skip
+        with log.open("w") as err:
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
+                                    cwd=REPO)  # fmt: skip
+            for line in proc.stdout:  # a line per call, as it ends
+                if not line.startswith("{"):
+                    continue
+                call = json.loads(line)
+                if "handoff" in call:
+                    handoff = call["handoff"]
+                    continue
+                rows.append(call_row(call, reserved, threads, shape, gbs, gflops))
+                click.echo(f"  reserved {reserved}, {threads} thread(s), "
+                           f"{rows[-1]['prompts_x_n']}: {rows[-1]['tokens_per_s']} tokens/s, "
+                           f"{rows[-1]['fraction_of_roofline']:.0%} of the roofline")  # fmt: skip
+        if proc.wait() != 0:
+            tail = log.read_text()[-3000:]
+            raise click.ClickException(f"the engine run ({reserved}) failed ({log}):\n{tail}")
     return rows, handoff
 
 

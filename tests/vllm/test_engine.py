@@ -161,6 +161,21 @@ def test_n_samples_per_prompt_with_logprobs_and_seeds(engine, tiny):
     assert tokens_of(engine.generate(prompts, 4, sampling(), seed=1)) != tokens_of(groups)
 
 
+def test_a_call_whose_prompts_exceed_one_steps_token_budget_samples_every_sequence(engine, tiny):
+    """vLLM schedules at most max_num_batched_tokens (4096 on a CPU) a step. Its CPU build
+    crashed ("CPU Generator does not use offset") when that split a seeded request's prefill
+    across steps: 32 prompts x n=4 of ~40 tokens did, SmolLM2, 2026-12-03. The engine runs
+    without chunked prefill on a CPU, so a prefill that does not fit waits for the next step."""
+    # distinct prompts, n=1: no prefix-cache hits (whole KV blocks of a prompt already placed
+    # this step) shrink the step's prefill below its budget
+    prompts = chat_prompts(tiny, [f"{i} " * 20 + "and again " * 40 for i in range(24)])
+    assert all(200 < len(p) < 240 for p in prompts)  # 24 x ~210 > 4096 tokens
+    groups = engine.generate(prompts, 1, sampling(tokens=8), seed=5)
+    assert [len(g) for g in groups] == [1] * 24
+    assert all(1 <= len(s.token_ids) <= 8 for g in groups for s in g)
+    assert tokens_of(engine.generate(prompts, 1, sampling(tokens=8), seed=5)) == tokens_of(groups)
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_sampler_logprobs_are_the_trainers(engine, tiny, temperature):
     """The logprobs the rollout writes are the ones the trainer recomputes for the same weights
