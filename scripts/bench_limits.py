@@ -225,7 +225,7 @@ def balanced_run(model_dir: Path, out: Path, prompts: int, n: int, steps: int, t
 
 # ---------------------------------------------------------------- the report
 GOALS = {
-    "generation: fraction of roofline (best batch)": ">= 0.60",
+    "generation: fraction of roofline at vLLM's fastest batch": ">= 0.60",
     "update: MFU (one core)": ">= 0.40",
     "staleness 1, balanced: step / max(generate, update)": "<= 1.10",
     "handoff: (publish + reload) / raw copy": "<= 1.25",
@@ -233,7 +233,7 @@ GOALS = {
 
 
 def table(report: dict) -> str:
-    best = max(report["generation"], key=lambda r: r["fraction_of_roofline"])
+    best = max(report["generation"], key=lambda r: r["tokens_per_s"])
     bal = report["balanced"]
     values = [
         f"{best['fraction_of_roofline']:.2f} ({best['prompts_x_n']}, reserved "
