@@ -167,7 +167,7 @@ def generation(
         if reserved != "default":
             env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = reserved
         # the worker computes on the cores not reserved (vLLM reserves one on x86 by default)
-        threads = cores - 1 if reserved == "default" and cores > 1 else cores
+        threads = max(cores - (1 if reserved == "default" else int(reserved)), 1)
         handoff_dir = "" if handoff or rows else str(work / "handoff")
         cmd = [sys.executable, __file__, "engine", str(model_dir), grid, str(tokens), handoff_dir]
         log = work / f"engine-reserved-{reserved}.log"  # vLLM's own log, for a failed run
@@ -198,6 +198,7 @@ def balanced_run(model_dir: Path, out: Path, prompts: int, n: int, steps: int, t
     """Ours one step off-policy (grpo on one core beside a vLLM rollout worker on the other):
     the overlap ratio, and the update's MFU against the one-core GEMM rate."""
     from bench_peers import run_ours, settings_of, summary
+    from gpu_check import update_flops
 
     run = out / "balanced"
     settings = settings_of(prompts, n, steps, tokens, 1e-6, "generate")
@@ -205,21 +206,18 @@ def balanced_run(model_dir: Path, out: Path, prompts: int, n: int, steps: int, t
     steps_of = [json.loads(x) for x in (run / "steps.jsonl").read_text().splitlines()]
     figures = summary(steps_of, peak, staleness=1)
     metrics = [json.loads(x) for x in (run / "logs/grpo/metrics.jsonl").read_text().splitlines()]
-    later = [m for m in metrics if m["step"] > 0] or metrics
-    tokens_trained = sum(r["trained_tokens"] for r in steps_of if r["step"] > 0) or sum(
-        r["trained_tokens"] for r in steps_of
-    )
-    update_s = sum(m["time/update_s"] for m in later)
-    grpo = json.loads((run / "configs/grpo.json").read_text())
-    per_token = 6 + 2 + (2 if grpo["loss"]["kl_coef"] > 0 else 0)  # as gpu_check counts it
+    # step 0 (engine start, warm-up) left out, as summary() leaves it out
+    trained = sum(r["trained_tokens"] for r in steps_of if r["step"] > 0)
+    update_s = sum(m["time/update_s"] for m in metrics if m["step"] > 0)
+    flops_per_s = update_flops(run, False, params, trained) / update_s
     return {
         "settings": f"{prompts} prompts x n={n}, {tokens} new tokens, {steps} steps",
         "generate_s": figures["generate_s"],
         "update_s": figures["update_s"],
         "step_s": figures["step_s"],
         "overlap_ratio": figures["overlap_ratio"],
-        "update_gflops": round(per_token * params * tokens_trained / update_s / 1e9, 2),
-        "update_mfu": round(per_token * params * tokens_trained / update_s / (gflops_1 * 1e9), 3),
+        "update_gflops": round(flops_per_s / 1e9, 2),
+        "update_mfu": round(flops_per_s / (gflops_1 * 1e9), 3),
     }
 
 

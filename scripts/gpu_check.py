@@ -283,11 +283,12 @@ def throughput(run: Path, later: list[dict]) -> Throughput:
     return total
 
 
-def update_flops(check: Check, params: int, update_tokens: float) -> float:
+def update_flops(run: Path, lora: bool, params: int, update_tokens: float) -> float:
+    """The FLOPs of grpo's updates over `update_tokens` trained tokens in the run `run`."""
     # trained tokens cost 6N (LoRA: 4N, no weight gradients of the frozen base); each extra
     # forward (old logprobs; the KL reference) 2N
-    kl = json.loads((check.run / "configs" / "grpo.json").read_text())["loss"]["kl_coef"] > 0
-    return update_tokens * params * ((4 if check.lora else 6) + 2 + (2 if kl else 0))
+    kl = json.loads((run / "configs" / "grpo.json").read_text())["loss"]["kl_coef"] > 0
+    return update_tokens * params * ((4 if lora else 6) + 2 + (2 if kl else 0))
 
 
 def measure(
@@ -303,7 +304,7 @@ def measure(
     params = count_parameters(base)
     later = [m for m in metrics if m["step"] > 0] or metrics
     done = throughput(check.run, later)
-    flops = update_flops(check, params, done.update_tokens)
+    flops = update_flops(check.run, check.lora, params, done.update_tokens)
     peak = next((v for k, v in PEAK_BF16.items() if k in check.device), None)
     return {
         "device": check.device,
