@@ -12,6 +12,8 @@
 # same command continues where it stopped (run it in pieces; several hours on 2 cores).
 #
 # Usage: make bench-rewards [BENCH_REWARDS_ARGS=--dry-run]
+#        make bench-rewards BENCH_REWARDS_ARGS='--only sft_rl_ternary --only sft_rl_ternary_abstain0.1'
+#        (some of the five: a piece of the sweep; the shared steps are done once either way)
 # Writes checkpoints/sweeps/bench-rewards/ (report/report.md, one folder per reward, measure/,
 # the sweep config it ran: bench-rewards.toml) and data/sweeps/bench-rewards/.
 set -euo pipefail

@@ -119,6 +119,12 @@ class SweepConfig(StageConfig):
         "(<data>/sweeps/<name>/set-<set>), graded whole into each run's eval/<set>/ with the "
         "same checkpoints, and reported beside the held-out split.",
     )
+    only: list[str] = Field(
+        default_factory=list,
+        description="Run just these runs of the plan (names as --dry-run lists them), for a "
+        "sweep too long for one sitting: the others are left as they are, and the report "
+        "compares the runs given. Empty: every run.",
+    )
     eval_set_rows: int | None = Field(
         None, ge=1, description="Only the first N questions of each eval set (null: all)."
     )

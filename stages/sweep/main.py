@@ -36,7 +36,7 @@ from proactive_rl.shared.paths import EPOCH_RE, RunPaths
 from proactive_rl.shared.publish import is_stable, published, read_json, write_json_atomic
 from proactive_rl.stages.common import config_options
 from proactive_rl.stages.sweep.config import SweepConfig
-from proactive_rl.stages.sweep.plan import Prefix, Run, eval_sets, plan
+from proactive_rl.stages.sweep.plan import Prefix, Run, eval_sets, plan, select
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +55,26 @@ logger = logging.getLogger(__name__)
     type=click.Choice(["sft_samples", "with_without_sft", "beta", "recipe"]),
     help="The same as --set preset=NAME.",
 )
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="RUN",
+    help="Run just this run of the plan (repeatable; names as --dry-run lists them): a long "
+    "sweep in pieces. The same as --set only=[...].",
+)
 @click.option("--dry-run", is_flag=True, help="List the runs and shared steps; run nothing.")
 def command(
     recipe: str | None,
     config_file: Path | None,
     overrides: tuple[str, ...],
     preset: str | None,
+    only: tuple[str, ...],
     dry_run: bool,
 ) -> None:
     if preset:
         overrides = (f"preset={preset}", *overrides)
+    if only:
+        overrides = (*overrides, f"only={json.dumps(list(only))}")
     config = load_config(SweepConfig, config_file, overrides, recipe or None, "sweep")
     run(config, dry_run=dry_run)
 
@@ -91,6 +101,7 @@ def run(config: SweepConfig, dry_run: bool = False) -> None:
     runs = plan(config)
     if not runs:
         raise UserError("the sweep has no runs: give a preset or grids")
+    runs = select(runs, config.only)
     root = config.checkpoints_dir / "sweeps" / config.name
     shared = Shared.of(runs)
     log_plan(config, runs, shared)

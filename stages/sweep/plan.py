@@ -151,6 +151,17 @@ def plan(config: SweepConfig) -> list[Run]:
     return runs
 
 
+def select(runs: list[Run], only: list[str]) -> list[Run]:
+    """The runs named in `only` (all when empty), in the plan's order."""
+    unknown = sorted(set(only) - {r.name for r in runs})
+    if unknown:
+        raise UserError(
+            f"sweep only={unknown}: no such run; the plan's runs are "
+            + ", ".join(r.name for r in runs)
+        )
+    return [r for r in runs if not only or r.name in only]
+
+
 # prep settings an eval set keeps from the sweep's: the prompt the policies were trained with
 PROMPT_SETTINGS = ("system_prompt=", "data_source=")
 

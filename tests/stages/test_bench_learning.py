@@ -157,3 +157,12 @@ def test_bench_rewards_plans_five_rewards_with_bench_learnings_settings(tmp_path
     assert not any(s.startswith("checkpoints=") for s in config["settings"]["eval"])
     assert config["eval_checkpoints"] == ["base", "sft", "final"]
     assert config["eval_set_rows"] == 200 and config["base_model"] == "builtin:smollm2"
+    # in pieces: --only passes through to the sweep
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "bench_rewards.sh"), "--dry-run",
+         "--only", "sft_rl_ternary_abstain0.1", "--only", "sft_rl_ternary"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = [line.split(":")[0] for line in proc.stdout.splitlines() if ": data " in line]
+    assert runs == ["sft_rl_ternary", "sft_rl_ternary_abstain0.1"]

@@ -12,7 +12,7 @@ from proactive_rl.shared.errors import UserError
 from proactive_rl.stages.sweep import plan as plan_module
 from proactive_rl.stages.sweep.config import SweepConfig
 from proactive_rl.stages.sweep.main import check_launcher
-from proactive_rl.stages.sweep.plan import plan
+from proactive_rl.stages.sweep.plan import plan, select
 
 
 def test_doctests() -> None:
@@ -89,6 +89,22 @@ def test_the_five_rewards_grid_names_its_runs_and_scores_each_with_its_own_rewar
     for stage in ("rollout", "eval"):  # trained and scored with the same reward
         assert "reward=ternary" in last[stage] and "reward_kwargs.abstain=0.1" in last[stage]
     assert not any("abstain" in o for o in runs[-1].overrides["grpo"])
+
+
+def test_only_runs_the_runs_it_names_in_the_plans_order() -> None:
+    """A sweep in pieces (make bench-rewards is hours on 2 cores): `only` keeps the named runs,
+    whatever order they are given in, and refuses a name the plan does not have."""
+    config = load_config(
+        SweepConfig,
+        None,
+        ['grids=[{"beta": [0.3, 0.5, 0.7]}]', 'only=["sft_rl_beta0.7", "sft_rl_beta0.3"]'],
+        stage="sweep",
+    )
+    runs = plan(config)
+    assert [r.name for r in select(runs, config.only)] == ["sft_rl_beta0.3", "sft_rl_beta0.7"]
+    assert select(runs, []) == runs
+    with pytest.raises(UserError, match=r"no such run; the plan's runs are sft_rl_beta0.3, "):
+        select(runs, ["sft_rl_beta0.4"])
 
 
 def test_unknown_axes_stages_and_compose_folders_are_refused() -> None:
