@@ -27,6 +27,13 @@ class PolicyReload:
             return
         method.process_weights_after_loading(head)
 
+    def compute_threads(self) -> int:
+        """The threads this worker's model computes on: on vLLM's CPU build, its cores less those
+        it reserves (VllmConfig.cpu_reserved_cores); logged when the engine starts."""
+        import torch
+
+        return torch.get_num_threads()
+
 
 def tied(model, head) -> bool:
     """The head shares its weight tensor with another module (the input embedding)."""

@@ -9,6 +9,7 @@ docs/benchmarks.md; the bounds below hold them with a margin.
 
 from __future__ import annotations
 
+import os
 import time
 
 import psutil
@@ -144,6 +145,14 @@ def engine(tiny):
     backend.close()
 
 
+@pytest.mark.skipif(CUDA, reason="the CPU build's core layout; a GPU computes elsewhere")
+def test_by_default_vllm_keeps_one_core_for_serving(engine):
+    """vLLM's own default on x86 (VllmConfig.cpu_reserved_cores=None): one core reserved, the
+    model's threads on the rest (the LoRA test's engine reserves none)."""
+    cores = len(os.sched_getaffinity(0))
+    assert engine.llm.collective_rpc("compute_threads") == [max(cores - 1, 1)]
+
+
 def test_n_samples_per_prompt_with_logprobs_and_seeds(engine, tiny):
     prompts = chat_prompts(tiny)
     groups = engine.generate(prompts, 4, sampling(), seed=0)
@@ -270,15 +279,23 @@ def lora_policy(tiny, folder, seed):
 
 def test_lora_versions_are_new_adapters_on_one_engine(tiny, tmp_path):
     """LoRA mode: the engine keeps the base weights and samples each version through its
-    adapter: the sampler's logprobs are the adapted (merged) model's, not the base's."""
+    adapter: the sampler's logprobs are the adapted (merged) model's, not the base's. This
+    engine also reserves no core (cpu_reserved_cores=0): on a CPU its model computes on every
+    core, where the module's engine (vLLM's default) keeps one of them for serving; the
+    setting reaches the engine and leaves the stage's environment as it was."""
     prompts = chat_prompts(tiny)
-    backend = VllmBackend(PRECISION, SETTINGS, 256)
+    environment = os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU")
+    backend = VllmBackend(PRECISION, SETTINGS.model_copy(update={"cpu_reserved_cores": 0}), 256)
     try:
         for version in (1, 2):
             folder = lora_policy(tiny, tmp_path / f"step_{version:06d}", seed=version)
             backend.load(folder)
             if version == 1:
                 llm = backend.llm
+                assert os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU") == environment
+                if not CUDA:
+                    cores = len(os.sched_getaffinity(0))
+                    assert llm.collective_rpc("compute_threads") == [cores]
             assert backend.llm is llm and backend.lora.lora_int_id == version
             groups = backend.generate(prompts, 4, sampling(), seed=0)
             adapted = differences(groups, trainer_logprobs(folder, prompts, groups))
