@@ -50,6 +50,8 @@ def test_a_sweep_in_containers(tmp_path):
         log = (root / "logs" / "sft50_rl_beta0.5-grpo.log").read_text()
         assert "grpo" in log
         assert "run --rm --no-deps -T grpo" in proc.stderr  # each step was a container
+        grpo = json.loads((root / "nosft_rl_beta0.5" / "configs" / "grpo.json").read_text())
+        assert grpo["init_model"] == "builtin:tiny"  # without SFT: RL from the base model
     finally:
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
