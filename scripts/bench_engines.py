@@ -147,12 +147,19 @@ def prepared_data(work: Path) -> Path:
 
 
 def start_rl(
-    model_dir: Path, data: Path, run: Path, grpo_args: list[str], rollout_args: list[str]
+    model_dir: Path,
+    data: Path,
+    run: Path,
+    grpo_args: list[str],
+    rollout_args: list[str],
+    pinned: bool = True,
 ) -> tuple[subprocess.Popen, subprocess.Popen]:
-    """grpo (core 1) beside a vLLM rollout worker (core 0), started; the caller waits."""
+    """grpo beside a vLLM rollout worker, started; the caller waits. Pinned: grpo on core 1 and
+    the rollout on core 0 (generation and update at once, each on its own core); else both see
+    every core (on-policy they take turns)."""
     common = ["--data-dir", str(data), "--run-dir", str(run)]
     cli = [sys.executable, "-m", "proactive_rl.stages.cli"]
-    cores = len(os.sched_getaffinity(0)) >= 2
+    cores = pinned and len(os.sched_getaffinity(0)) >= 2
     grpo = subprocess.Popen(
         [*cli, "grpo", *common, "--set", f"init_model={model_dir}", *grpo_args],
         env={**os.environ, "OMP_NUM_THREADS": "1"} if cores else None,

@@ -6,7 +6,8 @@ in our plan's seeded order), group size n, prompts per step, response length, le
 sampling (temperature 1, no top-p/top-k), KL (k3 at 0.001, veRL's low_var_kl), clip 0.2,
 token-mean loss, one update per generation, and reward (our `proactive` through TRL's
 reward-function interface, scored per group of n as our rollout scores it). Ours runs at
-max_staleness 0 (on-policy, as TRL) and 1.
+max_staleness 0 (on-policy, as TRL; grpo and the rollout take turns, each on every core, vLLM
+reserving none) and 1 (generation beside the update, each pinned to a core of its own).
 Per step: wall time, generated and trained tokens/s, peak memory (the resident set of every
 process of the run, summed), reward. Step 0 is left out of the means (engine start, warm-up).
 For ours also the overlap of generation and update (`make bench` measured it before): one step
@@ -126,6 +127,7 @@ def trl_main(model_dir: Path, data: Path, out: Path, settings_json: str) -> None
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    from proactive_rl.engine.generation import pick_dtype
     from proactive_rl.shared.schedule import Plan
     from proactive_rl.stages.grpo.config import GrpoConfig
     from proactive_rl.stages.rollout.config import RolloutConfig
@@ -177,6 +179,10 @@ def trl_main(model_dir: Path, data: Path, out: Path, settings_json: str) -> None
         save_strategy="no",
         report_to=[],
         use_cpu=not torch.cuda.is_available(),
+        # the precision our stages train in (precision=auto: fp32 on a CPU, bf16 on a GPU
+        # that has it); TRL's default bf16=True autocasts on a CPU too, which is the same job
+        # only where the CPU has bf16 dot products (on an AVX2 CPU: 356 s a step against 35)
+        bf16=pick_dtype("auto") == torch.bfloat16,
         seed=ours.seed,
         dataloader_num_workers=0,
         disable_dropout=True,
@@ -259,12 +265,18 @@ def run_ours(model_dir: Path, data: Path, out: Path, settings: dict, staleness: 
         f"state_every_steps={s['steps']}",
     ]
     rollout_args = [f"sampling.max_new_tokens={s['max_new_tokens']}"]
+    # one step off-policy, generation and update run at once: each on a core of its own;
+    # on-policy they take turns, so each computes on every core (vLLM reserving none)
+    pinned = staleness > 0
+    if not pinned:
+        rollout_args.append("vllm.cpu_reserved_cores=0")
     grpo, rollout = start_rl(
         model_dir,
         data,
         out,
         [a for arg in grpo_args for a in ("--set", arg)],
         [a for arg in rollout_args for a in ("--set", arg)],
+        pinned=pinned,
     )
     memory = PeakMemory([grpo.pid, rollout.pid])
     codes = rollout.wait(), grpo.wait()
