@@ -69,7 +69,7 @@ class VllmConfig(StageConfig):
         ge=0,
         description="vLLM's CPU build: cores kept from the model's threads for serving "
         "(VLLM_CPU_NUM_OF_RESERVED_CPU). None: vLLM's choice (1 on x86, so 1 compute thread "
-        "on 2 cores). 0: the model computes on every core; measured 1.3-1.7x faster generation "
+        "on 2 cores). 0: the model computes on every core; measured 1.3-1.9x faster generation "
         "on 2 cores with the engine alone there (docs/benchmarks.md, make bench-limits).",
     )
     max_model_len: int | None = Field(
