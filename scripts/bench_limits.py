@@ -3,7 +3,7 @@ pipeline's two ratios beside them, measured in one run on one model (SmolLM2-135
 
 1. The machine: memory bandwidth (a large tensor copied, bytes read + written) and the GEMM rate
    at the model's own shapes (every linear layer of one forward over a block of tokens, fp32),
-   each on 1 thread, on all cores, and on all but the one vLLM reserves.
+   each on 1 thread, on all cores, and on all but the one vLLM reserves by default.
 2. Generation: vLLM's tokens/s over a sweep of prompts per call x n, against a roofline from
    (1) at the threads the engine computes on. A call's roofline time is its prefill at the GEMM
    rate plus, for every decode step, the longer of reading the weights once (bandwidth) and the
@@ -110,18 +110,20 @@ def roofline_s(lengths: list[int], prompt_tokens: int, weight_bytes: int, flops_
     return seconds
 
 
-def engine_main(model_dir: Path, grid: str, tokens: int, handoff_dir: str) -> None:
-    """One engine (this process's environment decides its cores): each prompts x n of the grid
-    once after a warm-up; prints a JSON line per call (lengths, prompt tokens, seconds), then,
-    given a folder, the handoff's figures on the same engine."""
+def engine_main(model_dir: Path, grid: str, tokens: int, handoff_dir: str, reserved: str) -> None:
+    """One engine reserving `reserved` cores ("default": vLLM's choice): prints its compute
+    threads, then each prompts x n of the grid once after a warm-up, a JSON line per call
+    (lengths, prompt tokens, seconds), then, given a folder, the handoff on the same engine."""
     from bench_engines import chat_prompts, handoff
 
     from proactive_rl.engine.generation import SamplingConfig, VllmBackend, VllmConfig
 
     questions = [json.loads(line)["messages"][0]["content"]
                  for line in (REPO / "data/sample/rl.jsonl").read_text().splitlines()]  # fmt: skip
-    engine = VllmBackend("auto", VllmConfig(), 1024)
+    cores = None if reserved == "default" else int(reserved)
+    engine = VllmBackend("auto", VllmConfig(cpu_reserved_cores=cores), 1024)
     engine.load(model_dir)
+    print(json.dumps({"threads": engine.llm.collective_rpc("compute_threads")[0]}), flush=True)
     cells = [tuple(int(x) for x in cell.split("x")) for cell in grid.split(",")]
     ids = chat_prompts(model_dir, max(p for p, _ in cells), questions)
     engine.generate(ids[:1], 1, SamplingConfig(max_new_tokens=4), seed=0)
@@ -160,25 +162,25 @@ def generation(
     """The grid for each way the engine may use the cores (`layouts`: "default" and/or a number
     of reserved cores), each in an engine of its own, and the handoff on the first engine:
     (rows, handoff figures)."""
-    cores = len(os.sched_getaffinity(0))
     rows, handoff = [], {}
     for reserved in layouts:
-        env = dict(os.environ)
-        if reserved != "default":
-            env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = reserved
-        # the worker computes on the cores not reserved (vLLM reserves one on x86 by default)
-        threads = max(cores - (1 if reserved == "default" else int(reserved)), 1)
         handoff_dir = "" if handoff or rows else str(work / "handoff")
-        cmd = [sys.executable, __file__, "engine", str(model_dir), grid, str(tokens), handoff_dir]
+        cmd = [sys.executable, __file__, "engine", str(model_dir), grid, str(tokens), handoff_dir,
+               reserved]  # fmt: skip
         log = work / f"engine-reserved-{reserved}.log"  # vLLM's own log, for a failed run
-        gbs, gflops = limits[f"bandwidth_gbs@{threads}"], limits[f"gemm_gflops@{threads}"]
         with log.open("w") as err:
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
-                                    cwd=REPO)  # fmt: skip
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO)
             for line in proc.stdout:  # a line per call, as it ends
                 if not line.startswith("{"):
                     continue
                 call = json.loads(line)
+                if "threads" in call:  # the roofline at the threads the engine computes on
+                    threads = call["threads"]
+                    gbs, gflops = (
+                        limits[f"bandwidth_gbs@{threads}"],
+                        limits[f"gemm_gflops@{threads}"],
+                    )
+                    continue
                 if "handoff" in call:
                     handoff = call["handoff"]
                     continue
@@ -315,6 +317,6 @@ def run_main(out: Path, model: str, grid: str, max_new_tokens: int, balanced: st
 if __name__ == "__main__":
     os.chdir(REPO)
     if sys.argv[1:2] == ["engine"]:  # one engine's sweep, in a process of its own
-        engine_main(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5])
+        engine_main(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6])
     else:
         run_main()

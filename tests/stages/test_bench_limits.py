@@ -58,8 +58,8 @@ def test_the_quick_run_writes_every_figure_beside_its_goal(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / "limits.json").read_text())
     layouts = {(r["reserved_cpus"], r["engine_threads"]) for r in report["generation"]}
-    # --quick runs vLLM's worker on every core (VLLM_CPU_NUM_OF_RESERVED_CPU=0) where there are
-    # several: the roofline then uses the all-core figures
+    # --quick runs vLLM's worker on every core (vllm.cpu_reserved_cores=0) where there are
+    # several, as the engine itself reports: the roofline then uses the all-core figures
     cores = len(os.sched_getaffinity(0))
     assert layouts == ({("0", cores)} if cores > 1 else {("default", 1)})
     for row in report["generation"]:
