@@ -121,18 +121,28 @@ class Share:
 
 
 def accumulate_gradients(
-    policies: Policies, share: Share, cfg: LossConfig, par: Parallel | None = None
+    policies: Policies,
+    share: Share,
+    cfg: LossConfig,
+    par: Parallel | None = None,
+    own: dict[int, torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Backward the loss of one mini-batch, micro-batch by micro-batch (split_micro), into the
     .grad fields; padding passes (share.split.pad_to beyond the rows' own) have zero loss. With
     several processes (`par`), the share is this process's and its backward joins theirs.
-    Returns the mini-batch's loss statistics (each micro-batch contributes its share)."""
+    `own`, when given, receives each row's token logprobs under the policy as it is trained
+    (by row of the share). Returns the mini-batch's loss statistics (each micro-batch
+    contributes its share)."""
     totals: dict[str, float] = {}
     splits = split_micro(share.rows, share.split.size, share.split.tokens)
     count = max(share.split.pad_to or 0, len(splits))
     for k in range(count):
         padding = k >= len(splits)
-        loss, stats = micro_batch_loss(policies, share, cfg, [0] if padding else splits[k], padding)
+        idx = [0] if padding else splits[k]
+        loss, stats, logp = micro_batch_loss(policies, share, cfg, idx, padding)
+        if own is not None and not padding:
+            for i, j in enumerate(idx):
+                own[j] = logp[i, : len(share.rows[j]["response_ids"])].cpu()
         if par is None:
             loss.backward()
         else:
@@ -144,8 +154,9 @@ def accumulate_gradients(
 
 def micro_batch_loss(
     policies: Policies, share: Share, cfg: LossConfig, idx: list[int], padding: bool
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The loss of the share's rows `idx` (policy_loss); a `padding` pass masks every token."""
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """The loss of the share's rows `idx` (policy_loss); a `padding` pass masks every token.
+    Also returns the rows' token logprobs under the policy (detached; [rows, response_len])."""
     device = policies.device
     b = collate([share.rows[j] for j in idx], device)
     mask = b.mask * (0.0 if padding else share.keep[idx].unsqueeze(-1).to(device))
@@ -167,7 +178,7 @@ def micro_batch_loss(
     weights = None
     if share.is_weights is not None:
         weights = pad_rows([share.is_weights[j] for j in idx], b.response_len, device)
-    return policy_loss(
+    loss, stats = policy_loss(
         logp,
         old_logp,
         share.advantages[idx].to(device),
@@ -178,6 +189,7 @@ def micro_batch_loss(
         entropy=entropy,
         is_weights=weights,
     )
+    return loss, stats, logp.detach()
 
 
 def reference_logprobs(policies: Policies, b: Batch, cfg: LossConfig) -> torch.Tensor | None:
@@ -236,12 +248,18 @@ def train_step(
     policies = Policies(model, ref_model, temperature, device)
     scored = score_rows(rows, config.loss)
     minis = plan_mini_batches(rows, config, n, par)
-    old = freeze_old_policy(policies, scored, minis, config.loss)
-    lr = scheduler.get_last_lr()[0]  # every update of this RL step trains at this rate
     epochs = config.ppo_epochs if update_actor else 0
+    # The step's first update trains the policy that sampled pi_old, so with one pass and no
+    # importance weights (which need pi_old before training) its pi_old is read off that
+    # update's own forward (ratio 1, as TRL with num_iterations=1): a forward saved.
+    read_off = epochs == 1 and config.loss.is_correction == "none"
+    old = freeze_old_policy(policies, scored, minis[1:] if read_off else minis, config.loss)
+    lr = scheduler.get_last_lr()[0]  # every update of this RL step trains at this rate
     max_len = float(config.loss.loss_scale_factor or max_new_tokens)
     shares = [share_of(scored, mini, old, max_len) for mini in minis]
-    losses, grad_norms = optimise(policies, par, optimizer, shares, config, epochs)
+    losses, grad_norms, own = optimise(policies, par, optimizer, shares, config, epochs)
+    if read_off:
+        old.logprobs.update((minis[0].mine[i], lp) for i, lp in own.items())
     if update_actor:
         scheduler.step()  # once per RL step, as veRL: warm-up and decay count RL steps
     losses = par.reduce(losses)  # each process holds its share of every mini-batch statistic
@@ -266,9 +284,10 @@ def score_rows(rows: list[RolloutRow], cfg: LossConfig) -> Scored:
 def freeze_old_policy(
     policies: Policies, scored: Scored, minis: list[MiniBatch], cfg: LossConfig
 ) -> OldPolicy:
-    """pi_old is frozen before the first update, as veRL recomputes old_log_prob every step: the
-    ratio's denominator when a step makes several updates, what the importance weights compare
-    the sampler with, and the sampler/trainer mismatch metric. One no-grad forward a response."""
+    """pi_old of the rows of `minis`, frozen before the first update, as veRL recomputes
+    old_log_prob every step: the ratio's denominator when a step makes several updates, what the
+    importance weights compare the sampler with, and the sampler/trainer mismatch metric. One
+    no-grad forward a response."""
     old: dict[int, torch.Tensor] = {}
     for mini in minis:
         mine_rows = [scored.rows[j] for j in mini.mine]
@@ -307,7 +326,7 @@ def share_of(scored: Scored, mini: MiniBatch, old: OldPolicy, max_len: float) ->
         keep=torch.zeros(len(mine)) if mini.stand_in else keep[mine],
         norm=norm,
         split=mini.train,
-        old=[old.logprobs[j] for j in mine] if old.logprobs else None,
+        old=[old.logprobs[j] for j in mine] if all(j in old.logprobs for j in mine) else None,
         is_weights=[old.weights[j] for j in mine] if old.weights else None,
     )
 
@@ -319,18 +338,21 @@ def optimise(
     shares: list[Share],
     config: GrpoConfig,
     epochs: int,
-) -> tuple[dict[str, float], list[float]]:
+) -> tuple[dict[str, float], list[float], dict[int, torch.Tensor]]:
     """`epochs` passes over the mini-batches, one optimizer step each. Returns this process's
-    summed loss statistics ("loss/<name>") and the gradient norm of every optimizer step."""
+    summed loss statistics ("loss/<name>"), the gradient norm of every optimizer step, and the
+    token logprobs of the first mini-batch's rows as its first update found them."""
     totals: dict[str, float] = {}
     grad_norms = []
-    for _ in range(epochs):
-        for share in shares:
-            stats = accumulate_gradients(policies, share, config.loss, par)
+    own: dict[int, torch.Tensor] = {}
+    for epoch in range(epochs):
+        for k, share in enumerate(shares):
+            first = own if epoch == 0 and k == 0 else None
+            stats = accumulate_gradients(policies, share, config.loss, par, first)
             for name, value in stats.items():
                 totals[f"loss/{name}"] = totals.get(f"loss/{name}", 0.0) + value
             grad_norms.append(par.step(policies.model, optimizer, config.grad_clip))
-    return totals, grad_norms
+    return totals, grad_norms, own
 
 
 def step_metrics(

@@ -9,14 +9,19 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from proactive_rl.engine.generation import SamplingConfig, TransformersBackend
-from proactive_rl.stages.grpo.batches import MicroSplit
+from proactive_rl.engine.parallel import Parallel
+from proactive_rl.stages.grpo.batches import MicroSplit, plan_mini_batches
 from proactive_rl.stages.grpo.config import GrpoConfig, LossConfig
 from proactive_rl.stages.grpo.loss import Normalizer
 from proactive_rl.stages.grpo.update import (
     Policies,
     Share,
     accumulate_gradients,
+    freeze_old_policy,
     logprobs_of,
+    optimise,
+    score_rows,
+    share_of,
     train_step,
 )
 from tests.stages.test_grpo_parallel import N, rollout_rows
@@ -135,6 +140,62 @@ def test_train_step_does_not_depend_on_the_micro_batch_settings(model64):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
         for key, value in stats.items():
             assert other_stats[key] == pytest.approx(value, rel=1e-6, abs=1e-12, nan_ok=True), key
+
+
+@pytest.mark.parametrize("mini_batch_prompts", [5, 2])
+def test_one_pass_reads_pi_old_off_its_first_update(model64, mini_batch_prompts):
+    """With one pass and no importance weights, the first mini-batch's pi_old is read off its
+    own training forward instead of a no-grad forward of its own: the same parameters and
+    metrics as freezing pi_old for every row first, one forward fewer per row of it."""
+    rows = rollout_rows(model64.config.vocab_size, seed=1)
+    before = [p.detach().clone() for p in model64.parameters()]
+    cfg = GrpoConfig(n=N, mini_batch_prompts=mini_batch_prompts, learning_rate=0.5, loss={})
+    assert cfg.ppo_epochs == 1 and cfg.loss.is_correction == "none"
+
+    def restore():
+        with torch.no_grad():
+            for p, b in zip(model64.parameters(), before, strict=True):
+                p.copy_(b)
+
+    def sgd():
+        optimizer = torch.optim.SGD(model64.parameters(), lr=cfg.learning_rate)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+    no_grad_rows = []  # rows of every forward made without a graph: pi_old's
+    hook = model64.register_forward_hook(
+        lambda _m, args, kwargs, _o: (
+            None
+            if torch.is_grad_enabled()
+            else no_grad_rows.append(kwargs.get("input_ids", args[0] if args else None).shape[0])
+        ),
+        with_kwargs=True,
+    )
+    try:
+        stats = train_step(model64, None, *sgd(), rows, cfg, 1.0, 8, CPU, N)
+    finally:
+        hook.remove()
+    ours = [p.detach().clone() for p in model64.parameters()]
+
+    # the reference: pi_old frozen for every row before the first update
+    restore()
+    policies = Policies(model64, None, 1.0, CPU)
+    scored = score_rows(rows, cfg.loss)
+    minis = plan_mini_batches(rows, cfg, N, Parallel("single", device=CPU))
+    old = freeze_old_policy(policies, scored, minis, cfg.loss)
+    shares = [share_of(scored, mini, old, 8.0) for mini in minis]
+    optimizer, _ = sgd()
+    losses, _, _ = optimise(policies, Parallel("single", device=CPU), optimizer, shares, cfg, 1)
+    reference = [p.detach().clone() for p in model64.parameters()]
+    restore()
+
+    assert sum(no_grad_rows) == len(rows) - len(minis[0].rows)  # none for the first mini-batch
+    assert max(float((p - b).abs().max()) for p, b in zip(ours, before, strict=True)) > 1e-4
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    diffs = torch.cat([(old.logprobs[j] - scored.sampler[j]).abs() for j in range(len(rows))])
+    assert stats["rollout/sampler_logprob_abs_diff"] == pytest.approx(float(diffs.mean()), rel=1e-9)
+    for key, value in losses.items():
+        assert stats[key] == pytest.approx(value / len(minis), rel=1e-9, abs=1e-12), key
 
 
 def test_ratio_one_without_kl_is_the_advantage_weighted_log_likelihood(model64):
