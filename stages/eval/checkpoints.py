@@ -158,9 +158,7 @@ def shared_sft_epoch(paths: RunPaths) -> tuple[int, Path] | None:
     """The SFT epoch of another run that this run's RL started from (a sweep's shared SFT), as
     (epoch, folder); None when RL started from this run's own SFT, a base model or nothing yet.
     `sft` and `base` then name that epoch and its base model."""
-    if not is_stable(paths.policy(0)):
-        return None
-    init = _meta(paths.policy(0)).get("init_model")
+    init = rl_init_model(paths)
     if not init or init.startswith("builtin:"):
         return None
     folder = resolve_recorded(init, paths.root)
@@ -168,6 +166,16 @@ def shared_sft_epoch(paths: RunPaths) -> tuple[int, Path] | None:
     if match is None or _inside(folder, paths.sft) or "base_model" not in _meta(folder):
         return None
     return int(match.group(1)), folder
+
+
+def rl_init_model(paths: RunPaths) -> str | None:
+    """The model RL started from as recorded: policy 0's marker, or configs/grpo.json once
+    keep_policies has pruned policy 0 (a long run keeps only its last policies)."""
+    if is_stable(paths.policy(0)):
+        return _meta(paths.policy(0)).get("init_model")
+    if not paths.plan.is_file():  # no RL has started here
+        return None
+    return _read_config(paths.config("grpo")).get("init_model")
 
 
 def resolve_spec(spec: str, paths: RunPaths) -> list[Checkpoint]:

@@ -292,3 +292,28 @@ def test_a_recorded_base_model_that_is_gone_is_named(tmp_path, tiny_model):
     copy_model(tiny_model, paths.policy(0), {"init_model": str(tmp_path / "gone")})
     with pytest.raises(UserError, match=r"recorded in .*STABLE.json .* is not a folder here"):
         resolve_checkpoints(["base"], paths)
+
+
+@pytest.mark.parametrize("pruned", [False, True])
+def test_a_sweep_run_names_the_shared_sft_and_its_base(tmp_path, tiny_model, pruned):
+    """A sweep's RL run starts from another run's SFT epoch: `sft` and `base` name that epoch
+    and its base model, also once keep_policies has pruned policy 0 (found by
+    make bench-rewards: its runs keep 2 policies of 25)."""
+    base = tmp_path / "base"
+    copy_model(tiny_model, base)
+    shared = RunPaths(tmp_path / "sweep" / "sft-1")
+    copy_model(tiny_model, shared.sft_epoch(3), {"base_model": str(base)})
+    paths = RunPaths(tmp_path / "sweep" / "run")
+    copy_model(tiny_model, paths.policy(0), {"init_model": str(shared.sft_epoch(3))})
+    copy_model(tiny_model, paths.policy(25), {})
+    paths.plan.write_text("{}")
+    paths.config("grpo").parent.mkdir(parents=True, exist_ok=True)
+    paths.config("grpo").write_text(json.dumps({"init_model": str(shared.sft_epoch(3))}))
+    if pruned:
+        shutil.rmtree(paths.policy(0))
+    found = resolve_checkpoints(["base", "sft", "final"], paths)
+    assert [(c.label, c.path.resolve()) for c in found] == [
+        ("base", base.resolve()),
+        ("sft_epoch_3", shared.sft_epoch(3).resolve()),
+        ("policy_25", paths.policy(25).resolve()),
+    ]
