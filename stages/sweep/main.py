@@ -305,7 +305,10 @@ def _launch(config: SweepConfig, stage: str, args: list[str], step: str) -> floa
     log.parent.mkdir(parents=True, exist_ok=True)
     logger.info("%s: %s", step, " ".join(shlex.quote(c) for c in cmd))
     started = time.perf_counter()
-    with open(log, "w") as out:
+    # appended to: a resumed step keeps the log of the attempt it resumes
+    with open(log, "a") as out:
+        out.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
+        out.flush()
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
     seconds = time.perf_counter() - started

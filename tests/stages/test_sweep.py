@@ -110,18 +110,16 @@ def test_the_beta_experiment_in_one_command(workdir, tiny_model):
 
 def test_a_failing_step_names_its_log_and_the_sweep_can_be_rerun(workdir, tiny_model):
     (workdir / "small.toml").write_text(SMALL.format(model=tiny_model))
-    proc = proactive(
-        "sweep",
-        "--preset",
-        "beta",
-        "--config",
-        "small.toml",
-        "--set",
-        'settings.sft=["epochs=0"]',
-        cwd=workdir,
-        check=False,
-    )
+    args = ("sweep", "--preset", "beta", "--config", "small.toml")
+    proc = proactive(*args, "--set", 'settings.sft=["epochs=0"]', cwd=workdir, check=False)
     assert proc.returncode == 2
     assert "sweep step sft-" in proc.stderr and "logs/sft-" in proc.stderr
     assert "epochs" in proc.stderr  # the tail of the failed stage's log
     assert "Traceback" not in proc.stderr
+    # a rerun appends to the step's log: the attempt before stays readable
+    again = proactive(*args, "--set", 'settings.sft=["epochs=0"]', cwd=workdir, check=False)
+    assert again.returncode == 2
+    (log,) = (workdir / "checkpoints" / "sweeps").glob("*/logs/sft-*.log")
+    attempts = log.read_text().split("=== ")[1:]
+    assert len(attempts) == 2 and all("proactive_rl.stages.cli sft" in a for a in attempts)
+    assert all("epochs" in a for a in attempts)
