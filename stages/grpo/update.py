@@ -257,7 +257,7 @@ def train_step(
     lr = scheduler.get_last_lr()[0]  # every update of this RL step trains at this rate
     max_len = float(config.loss.loss_scale_factor or max_new_tokens)
     shares = [share_of(scored, mini, old, max_len) for mini in minis]
-    losses, grad_norms, own = optimise(policies, par, optimizer, shares, config, epochs)
+    losses, grad_norms, own = optimise(policies, par, optimizer, shares, config, epochs, read_off)
     if read_off:
         old.logprobs.update((minis[0].mine[i], lp) for i, lp in own.items())
     if update_actor:
@@ -338,16 +338,18 @@ def optimise(
     shares: list[Share],
     config: GrpoConfig,
     epochs: int,
+    record_first: bool = False,
 ) -> tuple[dict[str, float], list[float], dict[int, torch.Tensor]]:
     """`epochs` passes over the mini-batches, one optimizer step each. Returns this process's
-    summed loss statistics ("loss/<name>"), the gradient norm of every optimizer step, and the
-    token logprobs of the first mini-batch's rows as its first update found them."""
+    summed loss statistics ("loss/<name>"), the gradient norm of every optimizer step, and, with
+    `record_first`, the token logprobs of the first mini-batch's rows as its first update found
+    them (else empty)."""
     totals: dict[str, float] = {}
     grad_norms = []
     own: dict[int, torch.Tensor] = {}
     for epoch in range(epochs):
         for k, share in enumerate(shares):
-            first = own if epoch == 0 and k == 0 else None
+            first = own if record_first and epoch == 0 and k == 0 else None
             stats = accumulate_gradients(policies, share, config.loss, par, first)
             for name, value in stats.items():
                 totals[f"loss/{name}"] = totals.get(f"loss/{name}", 0.0) + value
