@@ -59,6 +59,13 @@ class EvalConfig(StageConfig):
         "auto", description="Generation engine, as in rollout (one engine serves every checkpoint)."
     )
     vllm: VllmConfig = Field(default_factory=VllmConfig)
+    sample_cache: str | None = Field(
+        None,
+        description="A folder where sampled responses are kept for other evaluations: a "
+        "checkpoint sampled there before with the same model files, questions, sampling "
+        "settings, seed and engine is graded again with this eval's reward instead of sampled "
+        "again (a sweep's runs share their base and SFT samples so). Unset: always sample.",
+    )
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     seed: int = Field(
         7,

@@ -278,13 +278,15 @@ def evaluate_checkpoint(
     from proactive_rl.stages.eval.sampling import sample_checkpoint
 
     started = time.perf_counter()
-    samples = sample_checkpoint(ckpt.label, ckpt.path, records, config, reward_fn, backend)
+    samples, kept = sample_checkpoint(ckpt.label, ckpt.path, records, config, reward_fn, backend)
     summary = summarize(samples)
     buckets = bucket_table(samples)
     cal = calibration(buckets)
     result = {
         **ckpt.describe(root),
         "seconds": time.perf_counter() - started,
+        # responses an earlier eval sampled (sample_cache), graded here with this reward
+        "responses_kept_in": None if kept is None else str(kept),
         "metrics": summary,
         "buckets": buckets,
         "calibration": cal,

@@ -223,9 +223,20 @@ def curve_section(curve: dict[str, Any] | None) -> list[str]:
 
 
 def checkpoints_section(cks: list[dict[str, Any]]) -> list[str]:
-    """Where each checkpoint came from and how long its evaluation took."""
-    rows = [[c["label"], c["spec"], f"`{c['path']}`", f"{c['seconds']:.1f}"] for c in cks]
-    return ["", "## Checkpoints", "", *table(["label", "spec", "path", "eval seconds"], rows)]
+    """Where each checkpoint came from, how long its evaluation took and, when an earlier
+    evaluation sampled its responses (sample_cache), where they were kept."""
+    rows = [
+        [
+            c["label"],
+            c["spec"],
+            f"`{c['path']}`",
+            f"{c['seconds']:.1f}",
+            f"kept in `{c['responses_kept_in']}`" if c.get("responses_kept_in") else "sampled",
+        ]
+        for c in cks
+    ]
+    head = ["label", "spec", "path", "eval seconds", "responses"]
+    return ["", "## Checkpoints", "", *table(head, rows)]
 
 
 def _settings_json(settings: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ are still imported inside sample_checkpoint, after the run's checks have passed.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
@@ -21,6 +22,8 @@ from proactive_rl.stages.eval.metrics import (
 
 if TYPE_CHECKING:
     from proactive_rl.engine.generation import Backend, Sample
+
+logger = logging.getLogger(__name__)
 
 
 class EvalSample(TypedDict):
@@ -56,30 +59,82 @@ def sample_checkpoint(
     config: EvalConfig,
     reward_fn: RewardFn,
     backend: Backend,
-) -> list[EvalSample]:
-    """n graded samples per question from one model folder. The seeds depend only on the batch,
-    so every checkpoint is sampled with the same random numbers."""
-    from tqdm import tqdm
+) -> tuple[list[EvalSample], Path | None]:
+    """n graded samples per question from one model folder, graded with `reward_fn`, and the
+    sample_cache file their responses were kept in, when they were sampled by an earlier eval."""
     from transformers import AutoTokenizer
 
-    backend.load(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.chat_template is None:
         raise UserError(f"{model_dir} has no chat template; eval needs a chat model")
+    texts = [
+        tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False)
+        for r in records
+    ]
+    groups, kept = kept_or_sampled(label, model_dir, records, texts, tokenizer, config, backend)
     samples: list[EvalSample] = []
+    for record, text, group in zip(records, texts, groups, strict=True):
+        responses = [tokenizer.decode(s.token_ids, skip_special_tokens=True) for s in group]
+        samples += graded_group(label, record, text, responses, group, reward_fn, config)
+    return with_difficulty(samples), kept
+
+
+def kept_or_sampled(
+    label: str,
+    model_dir: Path,
+    records: list[dict[str, Any]],
+    texts: list[str],
+    tokenizer: Any,
+    config: EvalConfig,
+    backend: Backend,
+) -> tuple[list[list[Sample]], Path | None]:
+    """Each question's n responses: those kept in config.sample_cache for this very model,
+    questions and sampling (stages/eval/sample_cache.py; with the file), else sampled now (and
+    kept)."""
+    from proactive_rl.stages.eval.sample_cache import (
+        cache_file,
+        cache_key,
+        load_groups,
+        save_groups,
+    )
+
+    if config.sample_cache is None:
+        return sampled(label, model_dir, texts, tokenizer, config, backend), None
+    path = cache_file(
+        Path(config.sample_cache), cache_key(model_dir, records, config, backend.name)
+    )
+    groups = load_groups(path, len(records))
+    if groups is not None:
+        logger.info(
+            "%s: %d questions' responses kept in %s, graded again", label, len(groups), path
+        )
+        return groups, path
+    groups = sampled(label, model_dir, texts, tokenizer, config, backend)
+    save_groups(path, groups, label, model_dir)
+    return groups, None
+
+
+def sampled(
+    label: str,
+    model_dir: Path,
+    texts: list[str],
+    tokenizer: Any,
+    config: EvalConfig,
+    backend: Backend,
+) -> list[list[Sample]]:
+    """n responses per prompt from the model. The seeds depend only on the batch, so every
+    checkpoint is sampled with the same random numbers."""
+    from tqdm import tqdm
+
+    backend.load(model_dir)
+    groups: list[list[Sample]] = []
     size = config.generation_batch_prompts
-    for start in tqdm(range(0, len(records), size), desc=label, unit="batch", disable=None):
-        chunk = records[start : start + size]
-        texts = [
-            tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False)
-            for r in chunk
+    for start in tqdm(range(0, len(texts), size), desc=label, unit="batch", disable=None):
+        ids = [
+            tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[start : start + size]
         ]
-        ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-        groups = backend.generate(ids, config.n, config.sampling, seed=config.seed + start)
-        for record, text, group in zip(chunk, texts, groups, strict=True):
-            responses = [tokenizer.decode(s.token_ids, skip_special_tokens=True) for s in group]
-            samples += graded_group(label, record, text, responses, group, reward_fn, config)
-    return with_difficulty(samples)
+        groups += backend.generate(ids, config.n, config.sampling, seed=config.seed + start)
+    return groups
 
 
 def graded_group(

@@ -36,7 +36,16 @@ from proactive_rl.shared.paths import EPOCH_RE, RunPaths
 from proactive_rl.shared.publish import is_stable, published, read_json, write_json_atomic
 from proactive_rl.stages.common import config_options
 from proactive_rl.stages.sweep.config import SweepConfig
-from proactive_rl.stages.sweep.plan import Prefix, Run, eval_sets, plan, select
+from proactive_rl.stages.sweep.plan import (
+    Prefix,
+    Run,
+    eval_sets,
+    plan,
+    sample_cache,
+    select,
+    sweep_data_root,
+    sweep_root,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +111,7 @@ def run(config: SweepConfig, dry_run: bool = False) -> None:
     if not runs:
         raise UserError("the sweep has no runs: give a preset or grids")
     runs = select(runs, config.only)
-    root = config.checkpoints_dir / "sweeps" / config.name
+    root = sweep_root(config)
     shared = Shared.of(runs)
     log_plan(config, runs, shared)
     if dry_run:
@@ -153,7 +162,7 @@ def prepare_compose(config: SweepConfig, root: Path, preps: list[Prefix]) -> Non
     for prep in preps:
         prep.folder.mkdir(parents=True, exist_ok=True)
     (root / "logs").mkdir(exist_ok=True)
-    data_root = config.data_dir / "sweeps" / config.name
+    data_root = sweep_data_root(config)
     os.environ.update(container_user([root, data_root]))
 
 
@@ -247,7 +256,12 @@ def sft_step(config: SweepConfig, state: Ledger, sft: Prefix, data: Prefix) -> N
     if not (state.done(step) and is_stable(RunPaths(sft.folder).eval_dir("report"))):
         dirs = ["--data-dir", str(data.folder), "--run-dir", str(sft.folder), "--resume"]
         seconds = _launch(config, "sft", [*dirs, *_sets(sft.overrides)], step)
-        evals = [*config.settings.get("eval", []), "checkpoints=base,sft", "name=report"]
+        evals = [
+            *cached(config),
+            *config.settings.get("eval", []),
+            "checkpoints=base,sft",
+            "name=report",
+        ]
         seconds += _launch(config, "eval", [*dirs, *_sets(evals)], f"{step}-eval")
         state.finish(step, seconds)
 
@@ -279,7 +293,7 @@ def rl_steps(config: SweepConfig, state: Ledger, run: Run, sets: dict[str, Prefi
                 pool.submit(_launch, config, "rollout", rollout, f"{run.name}-rollout"),
             ]
             seconds = max(f.result() for f in futures)
-        evals = [*run.overrides["eval"], checkpoints, "name=report"]
+        evals = [*cached(config), *run.overrides["eval"], checkpoints, "name=report"]
         seconds += _launch(config, "eval", [*dirs, *_sets(evals)], f"{run.name}-eval")
         state.finish(run.name, seconds)
     for name, data in sets.items():
@@ -287,8 +301,15 @@ def rl_steps(config: SweepConfig, state: Ledger, run: Run, sets: dict[str, Prefi
         if state.done(step) and is_stable(paths.eval_dir(name)):
             continue
         dirs = ["--data-dir", str(data.folder), "--run-dir", str(run.folder), "--resume"]
-        evals = [*run.overrides["eval"], checkpoints, f"name={name}", "split=all"]
+        evals = [*cached(config), *run.overrides["eval"], checkpoints, f"name={name}", "split=all"]
         state.finish(step, _launch(config, "eval", [*dirs, *_sets(evals)], step))
+
+
+def cached(config: SweepConfig) -> list[str]:
+    """Every evaluation of the sweep keeps its responses in one place, so each run grades the
+    shared base model's and SFT epoch's responses with its own reward instead of sampling them
+    again (a sample_cache in the sweep's eval settings, given after this, wins)."""
+    return [f"sample_cache={sample_cache(config)}"]
 
 
 def _sets(overrides: Iterable[str]) -> list[str]:
@@ -301,7 +322,7 @@ def _launch(config: SweepConfig, stage: str, args: list[str], step: str) -> floa
         cmd = [*compose_command(), "run", "--rm", "--no-deps", "-T", stage, *args]
     else:
         cmd = [sys.executable, "-m", "proactive_rl.stages.cli", stage, *args]
-    log = config.checkpoints_dir / "sweeps" / config.name / "logs" / f"{step}.log"
+    log = sweep_root(config) / "logs" / f"{step}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     logger.info("%s: %s", step, " ".join(shlex.quote(c) for c in cmd))
     started = time.perf_counter()

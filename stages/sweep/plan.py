@@ -116,14 +116,30 @@ def run_name(point: dict[str, Any]) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
 
 
+def sweep_root(config: SweepConfig) -> Path:
+    """The sweep's folder: its ledger, logs, shared SFTs, one folder per run, the report."""
+    return config.checkpoints_dir / "sweeps" / config.name
+
+
+def sweep_data_root(config: SweepConfig) -> Path:
+    """The sweep's data folders: one per prep variant and per eval set."""
+    return config.data_dir / "sweeps" / config.name
+
+
+def sample_cache(config: SweepConfig) -> Path:
+    """Where the runs' evaluations keep their sampled responses: the base model and a shared
+    SFT epoch are sampled once for every run (EvalConfig.sample_cache)."""
+    return sweep_root(config) / "eval-samples"
+
+
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def plan(config: SweepConfig) -> list[Run]:
     """The runs, with their shared prep and SFT prefixes."""
-    root = config.checkpoints_dir / "sweeps" / config.name
-    data_root = config.data_dir / "sweeps" / config.name
+    root = sweep_root(config)
+    data_root = sweep_data_root(config)
     sample = config.data_dir / "sample"
     runs: list[Run] = []
     names: set[str] = set()
@@ -169,7 +185,7 @@ PROMPT_SETTINGS = ("system_prompt=", "data_source=")
 def eval_sets(config: SweepConfig) -> dict[str, Prefix]:
     """Each eval set as a prep of its questions file into a data folder of its own, graded
     whole (one test row, split=all) with the training prompt."""
-    data_root = config.data_dir / "sweeps" / config.name
+    data_root = sweep_data_root(config)
     sample = config.data_dir / "sample"
     kept = [o for o in config.settings.get("prep", []) if o.startswith(PROMPT_SETTINGS)]
     limit = [f"rl_source_limits=[{config.eval_set_rows}]"] if config.eval_set_rows else []

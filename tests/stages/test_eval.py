@@ -317,3 +317,82 @@ def test_a_sweep_run_names_the_shared_sft_and_its_base(tmp_path, tiny_model, pru
         ("sft_epoch_3", shared.sft_epoch(3).resolve()),
         ("policy_25", paths.policy(25).resolve()),
     ]
+
+
+def _samples(folder):
+    return [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
+
+
+def test_kept_responses_are_graded_again_with_another_reward(run, tmp_path):
+    """sample_cache: a second eval of the same checkpoints and sampling grades the responses the
+    first one sampled with its own reward (a sweep's runs share base and SFT so); another seed
+    is another sample."""
+    workdir, paths = run
+    cache = ["--set", f"sample_cache={tmp_path / 'kept'}", "--set", "checkpoints=base,sft"]
+    common = ["eval", "--run-dir", "run", *FAST, *cache]
+    proactive(*common, "--set", "name=first", cwd=workdir)
+    assert len(list((tmp_path / "kept").glob("*.json"))) == 2  # one file per checkpoint
+    proactive(*common, "--set", "name=again", "--set", "reward=ternary", cwd=workdir)
+    proactive(*common, "--set", "name=other_seed", "--set", "seed=8", cwd=workdir)
+
+    first, again = _samples(paths.eval_dir("first")), _samples(paths.eval_dir("again"))
+    assert [s["response"] for s in again] == [s["response"] for s in first]
+    assert [s["response_tokens"] for s in again] == [s["response_tokens"] for s in first]
+    # graded with ternary: 0 for a hedge, else +1 / -1 by the recipe's grade
+    expected = [0.0 if s["proactive"] else (1.0 if s["correct"] else -1.0) for s in again]
+    assert [s["reward"] for s in again] == expected
+    assert any(s["reward"] != f["reward"] for s, f in zip(again, first, strict=True))
+
+    def kept_in(name):
+        report = json.loads(paths.eval_report(name).read_text())
+        return [c["responses_kept_in"] for c in report["checkpoints"]]
+
+    assert kept_in("first") == [None, None]
+    assert all(str(tmp_path / "kept") in kept for kept in kept_in("again"))
+    assert "kept in" in (paths.eval_dir("again") / "report.md").read_text()
+    assert kept_in("other_seed") == [None, None]
+    assert len(list((tmp_path / "kept").glob("*.json"))) == 4
+
+
+def test_a_cache_key_follows_the_model_files_and_the_sampling(tmp_path, tiny_model):
+    """Anything that decides the responses is in the key: a model file's bytes (a folder
+    without a marker: its size and time), a published folder's checksums, the sampling."""
+    from proactive_rl.stages.eval.config import EvalConfig
+    from proactive_rl.stages.eval.sample_cache import cache_key
+
+    records = [{"extra_info": {"index": 3}, "prompt": [{"role": "user", "content": "Q?"}]}]
+    config = EvalConfig()
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    key = cache_key(model, records, config, "vllm")
+    assert cache_key(model, records, config, "vllm") == key
+    assert cache_key(model, records, config, "transformers") != key
+    assert cache_key(model, records, EvalConfig(seed=8), "vllm") != key
+    hotter = EvalConfig.model_validate({"sampling": {"temperature": 0.5}})
+    assert cache_key(model, records, hotter, "vllm") != key
+    other = [{**records[0], "prompt": [{"role": "user", "content": "Q2?"}]}]
+    assert cache_key(model, other, config, "vllm") != key
+    with open(model / "config.json", "a") as fh:
+        fh.write(" ")
+    assert cache_key(model, records, config, "vllm") != key
+
+    # a published copy is known by its checksums, wherever it lies
+    first, second, changed = tmp_path / "a" / "m", tmp_path / "b" / "m", tmp_path / "c" / "m"
+    for folder in (first, second):
+        copy_model(tiny_model, folder, {})
+    copy_model(model, changed, {})
+    assert cache_key(first, records, config, "vllm") == cache_key(second, records, config, "vllm")
+    assert cache_key(first, records, config, "vllm") != cache_key(changed, records, config, "vllm")
+
+
+def test_a_partial_cache_file_is_sampled_again(tmp_path):
+    from proactive_rl.engine.generation import Sample
+    from proactive_rl.stages.eval.sample_cache import load_groups, save_groups
+
+    path = tmp_path / "k.json"
+    save_groups(path, [[Sample([1, 2], [-0.1, -0.2], "stop")]], "base", tmp_path)
+    assert load_groups(path, 1) == [[Sample([1, 2], [], "stop")]]
+    assert load_groups(path, 2) is None  # other questions: not these responses
+    path.write_text(path.read_text()[:20])
+    assert load_groups(path, 1) is None
+    assert load_groups(tmp_path / "absent.json", 1) is None

@@ -81,6 +81,13 @@ def test_the_beta_experiment_in_one_command(workdir, tiny_model):
             entries = entries["checkpoints"]
             assert [c["kind"] for c in entries] == ["base", "sft", "policy"], (name, set_name)
             assert entries[0]["path"] == str(tiny_model)
+    # the shared SFT's evaluation sampled base and SFT on the held-out split: every run grades
+    # those responses with its own beta (sample_cache). (Policies are sampled unless another
+    # run's is the same bytes: one tiny step can leave the three alike.)
+    for name in RUNS:
+        entries = json.loads((root / name / "eval" / "report" / "report.json").read_text())
+        kept = [c["responses_kept_in"] for c in entries["checkpoints"][:2]]
+        assert all(k and (workdir / k).parent == root / "eval-samples" for k in kept), kept
     sft_entry = json.loads(
         (root / "sft50_rl_beta0.3" / "eval" / "report" / "report.json").read_text()
     )
