@@ -65,10 +65,17 @@ RL_LR=${RL_LR:-2e-5}
 # it runs); BACKEND=transformers where vLLM's start-up would dominate (the tiny model in tests).
 BACKEND=${BACKEND:-}
 
+# vLLM's CPU build keeps one core from the model's threads by default; evaluation runs the engine
+# alone, where every core measured 1.3-1.9x faster (docs/benchmarks.md). 0 from 2026-12-03: the
+# evaluations before it (run 7, the first bench-rewards pieces) sampled on one core. The base
+# model's measurement (which decides the SFT data) keeps the default, so training is unchanged.
+EVAL_RESERVED_CORES=${EVAL_RESERVED_CORES:-0}
+
 # The settings every run records (bench.json, the sweep's settings).
 BENCH_SETTINGS=(BASE_MODEL SIMPLEQA_ROWS TEST_ROWS SFT_SAMPLES SFT_EPOCHS RL_POOL RL_EPOCHS
     RL_PROMPTS RL_N MAX_NEW_TOKENS EVAL_N KNOWN PROACTIVE_FRACTION MEASURE_N KNOWN_THRESHOLD
-    RL_KNOWN_FRACTION RL_TEMPERATURE REWARD REWARD_KWARGS RL_LR NQ_ROWS BACKEND)
+    RL_KNOWN_FRACTION RL_TEMPERATURE REWARD REWARD_KWARGS RL_LR NQ_ROWS BACKEND
+    EVAL_RESERVED_CORES)
 
 # What each stage is given, for the data folder $1 (which holds sample/). Only what differs from
 # the stages' defaults (the defaults have one owner each: the stage's config class).
@@ -90,7 +97,8 @@ bench_sets() {
         "sampling.temperature=$RL_TEMPERATURE" num_examine=2)
     REWARD_SETS=("reward=$REWARD" "reward_kwargs=$REWARD_KWARGS")
     EVAL_SETS=('checkpoints=["base", "sft", "final"]' "n=$EVAL_N"
-        "sampling.max_new_tokens=$MAX_NEW_TOKENS" sampling.temperature=0.7)
+        "sampling.max_new_tokens=$MAX_NEW_TOKENS" sampling.temperature=0.7
+        "vllm.cpu_reserved_cores=$EVAL_RESERVED_CORES")
     # an NQ-open data folder: its first NQ_ROWS questions, graded whole (eval split=all)
     NQ_PREP_SETS=("rl_source=$NQ_OPEN" "rl_source_limits=[$NQ_ROWS]" test_rows=1)
     if [ -n "$BACKEND" ]; then
