@@ -242,6 +242,25 @@ REWARDS: dict[str, RewardFn] = {
 }
 
 
+def used_kwargs(spec: str, reward_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments a built-in reward reads (its named parameters), for reports: the
+    stages' default beta means nothing to ternary. Every one for a reward of the user's.
+
+    >>> used_kwargs("ternary", {"beta": 0.5, "abstain": 0.1})
+    {'abstain': 0.1}
+    >>> used_kwargs("proactive", {"beta": 0.3})
+    {'beta': 0.3}
+    """
+    if spec not in REWARDS:
+        return dict(reward_kwargs)
+    named = inspect.signature(REWARDS[spec]).parameters
+    return {
+        k: v
+        for k, v in reward_kwargs.items()
+        if k in named and named[k].kind != named[k].VAR_KEYWORD
+    }
+
+
 def load_reward(spec: str, reward_kwargs: Mapping[str, Any] | None = None) -> RewardFn:
     """Resolve a reward spec: a built-in name, or `path/to/file.py:function_name`, and check
     that it accepts the users' arguments plus `reward_kwargs` (so a mismatch fails at startup).

@@ -249,6 +249,7 @@ def evaluate(
 def against_optimum(config: EvalConfig, reward_fn: RewardFn, done: Evaluated) -> None:
     """Each checkpoint against its reward's best action per question (stages/eval/optimum.py),
     graded as the reward grades (its `grader` kwarg)."""
+    from proactive_rl.shared.rewards import used_kwargs
     from proactive_rl.stages.eval.optimum import action_table, by_checkpoint
 
     table = action_table(reward_fn, config.reward_kwargs, config.n)
@@ -258,7 +259,7 @@ def against_optimum(config: EvalConfig, reward_fn: RewardFn, done: Evaluated) ->
     logger.info(
         "reward %s %s: answering pays from an accuracy of %s (group of %d)",
         config.reward,
-        json.dumps(config.reward_kwargs, sort_keys=True),
+        json.dumps(used_kwargs(config.reward, config.reward_kwargs), sort_keys=True),
         "-" if optimum.get("threshold") is None else f"{optimum['threshold']:.3f}",
         config.n,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from proactive_rl.shared.rewards import used_kwargs
 from proactive_rl.stages.eval.metrics import BUCKET_RANGES, BUCKETS
 from proactive_rl.stages.reports import METRIC_ROWS, cell, fmt, table
 
@@ -272,7 +273,8 @@ def optimum_section(
     if not all("optimum" in c for c in cks):
         return []
     eval_settings = report["settings"]["eval"]
-    reward = f"`{eval_settings.get('reward')}` {json.dumps(eval_settings.get('reward_kwargs'))}"
+    used = used_kwargs(eval_settings.get("reward", ""), eval_settings.get("reward_kwargs") or {})
+    reward = f"`{eval_settings.get('reward')}` {json.dumps(used)}"
     threshold = cks[0]["optimum"]["threshold"] if cks else None
     where = (
         "has no single accuracy threshold (each question is judged on its own)"
