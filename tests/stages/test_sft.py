@@ -161,9 +161,16 @@ def test_a_step_is_verls_global_batch(tmp_path: Path) -> None:
     assert len(smaller) == 5
     assert read_marker(RunPaths(tmp_path / "a").sft_epoch(1))["samples"] == 11
     a, b, c = (state_dict(RunPaths(tmp_path / n).sft_epoch(1)) for n in "abc")
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=key)
-    assert any(not torch.allclose(a[key], c[key], rtol=1e-4, atol=1e-6) for key in a)
+    # Whole-model distances, not elements: float32 sums over 2 + 2 rows and over 4 differ in
+    # the last bits, and Adam's m / sqrt(v) can blow that up where a gradient is near zero
+    # (one element of 8,192 went past rtol 1e-4 on one machine). Measured: |a - b| / |a - c|
+    # = 1.3e-6; steps of 2 instead of 4 give 1.
+    assert distance(a, b) < 1e-3 * distance(a, c)
+
+
+def distance(x: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> float:
+    """Euclidean distance between two models' parameters, all tensors together."""
+    return sum(((x[k] - y[k]) ** 2).sum() for k in x).sqrt().item()
 
 
 # veRL 0.9.1's own schedules (verl.utils.torch_functional, as its FSDP engine builds them) for
