@@ -14,7 +14,7 @@
 #                                       the SimpleQA copy; BENCH_RUN=checkpoints/... the run dir)
 # Writes <run>/eval/report/{report.md,report.json,*.png}, the same for NQ-open questions in
 # <run>/eval/nq-open/, and <run>/bench.json (stage wall times, seeds, each set's goals, the
-# reward's optimum yardstick and the oracle frontier: scripts/learning_frontier.py).
+# reward's optimum yardstick and the oracle frontier: stages/eval/frontier.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,33 +66,36 @@ if [ "$NQ_ROWS" -gt 0 ]; then
     with_sets NQ_PREP_SETS "$proactive" prep --data-dir "$nq_data" >/dev/null
     EVAL_SETS+=(split=all name=nq-open)
     timed eval-nq-open with_sets EVAL_SETS "$proactive" eval --data-dir "$nq_data" --run-dir "$run"
-    python3 scripts/learning_frontier.py "$run/eval/nq-open" base --json "$run/frontier-nq-open.json"
 fi
 
 # The learning goals (report.json's acceptance) and what hedging alone could reach with the base
-# model's knowledge (scripts/learning_frontier.py), beside the wall times.
-python3 scripts/learning_frontier.py "$run/eval/report" base --json "$run/frontier.json"
+# model's knowledge (the oracle frontier eval writes under the base checkpoint), beside the wall
+# times.
 export "${BENCH_SETTINGS[@]}"
 python3 - "$run" "$times" "$((SECONDS - start))" "${BENCH_SETTINGS[@]}" <<'PY'
 import json, os, sys
 run, times, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
 settings = {name: os.environ[name] for name in sys.argv[4:]}
 stages = {name: int(s) for name, s in (line.split() for line in open(times))}
-def summary(name, frontier):
-    """One report's goals, the optimum yardstick per checkpoint and the oracle frontier."""
+def summary(name):
+    """One report's goals, the optimum yardstick per checkpoint and the base model's oracle
+    frontier (the recipe's grader; the normalised one's beside it)."""
     report = json.load(open(f"{run}/eval/{name}/report.json"))
+    base = next(c for c in report["checkpoints"] if c["kind"] == "base")
+    frontier = {"checkpoint": base["label"], **base["oracle_frontier"]["substring"]}
+    frontier["normalised"] = base["oracle_frontier"]["normalised"]
     return {
         "questions": report["questions"],
         "n": report["n"],
         "goals": {c["id"]: {"passed": c["passed"], "detail": c["detail"]} for c in report["acceptance"]},
         "optimum": {c["label"]: c["optimum"] for c in report["checkpoints"]},
-        "oracle_frontier": json.load(open(frontier)),
+        "oracle_frontier": frontier,
         "seeds": report["seeds"],
     }
 
-reports = {"held-out": summary("report", f"{run}/frontier.json")}
+reports = {"held-out": summary("report")}
 if os.path.exists(f"{run}/eval/nq-open/report.json"):
-    reports["nq-open"] = summary("nq-open", f"{run}/frontier-nq-open.json")
+    reports["nq-open"] = summary("nq-open")
 held_out = reports["held-out"]
 bench = {
     "settings": settings,
@@ -104,6 +107,10 @@ bench = {
 json.dump(bench, open(f"{run}/bench.json", "w"), indent=2)
 for set_name, one in reports.items():
     print(f"{set_name} ({one['questions']} questions x n={one['n']}):")
+    f = one["oracle_frontier"]
+    print(f"  oracle frontier of {f['checkpoint']}: base accuracy {f['base_accuracy']:.1%}; "
+          f"at most {f['best_accuracy_within_hallucination_max']:.1%} correct with hallucination "
+          f"<= 10% (goal {f['accuracy_goal']:.1%}); best truthfulness {f['best_truthfulness']:+.1%}")
     for name, goal in one["goals"].items():
         print(f"  {'PASS' if goal['passed'] else 'fail' if goal['passed'] is False else '  - '} {name}: {goal['detail']}")
 print(f"bench-learning: {total} s in all {stages}; report: {run}/eval/report/report.md")

@@ -236,6 +236,7 @@ def evaluate(
         done.samples.extend(one.samples)
         log_checkpoint(ckpt.label, one.result)
     by_base_difficulty(done.results, done.samples)
+    base_frontier(done.results, done.samples)
     against_optimum(config, reward_fn, done)
     # logged once the views across checkpoints (base difficulty, the optimum) are in
     for index, (ckpt, result) in enumerate(zip(checkpoints, done.results, strict=True)):
@@ -244,6 +245,17 @@ def evaluate(
         judge_all(config, done.results, done.samples, backend, metrics_log)
     backend.close()
     return done
+
+
+def base_frontier(results: list[dict[str, Any]], samples: Sequence[Mapping[str, Any]]) -> None:
+    """The oracle frontier of the base model's knowledge (stages/eval/frontier.py): what
+    hedging alone could reach on these questions, in the base checkpoint's entry."""
+    from proactive_rl.stages.eval.frontier import oracle_frontier
+
+    for result in results:
+        if result["kind"] == "base":
+            own = [s for s in samples if s["checkpoint"] == result["label"]]
+            result["oracle_frontier"] = oracle_frontier(own)
 
 
 def against_optimum(config: EvalConfig, reward_fn: RewardFn, done: Evaluated) -> None:
@@ -428,6 +440,8 @@ def flat_metrics(name: str, label: str, spec: str, result: dict[str, Any]) -> di
             record[f"{view}/{key}/low"], record[f"{view}/{key}/high"] = low, high
     record["risk_coverage/area"] = result["risk_coverage"]["area"]
     record.update({f"optimum/{k}": v for k, v in result["optimum"].items() if v is not None})
+    for grader, view in result.get("oracle_frontier", {}).items():
+        record.update({f"oracle_frontier/{grader}/{k}": v for k, v in view.items()})
     for bucket, row in result["buckets"].items():
         for key in ("questions", "proactive_rate", "accuracy", "not_attempted_rate"):
             record[f"bucket/{bucket}/{key}"] = row[key]

@@ -20,6 +20,7 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
     out += acceptance_section(report["acceptance"])
     out += metrics_section(cks, labels, report["n"])
     out += optimum_section(cks, labels, report)
+    out += frontier_section(cks)
     out += graders_section(cks, labels)
     out += judge_section(cks, labels, report["settings"]["eval"].get("judge"))
     out += risk_coverage_section(cks, labels)
@@ -304,6 +305,47 @@ def optimum_section(
         ]
     )
     return out + table(["", *labels], rows)
+
+
+def frontier_section(cks: list[dict[str, Any]]) -> list[str]:
+    """What hedging alone could reach with the base model's knowledge (stages/eval/frontier.py),
+    under each grader: the bound on any reward that does not make the model know more."""
+    base = next((c for c in cks if c.get("oracle_frontier")), None)
+    if base is None:
+        return []
+    rows = [[grader, *frontier_cells(view)] for grader, view in base["oracle_frontier"].items()]
+    return [
+        "",
+        "## What hedging alone could reach (oracle frontier of the base model)",
+        "",
+        f"An oracle that knows each question's accuracy under `{base['label']}` answers only the "
+        "questions it gets right most often and hedges on the rest (optimistic: it selects on "
+        "the samples it scores). If it cannot keep hallucination at most 10% with 80% of the "
+        "base's accuracy, no reward can without the model knowing more.",
+        "",
+        *table(FRONTIER_HEADER, rows),
+    ]
+
+
+FRONTIER_HEADER = [
+    "grader",
+    "base accuracy",
+    "most correct at <= 10% hallucination",
+    "80% of base (goal)",
+    "both goals by hedging",
+    "best truthfulness",
+]
+
+
+def frontier_cells(view: dict[str, Any]) -> list[str]:
+    """One grader's frontier as FRONTIER_HEADER's cells (after the grader)."""
+    return [
+        fmt(view["base_accuracy"], "pct"),
+        fmt(view["best_accuracy_within_hallucination_max"], "pct"),
+        fmt(view["accuracy_goal"], "pct"),
+        "yes" if view["both_reachable_by_hedging"] else "no",
+        f"{100 * view['best_truthfulness']:+.1f}%",
+    ]
 
 
 OPTIMUM_ROWS: tuple[tuple[str, str, str], ...] = (

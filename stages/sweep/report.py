@@ -38,9 +38,12 @@ def _eval(folder: Path, name: str = "report") -> dict[str, Any]:
 
 
 def _judged(report: dict[str, Any]) -> dict[str, Any]:
-    """A report's final checkpoint, size and goals: what a table row of it shows."""
+    """A report's final checkpoint, size and goals, and its base model's oracle frontier: what
+    a table row of it shows."""
+    base = next((c for c in report["checkpoints"] if c.get("oracle_frontier")), None)
     return {
         "final": _entry(report["checkpoints"][-1]),
+        "frontier": base["oracle_frontier"] if base else None,
         "questions": report["questions"],
         "n": report["n"],
         "goals": {c["id"]: c["passed"] for c in report.get("acceptance", [])},
@@ -96,6 +99,7 @@ class RunRow(TypedDict):
     seeds: dict[str, Any]
     seconds: float | None
     goals: dict[str, bool | None]
+    frontier: dict[str, Any] | None  # the base model's oracle frontier, per grader
     sets: dict[str, dict[str, Any]]  # eval set -> its report's final entry, size and goals
 
 
@@ -154,6 +158,7 @@ def markdown(config: SweepConfig, data: dict[str, Any]) -> str:
         "",
         *runs_table(runs),
         *goals_table(runs),
+        *frontier_table(runs),
         *optimum_table(runs),
         *[line for name in config.eval_sets for line in set_section(name, runs)],
         *references_table(data["references"]),
@@ -222,6 +227,7 @@ def set_section(name: str, runs: list[RunRow]) -> list[str]:
             [[row["name"], *run_cells(row)[: len(RATES) + 2]] for row in rows],
         ),
         *goals_table(rows),
+        *frontier_table(rows),
         *optimum_table(rows),
     ]
 
@@ -233,6 +239,40 @@ def goals_table(runs: list[RunRow]) -> list[str]:
     mark = {True: "PASS", False: "fail", None: "–"}
     header = ["run (learning goals vs the base model)", *(title for _, title in GOALS)]
     rows = [[r["name"], *(mark[r["goals"].get(goal)] for goal, _ in GOALS)] for r in runs]
+    return ["", *table(header, rows)]
+
+
+def frontier_table(runs: list[RunRow]) -> list[str]:
+    """Each final policy beside what hedging alone could reach with its base model's knowledge
+    (eval's oracle frontier, normalised grader): how close a run gets to the learning goals,
+    and whether any reward could reach them without the model knowing more."""
+    rows = []
+    for r in runs:
+        oracle = (r.get("frontier") or {}).get("normalised")
+        if oracle is None:
+            continue
+        m, norm = r["final"]["metrics"], r["final"].get("metrics_normalised", {})
+        rows.append(
+            [
+                r["name"],
+                f"{_pct(norm.get('accuracy'))} / {_pct(m['hallucination_rate'])} / "
+                f"{_pct(m['truthfulness'])}",
+                _pct(oracle["best_accuracy_within_hallucination_max"]),
+                _pct(oracle["accuracy_goal"]),
+                "yes" if oracle["both_reachable_by_hedging"] else "no",
+                f"{100 * oracle['best_truthfulness']:+.1f}%",
+            ]
+        )
+    if not rows:
+        return []
+    header = [
+        "run (vs the oracle frontier)",
+        "final: accuracy (normalised) / hallucination / truthfulness",
+        "oracle: most correct at <= 10% hallucination",
+        "goal: 80% of the base's accuracy",
+        "both goals by hedging alone",
+        "oracle's best truthfulness",
+    ]
     return ["", *table(header, rows)]
 
 

@@ -166,6 +166,30 @@ def test_report_compares_every_named_checkpoint(compared):
     assert report["acceptance"][3]["checkpoint"] == "policy_2"
 
 
+def test_the_base_models_oracle_frontier_under_each_grader(compared):
+    """What hedging alone could reach with the base's knowledge, recomputed from its samples:
+    in report.json (base only), report.md and metrics.jsonl."""
+    paths, folder = compared
+    report = json.loads((folder / "report.json").read_text())
+    base = report["checkpoints"][0]
+    samples = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
+    own = [s for s in samples if s["checkpoint"] == "base"]
+    for grader, key in (("substring", "grade"), ("normalised", "grade_normalised")):
+        view = base["oracle_frontier"][grader]
+        right = sum(s[key] == "correct" for s in own) / len(own)
+        assert view["base_accuracy"] == pytest.approx(right)
+        assert view["questions"] == TEST_QUESTIONS
+        assert 0 <= view["best_accuracy_within_hallucination_max"] <= view["base_accuracy"]
+        assert view["accuracy_goal"] == pytest.approx(0.8 * right)
+    assert all("oracle_frontier" not in c for c in report["checkpoints"][1:])
+    assert "## What hedging alone could reach" in (folder / "report.md").read_text()
+    logged = [r for r in read_metrics(paths.logs("eval")) if r.get("report") == "all"]
+    first = next(r for r in logged if r["checkpoint"] == "base")
+    assert first["oracle_frontier/normalised/base_accuracy"] == pytest.approx(
+        base["oracle_frontier"]["normalised"]["base_accuracy"]
+    )
+
+
 def test_markdown_samples_plots_and_metrics_log(compared):
     paths, folder = compared
     text = (folder / "report.md").read_text()

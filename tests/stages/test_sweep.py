@@ -97,6 +97,10 @@ def test_the_beta_experiment_in_one_command(workdir, tiny_model):
         nq_row = row["sets"]["nq"]
         assert nq_row["questions"] == 3 and nq_row["final"]["optimum"]["questions"] == 3
     assert "## On `nq`" in markdown and "## Against each reward's own optimum" in markdown
+    # each final policy beside its base model's oracle frontier, on both sets
+    assert markdown.count("| run (vs the oracle frontier) |") == 2
+    assert report["runs"][0]["frontier"]["normalised"]["questions"] == 4
+    assert report["runs"][0]["sets"]["nq"]["frontier"]["normalised"]["questions"] == 3
 
     # an interrupted run: only it is redone; the others and the shared SFTs are kept
     shutil.rmtree(root / "sft50_rl_beta0.7" / "eval")
