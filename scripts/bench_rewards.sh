@@ -9,7 +9,8 @@
 # evaluation of base, SFT and final policy on the 200 held-out questions and on NQ_ROWS NQ-open
 # questions (never trained on), each with its 95% intervals, the learning goals and the reward's
 # optimum yardstick; one comparison report. It is a `proactive sweep`, so it is resumable: the
-# same command continues where it stopped (run it in pieces; about 6 hours on 2 cores, measured 2026-12-03).
+# same command continues where it stopped (run it in pieces; 6 hours on 2 cores measured 2026-12-03
+# before the runs shared their base and SFT samples (sample_cache); about 4 expected since).
 #
 # Usage: make bench-rewards [BENCH_REWARDS_ARGS=--dry-run]
 #        make bench-rewards BENCH_REWARDS_ARGS='--only sft_rl_ternary --only sft_rl_ternary_abstain0.1'
