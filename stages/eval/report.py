@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from proactive_rl.shared.rewards import used_kwargs
+from proactive_rl.stages.eval.acceptance import ACCURACY_KEPT_MIN, HALLUCINATION_MAX
 from proactive_rl.stages.eval.metrics import BUCKET_RANGES, BUCKETS
 from proactive_rl.stages.reports import METRIC_ROWS, cell, fmt, table
 
@@ -320,8 +321,9 @@ def frontier_section(cks: list[dict[str, Any]]) -> list[str]:
         "",
         f"An oracle that knows each question's accuracy under `{base['label']}` answers only the "
         "questions it gets right most often and hedges on the rest (optimistic: it selects on "
-        "the samples it scores). If it cannot keep hallucination at most 10% with 80% of the "
-        "base's accuracy, no reward can without the model knowing more.",
+        f"the samples it scores). If it cannot keep hallucination at most {HALLUCINATION_MAX:.0%} "
+        f"with {ACCURACY_KEPT_MIN:.0%} of the base's accuracy, no reward can without the model "
+        "knowing more.",
         "",
         *table(FRONTIER_HEADER, rows),
     ]
@@ -330,8 +332,8 @@ def frontier_section(cks: list[dict[str, Any]]) -> list[str]:
 FRONTIER_HEADER = [
     "grader",
     "base accuracy",
-    "most correct at <= 10% hallucination",
-    "80% of base (goal)",
+    f"most correct at <= {HALLUCINATION_MAX:.0%} hallucination",
+    f"{ACCURACY_KEPT_MIN:.0%} of base (goal)",
     "both goals by hedging",
     "best truthfulness",
 ]
