@@ -15,11 +15,13 @@ off-policy, step time / max(generate, update), 1.0 when the shorter hides whole 
 longer; on-policy, step time / (generate + update).
 
 The figure: our steps per hour / TRL's. It compares only when both did the same work:
-generated and trained tokens per step within --same-work of TRL's (sampling differs, so lengths
-differ a little; a response cut at the limit is the same work); the table marks a run that did
-not ("NO" with its token ratios) beside its ratio.
+generated and trained tokens per step, over all repeats, within --same-work of TRL's (the two
+engines sample differently, so one draw's lengths differ; a response cut at the limit is the
+same work). Each repeat has a seed of its own, on both sides alike (prompt order, sampling,
+trainer): one draw's luck averages out over the repeats, a systematic difference does not. The
+table gives the pooled token ratios and marks a run that did not do the same work ("NO").
 
-Usage: python scripts/bench_peers.py [--out checkpoints/bench-peers] [--steps 6] [--quick]
+Usage: python scripts/bench_peers.py [--out checkpoints/bench-peers] [--steps 4] [--quick]
 """
 
 from __future__ import annotations
@@ -79,9 +81,10 @@ class PeakMemory:
 
 
 def settings_of(
-    prompts: int, n: int, steps: int, tokens: int, lr: float, trl_engine: str
+    prompts: int, n: int, steps: int, tokens: int, lr: float, trl_engine: str, seed: int
 ) -> dict[str, object]:
     return {
+        "seed": seed,
         "prompts": prompts,
         "n": n,
         "steps": steps,
@@ -136,7 +139,7 @@ def trl_main(model_dir: Path, data: Path, out: Path, settings_json: str) -> None
     ours, rollout = GrpoConfig(), RolloutConfig()
     rows = pq.read_table(data / "processed" / "rl_train.parquet").to_pylist()
     # our grpo's order of the same pool (max_prompts = prompts x steps, one epoch), step by step
-    plan = Plan("peers", len(rows), "", s["prompts"], s["n"], 1, ours.seed, 0)
+    plan = Plan("peers", len(rows), "", s["prompts"], s["n"], 1, s["seed"], 0)
     plan = dataclasses.replace(plan, max_prompts=s["prompts"] * s["steps"])
     rows = [rows[i] for step in range(plan.total_steps) for i in plan.step_prompts(step)]
     dataset = datasets.Dataset.from_list(
@@ -183,7 +186,7 @@ def trl_main(model_dir: Path, data: Path, out: Path, settings_json: str) -> None
         # that has it); TRL's default bf16=True autocasts on a CPU too, which is the same job
         # only where the CPU has bf16 dot products (on an AVX2 CPU: 356 s a step against 35)
         bf16=pick_dtype("auto") == torch.bfloat16,
-        seed=ours.seed,
+        seed=s["seed"],
         dataloader_num_workers=0,
         disable_dropout=True,
         **TRL_ENGINES[s["trl_engine"]],
@@ -263,8 +266,9 @@ def run_ours(model_dir: Path, data: Path, out: Path, settings: dict, staleness: 
         f"max_staleness={staleness}",
         "keep_policies=2",
         f"state_every_steps={s['steps']}",
+        f"seed={s['seed']}",
     ]
-    rollout_args = [f"sampling.max_new_tokens={s['max_new_tokens']}"]
+    rollout_args = [f"sampling.max_new_tokens={s['max_new_tokens']}", f"seed={s['seed']}"]
     # one step off-policy, generation and update run at once: each on a core of its own;
     # on-policy they take turns, so each computes on every core (vLLM reserving none)
     pinned = staleness > 0
@@ -339,25 +343,32 @@ def summary(steps: list[dict], peak_gb: float, staleness: int | None) -> dict[st
     }
 
 
+WORK = ("generated_tokens_per_step", "trained_tokens_per_step")
+
+
 def compare(repeats: list[dict[str, dict]], tolerance: float) -> dict[str, dict]:
-    """Per run of ours, over the repeats: the same-work check against TRL's run of the same
-    repeat, then the steps-per-hour ratio (median, min, max)."""
+    """Per run of ours, over the repeats: the same-work check against TRL, then the
+    steps-per-hour ratio (median, min, max). Each repeat samples with a seed of its own (both
+    sides alike), so one repeat's token counts differ by the luck of its draw; the check is on
+    the mean over all repeats, where that luck averages out and a systematic difference (one
+    side generating longer answers) does not. Each repeat's ratios are kept beside it."""
     out: dict[str, dict] = {}
     for name in repeats[0]:
         if name == "trl":
             continue
-        works, ratios = [], []
-        for runs in repeats:
-            ours, trl = runs[name], runs["trl"]
-            works.append(
-                {
-                    key: round(ours[key] / trl[key], 3)
-                    for key in ("generated_tokens_per_step", "trained_tokens_per_step")
-                }
+        works = [{key: round(r[name][key] / r["trl"][key], 3) for key in WORK} for r in repeats]
+        pooled = {
+            key: round(
+                statistics.fmean(r[name][key] for r in repeats)
+                / statistics.fmean(r["trl"][key] for r in repeats),
+                3,
             )
-            ratios.append(ours["steps_per_hour"] / trl["steps_per_hour"])
+            for key in WORK
+        }
+        ratios = [r[name]["steps_per_hour"] / r["trl"]["steps_per_hour"] for r in repeats]
         out[name] = {
-            "same_work": all(abs(v - 1) <= tolerance for w in works for v in w.values()),
+            "same_work": all(abs(v - 1) <= tolerance for v in pooled.values()),
+            "work_ratio": pooled,
             "work_ratios": works,
             "steps_per_hour_ratio": round(statistics.median(ratios), 2),
             "steps_per_hour_ratio_min": round(min(ratios), 2),
@@ -408,7 +419,8 @@ def table(runs: dict[str, dict], ratios: dict[str, dict]) -> str:
             lines.append(f"| {name} | {cells} | | 1.00 |")
             continue
         r = ratios[name]
-        same = "yes" if r["same_work"] else f"NO {r['work_ratios']}"
+        work = ", ".join(f"{k.split('_')[0]} {v:.3f}" for k, v in r["work_ratio"].items())
+        same = f"yes ({work})" if r["same_work"] else f"NO ({work})"
         spread = f"{r['steps_per_hour_ratio']:.2f} [{r['steps_per_hour_ratio_min']:.2f}, "
         spread += f"{r['steps_per_hour_ratio_max']:.2f}]"
         lines.append(f"| {name} | {cells} | {same} | {spread} |")
@@ -445,16 +457,24 @@ def one_run(model_dir: Path, data: Path, folder: Path, settings: dict, name: str
     help="TRL's generation path.",
 )
 @click.option("--repeats", default=3, show_default=True, help="Each run this many times.")
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Seed of repeat 1 (prompt order, sampling, trainer; both sides); repeat k uses seed"
+    " + k - 1.  [default: grpo's seed]",
+)
 @click.option("--same-work", default=0.05, show_default=True, help="Token-count tolerance.")
 @click.option("--runs", default=",".join(RUNS), show_default=True, help="Which runs, in order.")
 @click.option("--quick", is_flag=True, help="The tiny model, 2 steps (the test of this script).")
 def run_main(
     out: Path, model: str, steps: int, prompts: int, n: int, max_new_tokens: int, lr: float,
-    trl_engine: str, repeats: int, same_work: float, runs: str, quick: bool,
+    trl_engine: str, repeats: int, seed: int | None, same_work: float, runs: str, quick: bool,
 ) -> None:  # fmt: skip
     """TRL's GRPOTrainer and our pipeline on the same job, each run --repeats times (in turn, so
     the machine's drift falls on all of them); writes peers.json/.md/.png in --out."""
     from proactive_rl.engine.models import resolve_base_model
+    from proactive_rl.stages.grpo.config import GrpoConfig
 
     if quick:
         model, steps, prompts, n, max_new_tokens = "builtin:tiny", 2, 2, 2, 8
@@ -464,15 +484,18 @@ def run_main(
     out.mkdir(parents=True, exist_ok=True)
     model_dir = resolve_base_model(model, out / "base_models")
     data = prepared_data(out)
-    settings = settings_of(prompts, n, steps, max_new_tokens, lr, trl_engine)
+    seed = GrpoConfig().seed if seed is None else seed
+    settings = settings_of(prompts, n, steps, max_new_tokens, lr, trl_engine, seed)
     results: list[dict[str, dict]] = []
     curves: dict[str, list[dict]] = {}
     for repeat in range(repeats):
         results.append({})
         for name in names:
             click.echo(f"bench-peers: repeat {repeat + 1}/{repeats}: {name}, {steps} steps of "
-                       f"{prompts} prompts x n={n}, {max_new_tokens} new tokens")  # fmt: skip
-            steps_of, results[-1][name] = one_run(model_dir, data, out / name, settings, name)
+                       f"{prompts} prompts x n={n}, {max_new_tokens} new tokens, "
+                       f"seed {seed + repeat}")  # fmt: skip
+            this = {**settings, "seed": seed + repeat}
+            steps_of, results[-1][name] = one_run(model_dir, data, out / name, this, name)
             curves.setdefault(name, steps_of)  # the plot: the first repeat's curves
     ratios = compare(results, same_work)
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": model, "cores": os.cpu_count()}

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from click.testing import CliRunner
 
 from tests.conftest import REPO
 
@@ -72,8 +73,37 @@ def test_the_ratio_is_the_median_over_repeats_with_its_spread():
     ours = bench_peers.compare(repeats, 0.05)["ours-staleness0"]
     assert ours["steps_per_hour_ratio"] == 2.5  # ratios 2.0, 2.5, 3.0
     assert (ours["steps_per_hour_ratio_min"], ours["steps_per_hour_ratio_max"]) == (2.0, 3.0)
-    assert not ours["same_work"]  # the third repeat generated 20% more
+    assert not ours["same_work"]  # the third repeat generated 20% more: 7% over the three
+    assert ours["work_ratio"]["generated_tokens_per_step"] == pytest.approx(1.073, abs=1e-3)
     assert bench_peers.compare(repeats[:2], 0.05)["ours-staleness0"]["same_work"]
+    # one draw 8% long, another 7% short: each repeat off by more than 5%, the work the same
+    lucky = [
+        {"trl": run(10, 100), "ours-staleness0": run(5, 108)},
+        {"trl": run(10, 100), "ours-staleness0": run(5, 93)},
+    ]
+    ours = bench_peers.compare(lucky, 0.05)["ours-staleness0"]
+    assert ours["same_work"] and ours["work_ratios"][0]["generated_tokens_per_step"] == 1.08
+
+
+def test_each_repeat_samples_with_a_seed_of_its_own_on_both_sides(monkeypatch, tmp_path):
+    """The repeats' seeds as the runs receive them (the runs themselves replaced: their real
+    run is the slow test above)."""
+    seen: list[tuple[str, int]] = []
+
+    def one_run(model_dir, data, folder, settings, name):
+        seen.append((name, settings["seed"]))
+        summary = {"steps_per_hour": 100.0, "step_s": 36.0}
+        summary |= {key: 10.0 for key in bench_peers.WORK}
+        return [{"step": 0, "reward": 0.0, "seconds": 36.0}], summary
+
+    monkeypatch.setattr(bench_peers, "one_run", one_run)
+    monkeypatch.setattr(bench_peers, "prepared_data", lambda out: out)
+    monkeypatch.setattr(bench_peers, "plot", lambda out, curves: out / "peers.png")
+    args = ["--model", "builtin:tiny", "--out", str(tmp_path), "--runs", "trl,ours-staleness1"]
+    result = CliRunner().invoke(bench_peers.run_main, [*args, "--repeats", "3", "--seed", "7"])
+    assert result.exit_code == 0, result.output
+    assert seen == [(name, seed) for seed in (7, 8, 9) for name in ("trl", "ours-staleness1")]
+    assert json.loads((tmp_path / "peers.json").read_text())["settings"]["seed"] == 7
 
 
 def test_the_overlap_ratio_is_over_the_longer_part_off_policy_and_the_sum_on_policy():
