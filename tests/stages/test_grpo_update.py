@@ -12,11 +12,12 @@ from proactive_rl.engine.generation import SamplingConfig, TransformersBackend
 from proactive_rl.engine.parallel import Parallel
 from proactive_rl.stages.grpo.batches import MicroSplit, plan_mini_batches
 from proactive_rl.stages.grpo.config import GrpoConfig, LossConfig
-from proactive_rl.stages.grpo.loss import Normalizer
+from proactive_rl.stages.grpo.loss import Normalizer, token_logprobs
 from proactive_rl.stages.grpo.update import (
     Policies,
     Share,
     accumulate_gradients,
+    collate,
     freeze_old_policy,
     logprobs_of,
     optimise,
@@ -247,3 +248,34 @@ def test_sampler_logprobs_match_the_trainer(tiny_model, temperature):
     for row, lp in zip(rows, trainer, strict=True):
         assert len(row["sampling_logprobs"]) == len(row["response_ids"]) == lp.shape[0]
         torch.testing.assert_close(lp, torch.tensor(row["sampling_logprobs"]), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_logprobs_from_the_response_positions_alone_equal_the_full_logits(model64, temperature):
+    """token_logprobs asks the model for the logits of the positions that predict response
+    tokens only (from the earliest response start on); rows whose prompts are longer or
+    shorter read theirs at the right offsets: values, entropies and gradients equal those
+    taken from the whole sequence's logits."""
+    rows, _ = synthetic_rows(model64.config.vocab_size, count=5, seed=3)
+    assert len({len(r["prompt_ids"]) for r in rows}) > 2  # the offsets are exercised
+    b = collate(rows, CPU)
+    model64.zero_grad(set_to_none=True)
+    lp, ent = token_logprobs(
+        model64, b.ids, b.attn, b.response_start, b.response_len, temperature, True
+    )
+    ((lp + ent) * b.mask).sum().backward()  # the response tokens' (the loss masks the rest)
+    ours = grads(model64)
+
+    model64.zero_grad(set_to_none=True)
+    logits = model64(input_ids=b.ids, attention_mask=b.attn).logits / temperature
+    full_lp, full_ent = [], []
+    for i, row in enumerate(rows):
+        start, length = len(row["prompt_ids"]), len(row["response_ids"])
+        pred = torch.log_softmax(logits[i, start - 1 : start + length - 1], dim=-1)
+        full_lp.append(pred.gather(-1, b.ids[i, start : start + length, None]).squeeze(-1))
+        full_ent.append(-(pred.exp() * pred).sum(-1))
+        torch.testing.assert_close(lp[i, :length], full_lp[-1], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(ent[i, :length], full_ent[-1], rtol=1e-10, atol=1e-12)
+    (torch.cat(full_lp).sum() + torch.cat(full_ent).sum()).backward()
+    for a, c in zip(ours, grads(model64), strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-8, atol=1e-12)

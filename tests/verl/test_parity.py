@@ -179,7 +179,10 @@ def test_token_logprobs_and_entropy_are_verls(temperature, seed):
     ids = torch.randint(0, vocab, (rows, width), generator=g)
     logits_ours = leaf(torch.randn(rows, width, vocab, generator=g, dtype=torch.float64) * 3)
     logits_theirs = leaf(logits_ours)
-    model = lambda **_: SimpleNamespace(logits=logits_ours)  # noqa: E731
+
+    def model(logits_to_keep: int, **_) -> SimpleNamespace:  # a causal LM's last positions
+        return SimpleNamespace(logits=logits_ours[:, width - logits_to_keep :])
+
     lp, ent = token_logprobs(model, ids, torch.ones_like(ids), starts, resp_len, temperature, True)
 
     # veRL: the logits at position t predict token t + 1; scaled, then the two functions
