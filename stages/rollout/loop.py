@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from proactive_rl.engine.generation import Backend
 from proactive_rl.shared.errors import UserError
@@ -42,6 +43,7 @@ from proactive_rl.stages.rollout.sampling import (
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 POLICY_DAMAGED = "Check the volume for errors, then start both workers over with --clean"
 
@@ -171,17 +173,27 @@ def check_worker(config: RolloutConfig, paths: RunPaths, plan: Plan) -> None:
         )
 
 
-def wait_plan(worker: Worker) -> Plan:
-    paths = worker.paths
+def wait_for_grpo(worker: Worker, check: Callable[[], T | None], what: str) -> T:
+    """check()'s first value that is not None, waiting on grpo under the worker's timeouts (a
+    grpo that failed, went quiet or never started ends the wait with its reason)."""
     return wait_for(
-        lambda: read_plan(paths.plan) if paths.plan.is_file() else None,
-        f"the RL plan {paths.plan}",
+        check,
+        what,
         timeout=worker.config.wait_timeout,
         peer="grpo",
-        peer_status=paths.status("grpo"),
+        peer_status=worker.paths.status("grpo"),
         watch=worker.started,
         quiet_after=worker.config.peer_quiet_timeout,
         start_after=worker.config.peer_start_timeout,
+    )
+
+
+def wait_plan(worker: Worker) -> Plan:
+    paths = worker.paths
+    return wait_for_grpo(
+        worker,
+        lambda: read_plan(paths.plan) if paths.plan.is_file() else None,
+        f"the RL plan {paths.plan}",
     )
 
 
@@ -245,15 +257,8 @@ def wait_policy(worker: Worker, plan: Plan, step: int) -> Policy | Replanned:
         policy = latest_policy(paths, plan.plan_id)
         return policy if policy and policy.version >= need else None
 
-    return wait_for(
-        check,
-        f"policy version >= {need} in {paths.policies} (for rollout step {step})",
-        timeout=worker.config.wait_timeout,
-        peer="grpo",
-        peer_status=paths.status("grpo"),
-        watch=worker.started,
-        quiet_after=worker.config.peer_quiet_timeout,
-        start_after=worker.config.peer_start_timeout,
+    return wait_for_grpo(
+        worker, check, f"policy version >= {need} in {paths.policies} (for rollout step {step})"
     )
 
 
