@@ -16,11 +16,11 @@ from tests.conftest import proactive, start
 
 # Far beyond what the test allows: a peer that waited for its timeout would fail the test.
 WAIT = ("--set", "wait_timeout=600")
-# From the failing worker's exit to its peer's exit: seconds when idle; the bound is generous
-# (on a loaded machine the peer may still be importing torch when the worker fails) and still
-# far below the wait_timeout a peer that missed the failure would wait. The message each test
-# reads says why the peer stopped.
-DETECT_S = 60.0
+# From the failing worker's exit to its peer's exit: seconds when idle, but on a loaded machine
+# the peer may still be importing torch or building its model when the worker fails (a run
+# beside a benchmark took over 90 s). The bound only separates noticing the failure from
+# waiting out the wait_timeout; the message each test reads says why the peer stopped.
+DETECT_S = 300.0
 EX_TEMPFAIL = 75  # stopped for want of the peer (stages/cli.py)
 
 
@@ -30,7 +30,7 @@ def finish_both(failing, peer) -> tuple[str, str, float]:
         time.sleep(0.05)
     failed_at = time.monotonic()
     out_failing, _ = failing.communicate()
-    out_peer, _ = peer.communicate(timeout=120)
+    out_peer, _ = peer.communicate(timeout=DETECT_S + 60)
     seconds = time.monotonic() - failed_at
     print(f"the peer exited {seconds:.2f} s after the failing worker")
     return out_failing, out_peer, seconds
