@@ -23,6 +23,9 @@ RATES: tuple[tuple[str, str], ...] = (
     ("proactive_rate", "proactive"),
 )
 
+# The proactive rate where the base model never / always answers right (eval's
+# calibration_by_base): what the goal "hedges where base fails" compares.
+HEDGING = "hedging where base never / always right"
 
 # The learning goals of eval's acceptance checks (stages/eval/acceptance.py), by id.
 GOALS: tuple[tuple[str, str], ...] = (
@@ -69,6 +72,7 @@ def _entry(checkpoint: dict[str, Any]) -> dict[str, Any]:
     )
     out = {k: checkpoint[k] for k in keep if k in checkpoint}
     out["calibration"] = checkpoint["calibration"]
+    out["calibration_by_base"] = checkpoint.get("calibration_by_base") or {}
     out["risk_coverage_area"] = checkpoint.get("risk_coverage", {}).get("area")
     return out
 
@@ -183,7 +187,7 @@ def runs_table(runs: list[RunRow]) -> list[str]:
         "",
         "| run | "
         + " | ".join(title for _, title in RATES)
-        + " | accuracy (normalised) | hardest / easiest proactive | reward first -> last | "
+        + f" | accuracy (normalised) | {HEDGING} | reward first -> last | "
         "seeds | wall time |",
         "|" + "---|" * (len(RATES) + 6),
         *[f"| {row['name']} | " + " | ".join(run_cells(row)) + " |" for row in runs],
@@ -194,10 +198,12 @@ def run_cells(row: RunRow) -> list[str]:
     final = row["final"]
     m, ci = final["metrics"], final.get("intervals", {})
     norm = final.get("metrics_normalised", {})
-    cal = final["calibration"]
+    # by the base model's accuracy, as the goal "hedges where base fails" judges it
+    cal = final.get("calibration_by_base") or {}
     cells = [_pct(m[key], ci.get(key)) for key, _ in RATES]
     cells.append(_pct(norm.get("accuracy"), final.get("intervals_normalised", {}).get("accuracy")))
-    cells.append(f"{_pct(cal['hardest_proactive_rate'])} / {_pct(cal['easiest_proactive_rate'])}")
+    hard, easy = cal.get("hardest_proactive_rate"), cal.get("easiest_proactive_rate")
+    cells.append(f"{_pct(hard)} / {_pct(easy)}")
     first_r, last_r = row["reward_first"], row["reward_last"]
     cells.append(
         "–" if first_r is None else f"{first_r:.3f} -> {last_r:.3f} ({row['rl_steps']} steps)"
@@ -222,7 +228,7 @@ def set_section(name: str, runs: list[RunRow]) -> list[str]:
                 "run",
                 *(title for _, title in RATES),
                 "accuracy (normalised)",
-                "hardest / easiest proactive",
+                HEDGING,
             ],
             [[row["name"], *run_cells(row)[: len(RATES) + 2]] for row in rows],
         ),

@@ -92,6 +92,11 @@ def test_the_beta_experiment_in_one_command(workdir, tiny_model):
         (root / "sft50_rl_beta0.3" / "eval" / "report" / "report.json").read_text()
     )
     assert Path(sft_entry["checkpoints"][1]["path"]).parent.parent.name.startswith("sft-")
+    # the hedging column is the goal's: by the base model's accuracy, from each run's report
+    assert "| hedging where base never / always right |" in markdown
+    for row in report["runs"]:
+        own = json.loads((root / row["name"] / "eval" / "report" / "report.json").read_text())
+        assert row["final"]["calibration_by_base"] == own["checkpoints"][-1]["calibration_by_base"]
     for row in report["runs"]:
         assert row["goals"]["goal_hallucination"] in (True, False)
         nq_row = row["sets"]["nq"]
