@@ -2,15 +2,15 @@
 # make bench-rewards: the rewards head to head on SmolLM2 (issue 23), each trained and evaluated
 # exactly as make bench-learning (the settings of scripts/bench_settings.sh):
 #
-#   proactive beta 0.3 (bench-learning's default), proactive at the recipe's beta 0.5,
+#   proactive beta 0.3 (run 7's), proactive at the recipe's beta 0.5 (bench-learning's default),
 #   proactive_strict beta 0.3, ternary (+1 / 0 / -1), ternary with abstain 0.1
 #
 # One measurement of the base model and one SFT, shared by all five; per reward GRPO, then the
 # evaluation of base, SFT and final policy on the 200 held-out questions and on NQ_ROWS NQ-open
 # questions (never trained on), each with its 95% intervals, the learning goals and the reward's
 # optimum yardstick; one comparison report. It is a `proactive sweep`, so it is resumable: the
-# same command continues where it stopped (run it in pieces; 6 hours on 2 cores measured 2026-12-03
-# before the runs shared their base and SFT samples (sample_cache); about 4 expected since).
+# same command continues where it stopped (run it in pieces; on 2 cores the three pieces of
+# 2026-12-03 took 83 min after the base measurement, about 2.5 hours expected for all five).
 #
 # Usage: make bench-rewards [BENCH_REWARDS_ARGS=--dry-run]
 #        make bench-rewards BENCH_REWARDS_ARGS='--only sft_rl_ternary --only sft_rl_ternary_abstain0.1'
