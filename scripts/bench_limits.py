@@ -202,8 +202,10 @@ def balanced_run(model_dir: Path, out: Path, prompts: int, n: int, steps: int, t
     from bench_peers import run_ours, settings_of, summary
     from gpu_check import update_flops
 
+    from proactive_rl.stages.grpo.config import GrpoConfig
+
     run = out / "balanced"
-    settings = settings_of(prompts, n, steps, tokens, 1e-6, "generate")
+    settings = settings_of(prompts, n, steps, tokens, 1e-6, "generate", GrpoConfig().seed)
     peak = run_ours(model_dir, prepared_data(out), run, settings, staleness=1)
     steps_of = [json.loads(x) for x in (run / "steps.jsonl").read_text().splitlines()]
     figures = summary(steps_of, peak, staleness=1)
