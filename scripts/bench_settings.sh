@@ -55,6 +55,11 @@ KNOWN_THRESHOLD=${KNOWN_THRESHOLD:-0.25}
 # the mix's mostly-never-right questions (null: the shuffled split's own order; runs 5 and 6
 # then saw group accuracy 0 and collapsed onto always hedging).
 RL_KNOWN_FRACTION=${RL_KNOWN_FRACTION:-0.5}
+# true: that fraction within every kind (sub_category) of question on its own, so the pool's
+# kinds do not tell known from unknown and GRPO must learn it per question (issue 23's lever
+# "known and unknown not separable by kind"; docs/benchmarks.md). false: over the whole split,
+# where the known half is mostly arithmetic and common facts.
+RL_KNOWN_WITHIN_KINDS=${RL_KNOWN_WITHIN_KINDS:-false}
 # GRPO's sampling temperature (the rollout's), the evaluation's 0.7.
 RL_TEMPERATURE=${RL_TEMPERATURE:-0.7}
 # The recipe's reward at its beta 0.5 (answering pays from 40% accuracy in groups of 4): in the
@@ -78,7 +83,7 @@ EVAL_RESERVED_CORES=${EVAL_RESERVED_CORES:-0}
 # The settings every run records (bench.json, the sweep's settings).
 BENCH_SETTINGS=(BASE_MODEL SIMPLEQA_ROWS TEST_ROWS SFT_SAMPLES SFT_EPOCHS RL_POOL RL_EPOCHS
     RL_PROMPTS RL_N MAX_NEW_TOKENS EVAL_N KNOWN PROACTIVE_FRACTION MEASURE_N KNOWN_THRESHOLD
-    RL_KNOWN_FRACTION RL_TEMPERATURE REWARD REWARD_KWARGS RL_LR NQ_ROWS BACKEND
+    RL_KNOWN_FRACTION RL_KNOWN_WITHIN_KINDS RL_TEMPERATURE REWARD REWARD_KWARGS RL_LR NQ_ROWS BACKEND
     EVAL_RESERVED_CORES)
 
 # What each stage is given, for the data folder $1 (which holds sample/). Only what differs from
@@ -89,7 +94,8 @@ bench_sets() {
         sft_source=build "known_categories=$KNOWN" "num_sft_samples=$SFT_SAMPLES"
         "proactive_fraction=$PROACTIVE_FRACTION")
     # the second prep, from the base model's measured accuracy (add known_from=SAMPLES)
-    KNOWN_SETS=("known_threshold=$KNOWN_THRESHOLD" "rl_known_fraction=$RL_KNOWN_FRACTION")
+    KNOWN_SETS=("known_threshold=$KNOWN_THRESHOLD" "rl_known_fraction=$RL_KNOWN_FRACTION"
+        "rl_known_within_kinds=$RL_KNOWN_WITHIN_KINDS")
     MEASURE_SETS=(split=train name=base-train "checkpoints=$BASE_MODEL" "n=$MEASURE_N"
         "sampling.max_new_tokens=$MAX_NEW_TOKENS" sampling.temperature=0.7 plots=false)
     SFT_SETS=("base_model=$BASE_MODEL" "epochs=$SFT_EPOCHS" learning_rate=1e-4 max_length=384

@@ -91,6 +91,14 @@ class PrepConfig(StageConfig):
         "instead of mostly questions the model never gets right. null = the split's own order. "
         "Needs known_from; the test split is unchanged.",
     )
+    rl_known_within_kinds: bool = Field(
+        False,
+        description="With rl_known_fraction: balance every sub_category on its own. The kinds "
+        "holding both known and unknown questions lead the order, each at rl_known_fraction "
+        "known, so that grpo's pool cannot tell known from unknown by kind and must learn it per "
+        "question. false = one balance over the whole split (kinds the model mostly knows then "
+        "make most of the pool's known questions).",
+    )
     test_fraction: float = Field(
         0.05,
         ge=0.0,
@@ -134,6 +142,8 @@ class PrepConfig(StageConfig):
         for name in ("known_checkpoint", "rl_known_fraction"):
             if getattr(self, name) is not None and self.known_from is None:
                 raise ValueError(f"{name} needs known_from")
+        if self.rl_known_within_kinds and self.rl_known_fraction is None:
+            raise ValueError("rl_known_within_kinds needs rl_known_fraction")
         return self
 
     def _check_rl_sources(self) -> None:

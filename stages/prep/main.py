@@ -36,6 +36,7 @@ from proactive_rl.stages.prep.sources import (
 from proactive_rl.stages.prep.warmup import (
     KnownFrom,
     balance_known,
+    balance_within_kinds,
     build_conversation,
     check_measured,
     decide_known,
@@ -127,7 +128,7 @@ class WarmupSection(TypedDict):
     decided_by: dict[str, int]  # measured / category
     known_from: str | None
     known_checkpoint: str | None
-    rl_train_order: NotRequired[dict[str, int]]  # with rl_known_fraction
+    rl_train_order: NotRequired[dict[str, Any]]  # with rl_known_fraction
 
 
 @dataclass
@@ -273,14 +274,28 @@ def log_warmup(section: WarmupSection) -> None:
 
 
 def order_train(
-    train: Sequence[int], known: dict[int, bool], fraction: float, seed: int
-) -> tuple[list[int], dict[str, int]]:
-    """The train rows in rl_known_fraction's order, and how many known ones lead it."""
+    train: Sequence[int],
+    known: dict[int, bool],
+    kinds: list[str] | None,
+    fraction: float,
+    seed: int,
+) -> tuple[list[int], dict[str, Any]]:
+    """The train rows in rl_known_fraction's order (within each kind when `kinds`, the train
+    rows' sub_categories, are given), and how many known ones lead it."""
     flags = [known.get(i, False) for i in train]
-    order = [train[k] for k in balance_known(flags, fraction, seed)]
     n_known = sum(flags)
-    # the balanced prefix ends where one kind runs out
-    prefix = min(len(order), int(n_known / fraction), int((len(order) - n_known) / (1 - fraction)))
+    summary: dict[str, Any] = {"known": n_known, "rows": len(train)}
+    if kinds is None:
+        order = [train[k] for k in balance_known(flags, fraction, seed)]
+        # the balanced prefix ends where one kind runs out
+        prefix = min(
+            len(order), int(n_known / fraction), int((len(order) - n_known) / (1 - fraction))
+        )
+    else:
+        positions, lead = balance_within_kinds(flags, kinds, fraction, seed)
+        order, prefix = [train[k] for k in positions], sum(lead.values())
+        summary["lead_by_kind"] = lead
+        logger.info("balanced within each kind: %s", ", ".join(f"{k} {n}" for k, n in lead.items()))
     logger.info(
         "RL train split ordered by measured knowledge: %d known of %d; its first %d rows hold "
         "%.0f%% known (rl_known_fraction=%s), grpo's max_prompts should stay within them",
@@ -290,7 +305,7 @@ def order_train(
         100 * fraction,
         fraction,
     )
-    return order, {"known": n_known, "rows": len(order), "balanced_prefix": prefix}
+    return order, summary | {"balanced_prefix": prefix}
 
 
 def up_to_date(processed: Path, key: str) -> bool:
@@ -335,8 +350,11 @@ def warm_up(config: PrepConfig, questions: list[Question], split: Split) -> Warm
     reordered (in place) so that its every prefix mixes known and unknown questions."""
     warmup = build_sft(config, questions, split.train, split.test)
     if config.rl_known_fraction is not None:
+        kinds = None
+        if config.rl_known_within_kinds:
+            kinds = [questions[i]["sub_category"] for i in split.train]
         split.train, warmup.marker["rl_train_order"] = order_train(
-            split.train, warmup.known, config.rl_known_fraction, config.seed
+            split.train, warmup.known, kinds, config.rl_known_fraction, config.seed
         )
     return warmup
 

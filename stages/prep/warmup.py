@@ -353,3 +353,48 @@ def balance_known(known: Sequence[bool], fraction: float, seed: int) -> list[int
         order.append(kinds[take_known].pop())
         n_known += take_known
     return order
+
+
+def balance_within_kinds(
+    known: Sequence[bool], kinds: Sequence[str], fraction: float, seed: int
+) -> tuple[list[int], dict[str, int]]:
+    """balance_known within every kind (sub_category) on its own. Each kind that holds both
+    known and unknown questions gives its balanced prefix (`fraction` known); these lead the
+    order, interleaved in proportion to their lengths, so that every prefix holds about the same
+    share of known questions in each kind. The rest follows in balance_known's order. A pool drawn
+    from the lead cannot tell known from unknown by kind (the model must learn it per question);
+    returns the order and how many of each kind lead it.
+
+    >>> known = [True, False, False, False, True, True, False, True]
+    >>> kinds = ["sum", "sum", "sum", "sum", "fact", "fact", "fact", "trivia"]
+    >>> order, lead = balance_within_kinds(known, kinds, 0.5, 0)
+    >>> lead
+    {'fact': 2, 'sum': 2}
+    >>> sorted(known[i] for i in order[:4]), sorted(order) == list(range(8))
+    ([False, False, True, True], True)
+    """
+    by_kind: dict[str, list[int]] = {}
+    for position, kind in enumerate(kinds):
+        by_kind.setdefault(kind, []).append(position)
+    heads: dict[str, list[int]] = {}
+    for kind in sorted(by_kind):
+        positions = by_kind[kind]
+        flags = [known[i] for i in positions]
+        n_known = sum(flags)
+        length = min(int(n_known / fraction), int((len(flags) - n_known) / (1 - fraction)))
+        if length > 0:
+            heads[kind] = [positions[k] for k in balance_known(flags, fraction, seed)[:length]]
+    lead: list[int] = []
+    taken = dict.fromkeys(heads, 0)
+    for _ in range(sum(len(head) for head in heads.values())):
+        # the kind furthest behind its proportional share goes next
+        kind = min(
+            (k for k in heads if taken[k] < len(heads[k])),
+            key=lambda k: ((taken[k] + 1) / len(heads[k]), k),
+        )
+        lead.append(heads[kind][taken[kind]])
+        taken[kind] += 1
+    in_lead = set(lead)
+    rest = [i for i in range(len(known)) if i not in in_lead]
+    tail = [rest[k] for k in balance_known([known[i] for i in rest], fraction, seed)]
+    return lead + tail, taken

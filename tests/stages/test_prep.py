@@ -287,6 +287,54 @@ def test_prep_rl_known_fraction_balances_grpo_pool(workdir):
     assert proc.returncode == 2 and "rl_known_fraction needs known_from" in proc.stderr
 
 
+def test_prep_rl_known_within_kinds_balances_every_kind_of_the_pool(workdir):
+    """rl_known_within_kinds: the lead of the train split holds known and unknown questions at
+    the fraction asked within each kind, so the kind of a pool question does not say whether it
+    is known; kinds with no known question (obscure here) follow the lead."""
+    rows = [json.loads(line) for line in (workdir / "data/sample/rl.jsonl").open()]
+    args = ["prep", "--set", "sft_source=build", "--set", "known_categories=[]"]
+    proactive(*args, cwd=workdir)
+    train_before, test_before = _split(workdir)
+    kind = {r["extra_info"]["index"]: rows[r["extra_info"]["index"]]["sub_category"]
+            for r in train_before}  # fmt: skip
+    arithmetic = [i for i in kind if kind[i] == "arithmetic"]
+    general = [i for i in kind if kind[i] == "general"]
+    known = set(arithmetic[:6] + general[:2])
+    samples = workdir / "samples.jsonl"
+    samples.write_text(
+        "".join(
+            json.dumps({"question_index": i, "correct": i in known}) + "\n"
+            for i in range(len(rows))
+        )
+    )
+    args += ["--set", f"known_from={samples}", "--set", "rl_known_fraction=0.5"]
+    proc = proactive(*args, "--set", "rl_known_within_kinds=true", cwd=workdir)
+    assert "balanced within each kind: arithmetic 12, general 4" in proc.stderr
+    train, test = _split(workdir)
+    assert test == test_before
+    index = [r["extra_info"]["index"] for r in train]
+    assert sorted(index) == sorted(kind)
+    lead = index[:16]
+    for name, size in (("arithmetic", 12), ("general", 4)):
+        of_kind = [i for i in lead if kind[i] == name]
+        assert len(of_kind) == size and sum(i in known for i in of_kind) == size // 2
+    # interleaved in proportion: the first 8 hold both kinds, each half known
+    assert sorted(kind[i] for i in index[:8]) == ["arithmetic"] * 6 + ["general"] * 2
+    order = read_marker(workdir / "data/processed")["warmup"]["rl_train_order"]
+    assert order["balanced_prefix"] == 16
+    assert order["lead_by_kind"] == {"arithmetic": 12, "general": 4}
+
+    # one balance over the whole split puts every known question at the head, by kind:
+    # all 8 known ones in the first 16, beside obscure questions never known
+    proactive(*args, cwd=workdir)
+    index = [r["extra_info"]["index"] for r in _split(workdir)[0]]
+    assert sum(i in known for i in index[:16]) == 8
+    assert any(kind[i] == "obscure" for i in index[:16])
+
+    proc = proactive("prep", "--set", "rl_known_within_kinds=true", cwd=workdir, check=False)
+    assert proc.returncode == 2 and "rl_known_within_kinds needs rl_known_fraction" in proc.stderr
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
