@@ -17,6 +17,7 @@ from proactive_rl.stages.prep.warmup import (
     UNKNOWN_THINK,
     Measured,
     assistant_turn,
+    balance_within_kinds,
     build_conversation,
     check_measured,
     decide_known,
@@ -242,3 +243,27 @@ def test_sample_indices_short_pool_uses_all_of_it():
     flags = [True] * 3 + [False] * 50
     picked = sample_indices(flags, 20, 0.5, 0)
     assert sum(flags[i] for i in picked) == 3 and len(picked) == 13
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("fraction", [0.5, 0.25])
+def test_balance_within_kinds_keeps_every_kind_at_the_fraction(seed, fraction):
+    """In every prefix of the lead, each kind's known share stays within one question of the
+    fraction; kinds that are all known or all unknown are left to the tail; nothing is lost."""
+    rng = random.Random(seed)
+    kinds = [rng.choice("abcd") for _ in range(200)]
+    share = {"a": 0.5, "b": 0.2, "c": 0.0, "d": 1.0}  # c never known, d always
+    known = [rng.random() < share[k] for k in kinds]
+    order, lead = balance_within_kinds(known, kinds, fraction, seed)
+    assert sorted(order) == list(range(200))
+    assert set(lead) == {"a", "b"} and sum(lead.values()) > 0
+    head = order[: sum(lead.values())]
+    for kind, count in lead.items():
+        of_kind = [i for i in head if kinds[i] == kind]
+        assert len(of_kind) == count
+        for end in range(1, count + 1):
+            assert abs(sum(known[i] for i in of_kind[:end]) - fraction * end) <= 1
+    # interleaved in proportion: the first half of the lead holds about half of each kind
+    half = head[: len(head) // 2]
+    for kind, count in lead.items():
+        assert abs(sum(kinds[i] == kind for i in half) - count / 2) <= 1
