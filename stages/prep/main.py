@@ -37,6 +37,7 @@ from proactive_rl.stages.prep.warmup import (
     KnownFrom,
     balance_known,
     balance_within_kinds,
+    balanced_length,
     build_conversation,
     check_measured,
     decide_known,
@@ -287,10 +288,7 @@ def order_train(
     summary: dict[str, Any] = {"known": n_known, "rows": len(train)}
     if kinds is None:
         order = [train[k] for k in balance_known(flags, fraction, seed)]
-        # the balanced prefix ends where one kind runs out
-        prefix = min(
-            len(order), int(n_known / fraction), int((len(order) - n_known) / (1 - fraction))
-        )
+        prefix = balanced_length(n_known, len(order), fraction)
     else:
         positions, lead = balance_within_kinds(flags, kinds, fraction, seed)
         order, prefix = [train[k] for k in positions], sum(lead.values())

@@ -327,6 +327,15 @@ def sample_indices(
     return chosen
 
 
+def balanced_length(n_known: int, rows: int, fraction: float) -> int:
+    """How long balance_known's order keeps `fraction` known: until one side runs out.
+
+    >>> balanced_length(6, 100, 0.5), balanced_length(1, 1, 0.5)
+    (12, 0)
+    """
+    return min(rows, int(n_known / fraction), int((rows - n_known) / (1 - fraction)))
+
+
 def balance_known(known: Sequence[bool], fraction: float, seed: int) -> list[int]:
     """An order of the questions (positions into `known`) in which every prefix holds about
     `fraction` known ones, each kind in a seeded order; once a kind runs out, the rest of the
@@ -380,8 +389,7 @@ def balance_within_kinds(
     for kind in sorted(by_kind):
         positions = by_kind[kind]
         flags = [known[i] for i in positions]
-        n_known = sum(flags)
-        length = min(int(n_known / fraction), int((len(flags) - n_known) / (1 - fraction)))
+        length = balanced_length(sum(flags), len(flags), fraction)
         if length > 0:
             heads[kind] = [positions[k] for k in balance_known(flags, fraction, seed)[:length]]
     lead: list[int] = []
@@ -397,4 +405,4 @@ def balance_within_kinds(
     in_lead = set(lead)
     rest = [i for i in range(len(known)) if i not in in_lead]
     tail = [rest[k] for k in balance_known([known[i] for i in rest], fraction, seed)]
-    return lead + tail, taken
+    return lead + tail, {kind: len(head) for kind, head in heads.items()}

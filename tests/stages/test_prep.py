@@ -256,6 +256,19 @@ def test_prep_build_decides_known_from_measured_accuracy(workdir):
     assert "nothing to do" not in proactive(*args, cwd=workdir).stderr
 
 
+def _measured(workdir, questions, known):
+    """A measurement file as `eval --set split=train` writes it: one sample per question,
+    correct exactly for the `known` ones."""
+    samples = workdir / "samples.jsonl"
+    samples.write_text(
+        "".join(
+            json.dumps({"question_index": i, "correct": i in known}) + "\n"
+            for i in range(questions)
+        )
+    )
+    return samples
+
+
 def test_prep_rl_known_fraction_balances_grpo_pool(workdir):
     """rl_known_fraction reorders only the train split: its head mixes measured-known and
     unknown questions at the fraction asked, the test split stays as it was."""
@@ -264,13 +277,7 @@ def test_prep_rl_known_fraction_balances_grpo_pool(workdir):
     proactive(*args, cwd=workdir)
     train_before, test_before = _split(workdir)
     known = [r["extra_info"]["index"] for r in train_before[-6:]]  # the tail, as measured
-    samples = workdir / "samples.jsonl"
-    samples.write_text(
-        "".join(
-            json.dumps({"question_index": i, "correct": i in known}) + "\n"
-            for i in range(len(rows))
-        )
-    )
+    samples = _measured(workdir, len(rows), known)
     args += ["--set", f"known_from={samples}", "--set", "rl_known_fraction=0.5"]
     proc = proactive(*args, cwd=workdir)
     assert "6 known of" in proc.stderr and "first 12 rows hold 50% known" in proc.stderr
@@ -300,13 +307,7 @@ def test_prep_rl_known_within_kinds_balances_every_kind_of_the_pool(workdir):
     arithmetic = [i for i in kind if kind[i] == "arithmetic"]
     general = [i for i in kind if kind[i] == "general"]
     known = set(arithmetic[:6] + general[:2])
-    samples = workdir / "samples.jsonl"
-    samples.write_text(
-        "".join(
-            json.dumps({"question_index": i, "correct": i in known}) + "\n"
-            for i in range(len(rows))
-        )
-    )
+    samples = _measured(workdir, len(rows), known)
     args += ["--set", f"known_from={samples}", "--set", "rl_known_fraction=0.5"]
     proc = proactive(*args, "--set", "rl_known_within_kinds=true", cwd=workdir)
     assert "balanced within each kind: arithmetic 12, general 4" in proc.stderr
