@@ -99,16 +99,6 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def pick_dtype(precision: str):  # -> torch.dtype
-    import torch
-
-    if precision == "bf16" or (
-        precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    ):
-        return torch.bfloat16
-    return torch.float32
-
-
 def load_causal_lm(folder: Path, dtype):  # -> PreTrainedModel
     """A policy folder as one plain model: a whole model as it is, a LoRA adapter merged into
     its base (so generation costs what the base costs)."""
@@ -130,6 +120,8 @@ class TransformersBackend:
 
     def __init__(self, precision: str = "auto") -> None:
         import torch
+
+        from proactive_rl.engine.precision import pick_dtype
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = pick_dtype(precision)
@@ -288,6 +280,8 @@ class VllmBackend:
     def engine_args(self, model_dir: Path, lora_rank: int | None = None) -> dict[str, object]:
         """`vllm.LLM` keyword arguments for a model folder (with LoRA adapters up to a rank)."""
         import torch
+
+        from proactive_rl.engine.precision import pick_dtype
 
         lora: dict[str, object] = {}
         if lora_rank is not None:

@@ -85,7 +85,8 @@ def handoff(engine, model_dir: Path, work: Path) -> dict[str, float]:
     import torch
     from transformers import AutoTokenizer
 
-    from proactive_rl.engine.generation import load_causal_lm, pick_dtype
+    from proactive_rl.engine.generation import load_causal_lm
+    from proactive_rl.engine.precision import pick_dtype
     from proactive_rl.shared.paths import RunPaths
     from proactive_rl.stages.grpo.main import publish_policy
 

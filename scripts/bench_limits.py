@@ -12,7 +12,8 @@ pipeline's two ratios beside them, measured in one run on one model (SmolLM2-135
    scheduler by default: `reserved 0` gives the worker every core).
 3. The update: model FLOPs utilisation of grpo's update, counted as gpu_check counts it (6N per
    trained token, 2N more per extra forward: old logprobs, the KL reference) against the GEMM
-   rate on the one core the trainer gets, from a run of ours beside a vLLM rollout worker
+   rate on the one core the trainer gets, in the dtype it computes in (bf16 on a CPU with AMX,
+   engine/precision.py), from a run of ours beside a vLLM rollout worker
    (make bench-peers' run, one step off-policy) sized so generation and update take about the
    same time: that run's overlap ratio, step / max(generate, update), is the balanced case.
 4. The handoff: publish + in-place reload / a raw copy of the same bytes (make bench's), on
@@ -69,13 +70,14 @@ def linear_shapes(config: dict) -> list[tuple[int, int]]:
     return layer * config["num_hidden_layers"] + [(hidden, config["vocab_size"])]
 
 
-def gemm_gflops(shapes: list[tuple[int, int]], tokens: int, threads: int) -> float:
-    """GFLOP/s of the model's linear layers over `tokens` rows (best of 3 passes), fp32."""
+def gemm_gflops(shapes: list[tuple[int, int]], tokens: int, threads: int, dtype=None) -> float:
+    """GFLOP/s of the model's linear layers over `tokens` rows (best of 3 passes), in `dtype`
+    (float32 by default)."""
     import torch
 
     torch.set_num_threads(threads)
-    weights = {shape: torch.rand(shape) for shape in set(shapes)}
-    inputs = {k: torch.rand(tokens, k) for k in {k for k, _ in shapes}}
+    weights = {shape: torch.rand(shape, dtype=dtype) for shape in set(shapes)}
+    inputs = {k: torch.rand(tokens, k, dtype=dtype) for k in {k for k, _ in shapes}}
     flops = sum(2 * tokens * k * n for k, n in shapes)
     best = float("inf")
     for _ in range(3):
@@ -86,7 +88,7 @@ def gemm_gflops(shapes: list[tuple[int, int]], tokens: int, threads: int) -> flo
     return flops / best / 1e9
 
 
-def machine(config: dict, quick: bool) -> dict[str, float]:
+def machine(config: dict, quick: bool) -> dict[str, float | str]:
     shapes = linear_shapes(config)
     tokens = 64 if quick else 256
     out = {}
@@ -95,6 +97,12 @@ def machine(config: dict, quick: bool) -> dict[str, float]:
     for threads in sorted({1, max(cores - 1, 1), cores}):
         out[f"bandwidth_gbs@{threads}"] = round(bandwidth_gbs(threads, 64 if quick else 512), 2)
         out[f"gemm_gflops@{threads}"] = round(gemm_gflops(shapes, tokens, threads), 1)
+    # the update's own peak: grpo computes in bf16 on a CPU with AMX (engine/precision.py)
+    from proactive_rl.engine.precision import training_dtype
+
+    dtype = training_dtype("auto")
+    out["update_dtype"] = str(dtype).removeprefix("torch.")
+    out["update_gemm_gflops@1"] = round(gemm_gflops(shapes, tokens, 1, dtype), 1)
     return out
 
 
@@ -198,7 +206,7 @@ def generation(
 def balanced_run(model_dir: Path, out: Path, prompts: int, n: int, steps: int, tokens: int,
                  params: int, gflops_1: float) -> dict:  # fmt: skip
     """Ours one step off-policy (grpo on one core beside a vLLM rollout worker on the other):
-    the overlap ratio, and the update's MFU against the one-core GEMM rate."""
+    the overlap ratio, and the update's MFU against the one-core GEMM rate in its dtype."""
     from bench_peers import run_ours, settings_of, summary
     from gpu_check import update_flops
 
@@ -242,7 +250,8 @@ def table(report: dict) -> str:
         f"{best['reserved_cpus']}: {best['tokens_per_s']} of {best['roofline_tokens_per_s']} "
         "tokens/s)",
         f"{bal['update_mfu']:.2f} ({bal['update_gflops']} of "
-        f"{report['machine']['gemm_gflops@1']} GFLOP/s)",
+        f"{report['machine']['update_gemm_gflops@1']} GFLOP/s "
+        f"{report['machine']['update_dtype']})",
         f"{bal['overlap_ratio']:.2f} ({bal['step_s']} s / max({bal['generate_s']}, "
         f"{bal['update_s']}) s)",
         f"{report['handoff']['handoff/ratio_over_raw_copy']:.2f}",
@@ -306,7 +315,7 @@ def run_main(out: Path, model: str, grid: str, max_new_tokens: int, balanced: st
     prompts, n, tokens = (int(x) for x in balanced.split("x"))
     click.echo(f"bench-limits: ours one step off-policy, {balanced}, {steps} steps")
     bal = balanced_run(model_dir, out, prompts, n, steps, tokens, shape["parameters"],
-                       limits["gemm_gflops@1"])  # fmt: skip
+                       limits["update_gemm_gflops@1"])  # fmt: skip
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": model, "cores": os.cpu_count(),
               "shape": shape, "machine": limits, "generation": rows, "balanced": bal,
               "handoff": handoff}  # fmt: skip

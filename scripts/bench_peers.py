@@ -130,7 +130,7 @@ def trl_main(model_dir: Path, data: Path, out: Path, settings_json: str) -> None
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from proactive_rl.engine.generation import pick_dtype
+    from proactive_rl.engine.precision import training_dtype
     from proactive_rl.shared.schedule import Plan
     from proactive_rl.stages.grpo.config import GrpoConfig
     from proactive_rl.stages.rollout.config import RolloutConfig
@@ -182,10 +182,10 @@ def trl_main(model_dir: Path, data: Path, out: Path, settings_json: str) -> None
         save_strategy="no",
         report_to=[],
         use_cpu=not torch.cuda.is_available(),
-        # the precision our stages train in (precision=auto: fp32 on a CPU, bf16 on a GPU
-        # that has it); TRL's default bf16=True autocasts on a CPU too, which is the same job
-        # only where the CPU has bf16 dot products (on an AVX2 CPU: 356 s a step against 35)
-        bf16=pick_dtype("auto") == torch.bfloat16,
+        # the precision our grpo trains in (precision=auto: bf16 on a GPU that has it and on
+        # a CPU with AMX, else fp32); TRL's default bf16=True autocasts on any CPU, which on
+        # one without AMX is slow (on an AVX2 CPU: 356 s a step against 35)
+        bf16=training_dtype("auto") == torch.bfloat16,
         seed=s["seed"],
         dataloader_num_workers=0,
         disable_dropout=True,

@@ -70,6 +70,10 @@ RL_TEMPERATURE=${RL_TEMPERATURE:-0.7}
 REWARD=${REWARD:-proactive}
 REWARD_KWARGS=${REWARD_KWARGS:-'{"beta": 0.5}'}
 RL_LR=${RL_LR:-2e-5}
+# SFT's and the GRPO update's precision. fp32, not the stages' auto (bf16 autocast on a CPU with
+# AMX, engine/precision.py): every figure in docs/benchmarks.md was trained in float32, and a
+# run must give them again on any CPU. auto trains faster where the CPU has AMX, to other figures.
+TRAIN_PRECISION=${TRAIN_PRECISION:-fp32}
 # The generation engine of measure, rollout and eval: empty = the stages' own default (vLLM where
 # it runs); BACKEND=transformers where vLLM's start-up would dominate (the tiny model in tests).
 BACKEND=${BACKEND:-}
@@ -84,7 +88,7 @@ EVAL_RESERVED_CORES=${EVAL_RESERVED_CORES:-0}
 BENCH_SETTINGS=(BASE_MODEL SIMPLEQA_ROWS TEST_ROWS SFT_SAMPLES SFT_EPOCHS RL_POOL RL_EPOCHS
     RL_PROMPTS RL_N MAX_NEW_TOKENS EVAL_N KNOWN PROACTIVE_FRACTION MEASURE_N KNOWN_THRESHOLD
     RL_KNOWN_FRACTION RL_KNOWN_WITHIN_KINDS RL_TEMPERATURE REWARD REWARD_KWARGS RL_LR NQ_ROWS BACKEND
-    EVAL_RESERVED_CORES)
+    EVAL_RESERVED_CORES TRAIN_PRECISION)
 
 # What each stage is given, for the data folder $1 (which holds sample/). Only what differs from
 # the stages' defaults (the defaults have one owner each: the stage's config class).
@@ -99,10 +103,10 @@ bench_sets() {
     MEASURE_SETS=(split=train name=base-train "checkpoints=$BASE_MODEL" "n=$MEASURE_N"
         "sampling.max_new_tokens=$MAX_NEW_TOKENS" sampling.temperature=0.7 plots=false)
     SFT_SETS=("base_model=$BASE_MODEL" "epochs=$SFT_EPOCHS" learning_rate=1e-4 max_length=384
-        lr_scheduler=cosine)
+        lr_scheduler=cosine "precision=$TRAIN_PRECISION")
     GRPO_SETS=("n=$RL_N" "prompts_per_step=$RL_PROMPTS" "max_prompts=$RL_POOL"
         "epochs=$RL_EPOCHS" "mini_batch_prompts=$RL_PROMPTS" "learning_rate=$RL_LR"
-        keep_policies=2 "state_every_steps=$RL_STEPS_PER_EPOCH")
+        keep_policies=2 "state_every_steps=$RL_STEPS_PER_EPOCH" "precision=$TRAIN_PRECISION")
     ROLLOUT_SETS=("sampling.max_new_tokens=$MAX_NEW_TOKENS"
         "sampling.temperature=$RL_TEMPERATURE" num_examine=2)
     REWARD_SETS=("reward=$REWARD" "reward_kwargs=$REWARD_KWARGS")

@@ -255,7 +255,8 @@ SFT_DEVIATIONS: dict[str, str] = {
     "model.path": "veRL's is a placeholder path; here the offline tiny model, or BASE_MODEL_PATH",
     "model.enable_gradient_checkpointing": "memory, not the loss: off for the CPU-sized "
     "defaults; the qwen3-8b recipe preset turns it on",
-    "engine.dtype": "'auto': bf16 on a GPU as veRL, fp32 on a CPU (bf16 autocast is slow there)",
+    "engine.dtype": "'auto': bf16 on a GPU as veRL and on a CPU with AMX, fp32 on other CPUs "
+    "(bf16 autocast is slow there)",
     "trainer.seed": "veRL's SFT trainer never reads trainer.seed (its engine.seed is 42); 42, "
     "the recipe's seed, seeds data order and new tag embeddings here",
     "trainer.experiment_name": "the recipe names each run (sft50_rl_beta0.5_n16); here the run "

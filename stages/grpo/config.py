@@ -234,7 +234,9 @@ class GrpoConfig(StageConfig):
     )
     loss: LossConfig = Field(default_factory=LossConfig)
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto = bf16 on a CUDA GPU with bf16 support, else fp32."
+        "auto",
+        description="The update's compute dtype (float32 masters under bf16 autocast): auto = "
+        "bf16 on a CUDA GPU with bf16 support and on a CPU with AMX, else fp32.",
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     strategy: Literal["single", "ddp", "zero2", "zero3"] = Field(

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from proactive_rl.engine.generation import pick_dtype
 from proactive_rl.engine.parallel import Parallel
+from proactive_rl.engine.precision import training_dtype
 from proactive_rl.shared.schedule import Plan
 from proactive_rl.shared.schemas import RolloutRow
 from proactive_rl.stages.grpo.config import GrpoConfig
@@ -128,7 +128,7 @@ class Trainer:
 def start_torch(config: GrpoConfig) -> torch.dtype:
     """Seed torch (before a built-in starting model is drawn) and pick the compute dtype."""
     torch.manual_seed(config.seed)
-    return pick_dtype(config.precision)
+    return training_dtype(config.precision)
 
 
 def schedule_span(config: GrpoConfig, plan: Plan) -> int:

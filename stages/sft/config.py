@@ -96,7 +96,8 @@ class SftConfig(StageConfig):
         default="auto",
         description="'bf16': bf16 autocast over fp32 master weights (veRL's FSDP mixed "
         "precision, engine.dtype=bfloat16); 'fp32': full precision; 'auto': bf16 on a CUDA "
-        "GPU that supports it, as veRL, else fp32 (bf16 autocast is slow on a CPU).",
+        "GPU that supports it, as veRL, and on a CPU with AMX (1.75x faster there), else fp32 "
+        "(bf16 autocast is slow on a CPU without AMX).",
     )
     gradient_checkpointing: bool = Field(
         default=False,

@@ -28,6 +28,7 @@ from trl import SFTConfig, SFTTrainer
 
 from proactive_rl.engine.models import resolve_base_model
 from proactive_rl.engine.parallel import trainer_deepspeed_config
+from proactive_rl.engine.precision import training_dtype
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.faults import crash_point
 from proactive_rl.shared.metrics import MetricsLogger
@@ -78,7 +79,7 @@ def train(
     # Seeded before anything random: new tag embeddings, data order, dropout.
     set_seed(config.seed)
     base = load_base_model(config, paths)
-    use_bf16 = bf16_enabled(config.precision)
+    use_bf16 = training_dtype(config.precision) == torch.bfloat16
     processes = process_count(config)
     batch = global_batch(config, processes)
     args = training_arguments(config, paths, accumulation_steps(config, processes), use_bf16)
@@ -125,12 +126,6 @@ def load_base_model(config: SftConfig, paths: RunPaths) -> BaseModel:
             "it (and rollout uses the same one), so use a chat/instruct model folder"
         )
     return BaseModel(model, tokenizer)
-
-
-def bf16_enabled(precision: str) -> bool:
-    return precision == "bf16" or (
-        precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    )
 
 
 def training_arguments(
@@ -347,6 +342,8 @@ class EpochPublisher(TrainerCallback):
             "train_loss": train_loss,
             "base_model": self.base_model,
             "samples": self.samples,
+            # precision=auto depends on the hardware (engine/precision.py): say what it was
+            "compute_dtype": "bfloat16" if self.trainer.args.bf16 else "float32",
         }
         with staged(final, meta) as staging:  # a full disk: one message, no leftovers
             # The weights as trained (fp32 master weights), so GRPO starts from exactly them.

@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from proactive_rl.engine.precision import training_dtype
 from proactive_rl.shared.paths import RunPaths, numbered_children
 from proactive_rl.shared.publish import is_stable, read_marker, verify
 from proactive_rl.shared.schemas import ROLLOUTS, read_table
@@ -19,6 +20,10 @@ from tests.tracker_records import mlflow_runs, numbers_by_step, wandb_runs
 
 N = 4
 PROMPTS = 3
+# Mean |sampler - trainer| logprob per token on the same weights. grpo trains in the dtype
+# precision=auto picks (bf16 autocast on a CPU with AMX, engine/precision.py) while the sampler
+# runs float32 on a CPU: bf16's rounding then dominates (6.3e-4 measured on the tiny model).
+LOGPROB_DIFF = 1e-4 if training_dtype("auto") == torch.float32 else 5e-3
 
 # A user reward file with the users' signature: longer responses score higher, so even the
 # untrained tiny model gets non-zero advantages and the update must move the weights.
@@ -138,7 +143,7 @@ def test_grpo_changes_the_weights_and_logs_metrics(rl_run):
     for m in lines:
         assert m["opt/grad_norm"] > 0 and m["reward/mean"] > 0
         # the transformers sampler and the trainer agree on the logprobs of the same weights
-        assert m["rollout/sampler_logprob_abs_diff"] < 1e-4
+        assert m["rollout/sampler_logprob_abs_diff"] < LOGPROB_DIFF
     assert list(paths.logs("grpo").glob("events.out.tfevents*"))
 
 
@@ -218,7 +223,7 @@ def test_ddp_strategy_relaunches_under_torchrun_and_one_process_writes(
         torch.equal(a, b) for a, b in zip(first.parameters(), final.parameters(), strict=True)
     )
     for line in lines:
-        assert json.loads(line)["rollout/sampler_logprob_abs_diff"] < 1e-4
+        assert json.loads(line)["rollout/sampler_logprob_abs_diff"] < LOGPROB_DIFF
 
 
 def test_trackers_of_grpo_rollout_and_eval_hold_what_metrics_jsonl_holds(rl_run):

@@ -106,6 +106,18 @@ def test_every_epoch_is_a_loadable_published_hf_folder(trained: tuple[Path, Path
     assert json.loads(paths.status("sft").read_text())["state"] == "done"
 
 
+def test_auto_precision_trains_in_bf16_on_a_cpu_with_amx(trained: tuple[Path, Path]) -> None:
+    """precision=auto (the default): bf16 autocast over float32 masters where the CPU has AMX,
+    float32 elsewhere; the epoch's marker says which, the weights stay float32 masters."""
+    from proactive_rl.engine.precision import cpu_has_amx
+
+    run_dir, _ = trained
+    marker = read_marker(RunPaths(run_dir).sft_epoch(2))
+    assert marker["compute_dtype"] == ("bfloat16" if cpu_has_amx() else "float32")
+    weights = state_dict(RunPaths(run_dir).sft_epoch(2))
+    assert all(w.dtype == torch.float32 for w in weights.values())
+
+
 def test_training_changed_every_weight_and_lowered_the_loss(trained: tuple[Path, Path]) -> None:
     paths = RunPaths(trained[0])
     base = state_dict(paths.base_models / "tiny")
@@ -153,7 +165,8 @@ def test_a_step_is_verls_global_batch(tmp_path: Path) -> None:
     2 steps an epoch: veRL drops the partial batch (drop_last), the Trainer alone would not."""
     data_dir = tmp_path / "data"
     write_data(data_dir, [json.dumps(conversation(i)) for i in range(11)])
-    one = ["--set", "epochs=1"]
+    # float32: the comparison below is at float32's rounding (bf16 autocast's is 2^16 coarser)
+    one = ["--set", "epochs=1", "--set", "precision=fp32"]
     accumulated = train_steps(tmp_path / "a", data_dir, *one, *verl_batches(4, 2))
     whole = train_steps(tmp_path / "b", data_dir, *one, *verl_batches(4, 4))
     smaller = train_steps(tmp_path / "c", data_dir, *one, *verl_batches(2, 2))

@@ -35,7 +35,7 @@ def loaded(smollm2_dir: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
-    # float32, as every stage computes on a CPU (engine.generation.pick_dtype): the folder stores
+    # float32, as generation computes on a CPU (engine.precision.pick_dtype): the folder stores
     # bf16, and bf16 compute depends on the CPU - on one with native bf16 dot products
     # (avx512_bf16) greedy decoding drifted into French, while float32 answers Paris everywhere.
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()

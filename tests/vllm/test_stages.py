@@ -16,7 +16,7 @@ import pytest
 
 from proactive_rl.shared.paths import numbered_children
 from tests.conftest import REPO, proactive
-from tests.stages.test_rl_loop import run_rl
+from tests.stages.test_rl_loop import LOGPROB_DIFF, run_rl
 
 pytestmark = pytest.mark.vllm
 
@@ -67,8 +67,9 @@ def test_rollout_reloads_each_policy_version_into_one_engine(vllm_run):
     assert len(numbered_children(paths.rollouts)) == 3
     lines = [json.loads(x) for x in (paths.logs("grpo") / "metrics.jsonl").read_text().splitlines()]
     for m in lines:
-        # vLLM's logprobs are the trainer's for the same weights, step after step
-        assert m["rollout/sampler_logprob_abs_diff"] < 1e-4, m
+        # vLLM's logprobs are the trainer's for the same weights, step after step (within
+        # bf16's rounding where grpo trains in bf16: LOGPROB_DIFF)
+        assert m["rollout/sampler_logprob_abs_diff"] < LOGPROB_DIFF, m
     assert not left_behind(tag), "the RL workers left processes running"
 
 
