@@ -27,7 +27,11 @@ PRECISION = "bf16" if CUDA else "fp32"
 DTYPE = torch.bfloat16 if CUDA else torch.float32
 # sampler vs trainer |logprob difference| per token: (max, mean) bounds
 BOUNDS = (0.5, 0.05) if CUDA else (1e-4, 1e-5)
-SETTINGS = VllmConfig(gpu_memory_utilization=0.3, enforce_eager=True)
+# The engines of this process keep their core and model in processes of their own
+# (cpu_in_process=False, the GPU's layout): these tests run two at once and count their
+# processes. The CPU default, an engine inside the stage's process, runs in a child process of
+# its own in test_an_engine_in_the_stages_process_samples_what_its_own_processes_do.
+SETTINGS = VllmConfig(gpu_memory_utilization=0.3, enforce_eager=True, cpu_in_process=False)
 
 
 def sampling(tokens: int = 24, temperature: float = 1.0) -> SamplingConfig:
@@ -259,6 +263,93 @@ def test_another_architecture_gets_a_new_engine_and_close_ends_it(tiny, tmp_path
     assert_ended(second)
     assert backend.llm is None
     backend.close()  # a second close is harmless
+
+
+# Run as `python -c IN_PROCESS model policy wider`: an engine with the stages' CPU default
+# (cpu_in_process) in a process of its own, as a stage has it, so the pytest process gets no
+# vLLM engine state. Prints one JSON line.
+IN_PROCESS = """
+import json, os, sys
+import psutil, torch
+from transformers import AutoTokenizer
+from proactive_rl.engine.generation import SamplingConfig, VllmBackend, VllmConfig
+
+def main():
+    model, policy, wider = sys.argv[1:4]
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    prompts = [tokenizer(q, add_special_tokens=False)["input_ids"] for q in sys.argv[4:]]
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=24)
+    threads = torch.get_num_threads()
+    backend = VllmBackend("fp32", VllmConfig(gpu_memory_utilization=0.3, enforce_eager=True), 256)
+    out = {}
+    for label, folder in (("model", model), ("policy", policy), ("wider", wider)):
+        backend.load(folder)
+        groups = backend.generate(prompts, 4, sampling, seed=5)
+        out[label] = [[s.token_ids, s.logprobs] for g in groups for s in g]
+        if label == "model":
+            out["children"] = len(psutil.Process().children(recursive=True))
+            out["threads"] = backend.llm.collective_rpc("compute_threads")
+            out["set_num_threads"] = torch.set_num_threads is torch._C.set_num_threads
+    backend.close()
+    out["threads_before"], out["threads_after"] = threads, torch.get_num_threads()
+    print(json.dumps(out))
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+@pytest.mark.skipif(CUDA, reason="the CPU build's layout; a GPU keeps the engine's processes")
+def test_an_engine_in_the_stages_process_samples_what_its_own_processes_do(engine, tiny, tmp_path):
+    """The CPU default (VllmConfig.cpu_in_process): no process of the engine's own, the same
+    tokens and logprobs as an engine in its own processes for the same seeds, on the first
+    policy, after an in-place reload and on a new engine for another architecture (eval's
+    path), torch's threads as vLLM's binding would give its worker, and the stage's torch as
+    it was once the engine is closed."""
+    import json
+    import subprocess
+    import sys
+
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    policy = perturbed_copy(tiny, tmp_path / "policy")
+    config = AutoConfig.from_pretrained(tiny)
+    config.intermediate_size *= 2
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "wider")
+    AutoTokenizer.from_pretrained(tiny).save_pretrained(tmp_path / "wider")
+    questions = ("What is 2 + 2?", "Who wrote Hamlet?")
+    done = subprocess.run(
+        [sys.executable, "-c", IN_PROCESS, str(tiny), str(policy), str(tmp_path / "wider"),
+         *questions],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    cores = len(os.sched_getaffinity(0))
+    assert got["children"] == 0  # the engine's core and model are in the stage's process
+    assert got["threads"] == [max(cores - 1, 1)]  # vLLM's default: one core reserved
+    assert got["set_num_threads"] and got["threads_after"] == got["threads_before"]
+
+    from transformers import AutoTokenizer as Tokenizer
+
+    tokenizer = Tokenizer.from_pretrained(tiny)
+    prompts = [tokenizer(q, add_special_tokens=False)["input_ids"] for q in questions]
+    wider = VllmBackend(PRECISION, SETTINGS, 256)
+    try:
+        wider.load(tmp_path / "wider")
+        expected = {"wider": wider.generate(prompts, 4, sampling(), seed=5)}
+    finally:
+        wider.close()
+    for label, folder in (("model", tiny), ("policy", policy)):
+        engine.load(folder)
+        expected[label] = engine.generate(prompts, 4, sampling(), seed=5)
+    engine.load(tiny)  # the module's model again
+    for label, groups in expected.items():
+        ours = got[label]
+        assert [tokens for tokens, _ in ours] == tokens_of(groups), label
+        logprobs = [torch.tensor(lp) for _, lp in ours]
+        assert differences(groups, logprobs)[0] < 1e-5, label
 
 
 def lora_policy(tiny, folder, seed):
