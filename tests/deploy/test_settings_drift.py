@@ -64,7 +64,7 @@ PERTURBATIONS = [
     ),
     (
         "deploy/k8s/overlays/cpu/knobs.env",
-        "NUM_SFT_SAMPLES=128",
+        "NUM_SFT_SAMPLES=96",
         "NUM_SFT_SAMPLES=40",
         "NUM_SFT_SAMPLES",
         "demo.env",
