@@ -16,6 +16,9 @@ pipeline's two ratios beside them, measured in one run on one model (SmolLM2-135
    engine/precision.py), from a run of ours beside a vLLM rollout worker
    (make bench-peers' run, one step off-policy) sized so generation and update take about the
    same time: that run's overlap ratio, step / max(generate, update), is the balanced case.
+   Which size balances depends on the machine (the update is 1x to 2.5x the generation at
+   2 prompts x 2 on our 2-core kinds), so `--balanced auto` probes at 2 x 2 and, where the two
+   differ by more than BALANCE_TOLERANCE, runs again at the number of prompts that evens them.
 4. The handoff: publish + in-place reload / a raw copy of the same bytes (make bench's), on
    the engine of the generation sweep.
 
@@ -203,6 +206,48 @@ def generation(
 
 
 # ---------------------------------------------------------------- the update, balanced overlap
+# The longer phase at most this many times the shorter counts as balanced; beyond it the overlap
+# ratio says little (the shorter phase hides whole under the longer one: 1.00 by construction).
+BALANCE_TOLERANCE = 1.25
+PROBE = (2, 2, 128)  # prompts, n, new tokens of --balanced auto's first run
+
+
+def balancing_prompts(prompts: int, generate_s: float, update_s: float) -> int:
+    """Prompts per step that bring the update level with the generation. The update's time
+    grows with the sequences it trains; a decode-bound generation's barely grows at these small
+    batches (one pass over the weights a token, whatever the batch), so the prompts scale by
+    generate / update.
+
+    >>> balancing_prompts(2, 4.7, 11.0), balancing_prompts(2, 9.0, 4.0), balancing_prompts(2, 5, 5)
+    (1, 4, 2)
+    """
+    return max(1, round(prompts * generate_s / update_s))
+
+
+def is_balanced(run: dict) -> bool:
+    longer, shorter = sorted((run["generate_s"], run["update_s"]), reverse=True)
+    return longer <= BALANCE_TOLERANCE * shorter
+
+
+def balanced_case(model_dir: Path, out: Path, spec: str, steps: int, params: int,
+             gflops_1: float) -> dict:  # fmt: skip
+    """The balanced run: at `spec` (prompts x n x tokens) as given, or (auto) at PROBE and
+    then, if that is not balanced, once more at the prompts that even it out; the probe's
+    figures are kept beside the result."""
+    if spec != "auto":
+        prompts, n, tokens = (int(x) for x in spec.split("x"))
+        return balanced_run(model_dir, out, prompts, n, steps, tokens, params, gflops_1)
+    prompts, n, tokens = PROBE
+    probe = balanced_run(model_dir, out, prompts, n, steps, tokens, params, gflops_1)
+    even = balancing_prompts(prompts, probe["generate_s"], probe["update_s"])
+    if is_balanced(probe) or even == prompts:
+        return {**probe, "balanced": is_balanced(probe)}
+    click.echo(f"bench-limits: not balanced at {prompts} prompts (generate {probe['generate_s']} "
+               f"s, update {probe['update_s']} s): again at {even}")  # fmt: skip
+    run = balanced_run(model_dir, out, even, n, steps, tokens, params, gflops_1)
+    return {**run, "balanced": is_balanced(run), "probe": probe}
+
+
 def balanced_run(model_dir: Path, out: Path, prompts: int, n: int, steps: int, tokens: int,
                  params: int, gflops_1: float) -> dict:  # fmt: skip
     """Ours one step off-policy (grpo on one core beside a vLLM rollout worker on the other):
@@ -213,6 +258,7 @@ def balanced_run(model_dir: Path, out: Path, prompts: int, n: int, steps: int, t
     from proactive_rl.stages.grpo.config import GrpoConfig
 
     run = out / "balanced"
+    shutil.rmtree(run, ignore_errors=True)  # the probe's run, when there was one
     settings = settings_of(prompts, n, steps, tokens, 1e-6, "generate", GrpoConfig().seed)
     peak = run_ours(model_dir, prepared_data(out), run, settings, staleness=1)
     steps_of = [json.loads(x) for x in (run / "steps.jsonl").read_text().splitlines()]
@@ -224,6 +270,7 @@ def balanced_run(model_dir: Path, out: Path, prompts: int, n: int, steps: int, t
     flops_per_s = update_flops(run, False, params, trained) / update_s
     return {
         "settings": f"{prompts} prompts x n={n}, {tokens} new tokens, {steps} steps",
+        "balanced": is_balanced(figures),
         "generate_s": figures["generate_s"],
         "update_s": figures["update_s"],
         "step_s": figures["step_s"],
@@ -252,8 +299,9 @@ def table(report: dict) -> str:
         f"{bal['update_mfu']:.2f} ({bal['update_gflops']} of "
         f"{report['machine']['update_gemm_gflops@1']} GFLOP/s "
         f"{report['machine']['update_dtype']})",
-        f"{bal['overlap_ratio']:.2f} ({bal['step_s']} s / max({bal['generate_s']}, "
-        f"{bal['update_s']}) s)",
+        f"{bal['overlap_ratio']:.2f} ({bal['settings']}: {bal['step_s']} s / "
+        f"max({bal['generate_s']}, {bal['update_s']}) s"
+        f"{'' if bal['balanced'] else '; NOT balanced: the ratio means little'})",
         f"{report['handoff']['handoff/ratio_over_raw_copy']:.2f}",
     ]
     lines = ["| figure | value | goal |", "|---|---|---|"]
@@ -284,8 +332,9 @@ def model_shape(model_dir: Path) -> tuple[dict, dict]:
 @click.option("--model", default="builtin:smollm2", show_default=True)
 @click.option("--grid", default=GRID, show_default=True, help="prompts x n per generate call.")
 @click.option("--max-new-tokens", default=64, show_default=True)
-@click.option("--balanced", default="2x2x128", show_default=True,
-              help="The balanced run: prompts x n x new tokens.")  # fmt: skip
+@click.option("--balanced", default="auto", show_default=True,
+              help="The balanced run: prompts x n x new tokens, or auto (probe at 2x2x128, "
+                   "then the prompts that even generation and update out).")  # fmt: skip
 @click.option("--steps", default=6, show_default=True, help="Steps of the balanced run.")
 @click.option(
     "--quick", is_flag=True, help="The tiny model, small sizes (the test of this script)."
@@ -312,10 +361,9 @@ def run_main(out: Path, model: str, grid: str, max_new_tokens: int, balanced: st
     if quick and len(layouts) > 1:
         layouts = ("0",)
     rows, handoff = generation(model_dir, grid, max_new_tokens, limits, shape, out, layouts)
-    prompts, n, tokens = (int(x) for x in balanced.split("x"))
     click.echo(f"bench-limits: ours one step off-policy, {balanced}, {steps} steps")
-    bal = balanced_run(model_dir, out, prompts, n, steps, tokens, shape["parameters"],
-                       limits["update_gemm_gflops@1"])  # fmt: skip
+    bal = balanced_case(model_dir, out, balanced, steps, shape["parameters"],
+                        limits["update_gemm_gflops@1"])  # fmt: skip
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": model, "cores": os.cpu_count(),
               "shape": shape, "machine": limits, "generation": rows, "balanced": bal,
               "handoff": handoff}  # fmt: skip

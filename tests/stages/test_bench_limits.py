@@ -48,6 +48,40 @@ def test_the_machine_figures_are_measured_at_each_thread_count():
     assert 0 < bench_limits.gemm_gflops(shapes, 16, 1) < math.inf
 
 
+def test_balancing_scales_the_prompts_by_generate_over_update():
+    # the update twice the generation: half the prompts; half of it: twice; never below one
+    assert bench_limits.balancing_prompts(4, 5.0, 10.0) == 2
+    assert bench_limits.balancing_prompts(2, 10.0, 5.0) == 4
+    assert bench_limits.balancing_prompts(2, 1.0, 30.0) == 1
+    assert bench_limits.is_balanced({"generate_s": 10.0, "update_s": 12.5})
+    assert not bench_limits.is_balanced({"generate_s": 4.7, "update_s": 11.0})
+
+
+def test_auto_runs_again_at_the_evening_prompts_and_keeps_the_probe(monkeypatch, tmp_path):
+    """The decision only: balanced_run is replaced by constructed figures (an update that takes
+    as long as its prompts, a generation of 5 s whatever the batch), because a real run costs
+    minutes; the real balanced run is the quick run's below."""
+    calls = []
+
+    def run(model_dir, out, prompts, n, steps, tokens, params, gflops):
+        calls.append((prompts, n, tokens))
+        return {"settings": f"{prompts}x{n}", "generate_s": 5.0, "update_s": 2.5 * prompts,
+                "balanced": bench_limits.is_balanced(
+                    {"generate_s": 5.0, "update_s": 2.5 * prompts})}  # fmt: skip
+
+    monkeypatch.setattr(bench_limits, "balanced_run", run)
+    monkeypatch.setattr(bench_limits, "PROBE", (4, 2, 128))
+    result = bench_limits.balanced_case(tmp_path, tmp_path, "auto", 6, 1, 1.0)
+    assert calls == [(4, 2, 128), (2, 2, 128)]
+    assert result["balanced"] and result["probe"]["update_s"] == 10.0
+    # already balanced at the probe, or given explicitly: one run
+    calls.clear()
+    monkeypatch.setattr(bench_limits, "PROBE", (2, 2, 128))
+    assert bench_limits.balanced_case(tmp_path, tmp_path, "auto", 6, 1, 1.0)["balanced"]
+    assert bench_limits.balanced_case(tmp_path, tmp_path, "3x2x64", 6, 1, 1.0)["settings"] == "3x2"
+    assert calls == [(2, 2, 128), (3, 2, 64)]
+
+
 @pytest.mark.slow
 def test_the_quick_run_writes_every_figure_beside_its_goal(tmp_path):
     out = tmp_path / "limits"
@@ -70,6 +104,7 @@ def test_the_quick_run_writes_every_figure_beside_its_goal(tmp_path):
     balanced = report["balanced"]
     assert balanced["generate_s"] > 0 and balanced["update_s"] > 0
     assert balanced["overlap_ratio"] > 0.5 and 0 < balanced["update_mfu"] < 1.5
+    assert balanced["balanced"] == bench_limits.is_balanced(balanced)
     assert report["handoff"]["handoff/ratio_over_raw_copy"] > 0
     table = (out / "limits.md").read_text()
     for goal in bench_limits.GOALS:
