@@ -240,12 +240,12 @@ def balanced_case(model_dir: Path, out: Path, spec: str, steps: int, params: int
     prompts, n, tokens = PROBE
     probe = balanced_run(model_dir, out, prompts, n, steps, tokens, params, gflops_1)
     even = balancing_prompts(prompts, probe["generate_s"], probe["update_s"])
-    if is_balanced(probe) or even == prompts:
-        return {**probe, "balanced": is_balanced(probe)}
+    if probe["balanced"] or even == prompts:
+        return probe
     click.echo(f"bench-limits: not balanced at {prompts} prompts (generate {probe['generate_s']} "
                f"s, update {probe['update_s']} s): again at {even}")  # fmt: skip
     run = balanced_run(model_dir, out, even, n, steps, tokens, params, gflops_1)
-    return {**run, "balanced": is_balanced(run), "probe": probe}
+    return {**run, "probe": probe}
 
 
 def balanced_run(model_dir: Path, out: Path, prompts: int, n: int, steps: int, tokens: int,

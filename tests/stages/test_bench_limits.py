@@ -57,7 +57,7 @@ def test_balancing_scales_the_prompts_by_generate_over_update():
     assert not bench_limits.is_balanced({"generate_s": 4.7, "update_s": 11.0})
 
 
-def test_auto_runs_again_at_the_evening_prompts_and_keeps_the_probe(monkeypatch, tmp_path):
+def test_auto_runs_again_at_the_prompts_that_even_it_out_and_keeps_the_probe(monkeypatch, tmp_path):
     """The decision only: balanced_run is replaced by constructed figures (an update that takes
     as long as its prompts, a generation of 5 s whatever the batch), because a real run costs
     minutes; the real balanced run is the quick run's below."""
