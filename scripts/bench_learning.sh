@@ -16,6 +16,9 @@
 # <run>/eval/nq-open/, and <run>/bench.json (stage wall times, seeds, each set's goals, the
 # reward's optimum yardstick and the oracle frontier: stages/eval/frontier.py).
 set -euo pipefail
+# shellcheck source=scripts/usage.sh
+source "$(dirname "$0")/usage.sh"
+usage "$@"
 cd "$(dirname "$0")/.."
 
 run="${BENCH_RUN:-checkpoints/bench-learning}"

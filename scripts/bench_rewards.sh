@@ -18,6 +18,9 @@
 # Writes checkpoints/sweeps/bench-rewards/ (report/report.md, one folder per reward, measure/,
 # the sweep config it ran: bench-rewards.toml) and data/sweeps/bench-rewards/.
 set -euo pipefail
+# shellcheck source=scripts/usage.sh
+source "$(dirname "$0")/usage.sh"
+usage "$@"
 cd "$(dirname "$0")/.."
 
 name="${BENCH_NAME:-bench-rewards}"

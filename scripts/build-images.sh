@@ -11,6 +11,9 @@
 #                 with a registry at hand, debian:bookworm-slim works too)
 # Needs BuildKit (bind mounts): the Debian docker 20.10 CLI has it built in; newer CLIs need buildx.
 set -euo pipefail
+# shellcheck source=scripts/usage.sh
+source "$(dirname "$0")/usage.sh"
+usage "$@"
 
 # /usr/bin first: a newer docker CLI without buildx in /usr/local/bin fails with DOCKER_BUILDKIT=1.
 export PATH="/usr/bin:/usr/sbin:$PATH" DOCKER_BUILDKIT=1

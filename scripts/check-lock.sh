@@ -7,6 +7,9 @@
 # declared dependencies, and every pin they declare a range for must lie in it.
 # Usage: scripts/check-lock.sh [cpu] [cuda] [verl]   (default: all; needs PyPI; under a minute each)
 set -euo pipefail
+# shellcheck source=scripts/usage.sh
+source "$(dirname "$0")/usage.sh"
+usage "$@"
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lockenv.sh
 source scripts/lockenv.sh

@@ -6,6 +6,9 @@
 #   DEBIAN_MIRROR  Debian mirror          (default http://deb.debian.org/debian)
 # Skips the work if the image already exists (pass --force to rebuild). Needs root + debootstrap.
 set -euo pipefail
+# shellcheck source=scripts/usage.sh
+source "$(dirname "$0")/usage.sh"
+usage "$@"
 
 export PATH="/usr/bin:/usr/sbin:$PATH"
 image="${DEBIAN_IMAGE:-local/debian:bookworm}"

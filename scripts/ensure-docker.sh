@@ -9,6 +9,9 @@
 # Usage: scripts/ensure-docker.sh       (dockerd log: ${DOCKERD_LOG:-/tmp/dockerd.log})
 #   PROACTIVE_NO_INSTALL=1   never install packages; say what to install instead
 set -euo pipefail
+# shellcheck source=scripts/usage.sh
+source "$(dirname "$0")/usage.sh"
+usage "$@"
 
 export PATH="/usr/bin:/usr/sbin:$PATH"   # the Debian docker CLI, not a buildx-less newer one
 log="${DOCKERD_LOG:-/tmp/dockerd.log}"

@@ -9,6 +9,9 @@
 # Usage: scripts/lock.sh [cpu] [cuda] [verl]   (default: all; needs PyPI; about a minute each)
 # Then scripts/check-lock.sh, which .ci/run runs.
 set -euo pipefail
+# shellcheck source=scripts/usage.sh
+source "$(dirname "$0")/usage.sh"
+usage "$@"
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lockenv.sh
 source scripts/lockenv.sh

@@ -17,6 +17,9 @@
 #   --out     the component file itself (default DIR/overlays/<cpu|gpu>/images/kustomization.yaml)
 # Errors are one line on stderr, exit 2 for what the user fixes (REGISTRY, images), 1 otherwise.
 set -euo pipefail
+# shellcheck source=scripts/usage.sh
+source "$(dirname "$0")/usage.sh"
+usage "$@"
 
 export PATH="/usr/bin:/usr/sbin:$PATH"
 repo_root="$(cd "$(dirname "$0")/.." && pwd)"

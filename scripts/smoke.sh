@@ -21,6 +21,9 @@
 # apt on Debian as root, otherwise it says the command to run), images built when missing or
 # stale (scripts/build-images.sh).
 set -euo pipefail
+# shellcheck source=scripts/usage.sh
+source "$(dirname "$0")/usage.sh"
+usage "$@"
 
 # The Debian docker CLI first: a newer CLI in /usr/local/bin may lack the compose/buildx plugins.
 export PATH="/usr/bin:/usr/sbin:$PATH"

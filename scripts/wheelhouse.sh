@@ -11,6 +11,9 @@
 # when requirements/models.txt changes.
 # Usage: scripts/wheelhouse.sh      (PYTHON=... to choose the interpreter that runs pip)
 set -euo pipefail
+# shellcheck source=scripts/usage.sh
+source "$(dirname "$0")/usage.sh"
+usage "$@"
 
 repo_root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo_root"
