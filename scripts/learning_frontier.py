@@ -1,5 +1,6 @@
-"""What hedging alone could reach with the base model's knowledge: the oracle frontier
-(stages/eval/frontier.py; eval writes it into report.json under the base checkpoint).
+"""What hedging alone could reach with the base model's knowledge: the oracle frontier, and
+what hedging by the agreement of the checkpoint's own samples reaches: the self-consistency
+frontier (stages/eval/frontier.py; eval writes both into report.json).
 
 Usage: .venv/bin/python scripts/learning_frontier.py <eval report folder> [checkpoint label]
 [--grader substring|normalised] (the folder of `proactive eval`: its samples.jsonl; the label
@@ -13,7 +14,13 @@ import argparse
 import json
 from pathlib import Path
 
-from proactive_rl.stages.eval.frontier import HALLUCINATION_MAX, frontier, per_question
+from proactive_rl.stages.eval.frontier import (
+    HALLUCINATION_MAX,
+    consistency_frontier,
+    frontier,
+    per_question,
+    support,
+)
 
 GRADE_KEYS = {"substring": "grade", "normalised": "grade_normalised"}
 
@@ -28,11 +35,9 @@ def main() -> None:
     rows = [json.loads(line) for line in (args.report / "samples.jsonl").open()]
     label = args.checkpoint or rows[0]["checkpoint"]
     own = [r for r in rows if r["checkpoint"] == label]
-    summary = {
-        "checkpoint": label,
-        "grader": args.grader,
-        **frontier(per_question(own, GRADE_KEYS[args.grader])),
-    }
+    key = GRADE_KEYS[args.grader]
+    summary = {"checkpoint": label, "grader": args.grader, **frontier(per_question(own, key))}
+    summary["consistency"] = consistency_frontier(support(own, key), summary["base_accuracy"])
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     s = summary
@@ -43,6 +48,17 @@ def main() -> None:
         f"{s['best_accuracy_within_hallucination_max']:.1%} correct with hallucination <= "
         f"{HALLUCINATION_MAX:.0%} (goal: {s['accuracy_goal']:.1%}); best truthfulness "
         f"{s['best_truthfulness']:+.1%}"
+    )
+    c = s["consistency"]
+    steps = ", ".join(
+        f">= {t['min_support']}: {t['accuracy']:.1%} / {t['hallucination']:.1%}"
+        for t in c["thresholds"]
+    )
+    print(
+        f"self-consistency frontier (answer only when >= k of its other samples agree): at most "
+        f"{c['best_accuracy_within_hallucination_max']:.1%} correct with hallucination <= "
+        f"{HALLUCINATION_MAX:.0%}; best truthfulness {c['best_truthfulness']:+.1%}; correct / "
+        f"wrong per k: {steps}"
     )
 
 

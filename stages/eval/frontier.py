@@ -8,16 +8,25 @@ hallucination <= 10% while keeping 80% of the base accuracy, no reward can teach
 does both without also making the model know more (a higher acc_q). The oracle is optimistic:
 it selects on the same samples it scores.
 
-eval puts it in report.json under the base checkpoint, with either grader (the goals' accuracy
-is the normalised one's); scripts/learning_frontier.py prints it for any report folder.
+The self-consistency frontier is the realisable counterpart: what hedging could reach when the
+model decides from what it can see of itself, the agreement of its own n samples (sample i is
+given as the answer only when at least k of the other n - 1 gave the same normalised answer,
+otherwise it is a hedge). No grade is used to decide, so it is not optimistic; it is the
+standard black-box signal of a model's uncertainty (self-consistency). Where it stays far below
+the oracle, the model's samples do not tell its right answers from its wrong ones, and a policy
+trained on them has that much less to learn from.
+
+eval puts both in report.json under the base checkpoint, with either grader (the goals' accuracy
+is the normalised one's); scripts/learning_frontier.py prints them for any report folder.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from proactive_rl.shared.grading import normalise
 from proactive_rl.stages.eval.acceptance import ACCURACY_KEPT_MIN, HALLUCINATION_MAX
 
 
@@ -75,3 +84,89 @@ def oracle_frontier(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str,
         "substring": frontier(per_question(samples, "grade")),
         "normalised": frontier(per_question(samples, "grade_normalised")),
     }
+
+
+def support(
+    samples: Sequence[Mapping[str, Any]], grade_key: str = "grade"
+) -> list[tuple[int, str]]:
+    """(support, grade) of every sample: how many other samples of its question gave the same
+    normalised answer; -1 for a sample that gives none (empty, or a hedge: not attempted).
+
+    >>> rows = [{"question_index": 0, "formal_answer": a, "grade": g}
+    ...         for a, g in [("Paris", "correct"), ("paris.", "correct"), ("Lyon", "incorrect"),
+    ...                      ("I don't know", "not_attempted")]]
+    >>> support(rows)
+    [(1, 'correct'), (1, 'correct'), (0, 'incorrect'), (-1, 'not_attempted')]
+    """
+    groups: dict[Any, list[Mapping[str, Any]]] = defaultdict(list)
+    for s in samples:
+        groups[s["question_index"]].append(s)
+    out: list[tuple[int, str]] = []
+    for group in groups.values():
+        keys = [
+            normalise(s["formal_answer"]) if s[grade_key] != "not_attempted" else "" for s in group
+        ]
+        counts = Counter(k for k in keys if k)
+        out += [
+            (counts[k] - 1 if k else -1, s[grade_key]) for s, k in zip(group, keys, strict=True)
+        ]
+    return out
+
+
+def consistency_frontier(supported: list[tuple[int, str]], base_accuracy: float) -> dict[str, Any]:
+    """Answering only with samples that at least k others agree with, for every k: correct and
+    wrong rates per threshold, the most correct at hallucination <= HALLUCINATION_MAX (between
+    two thresholds, answering at the lower one at random, which is realisable too), and the best
+    truthfulness. `base_accuracy` is what the accuracy goal keeps 80% of.
+
+    >>> rows = [(3, "correct")] * 2 + [(3, "incorrect"), (1, "incorrect"), (0, "correct")] + [
+    ...     (0, "incorrect")] * 5
+    >>> f = consistency_frontier(rows, base_accuracy=0.3)
+    >>> [(p["min_support"], p["accuracy"], p["hallucination"]) for p in f["thresholds"]]
+    [(3, 0.2, 0.1), (2, 0.2, 0.1), (1, 0.2, 0.2), (0, 0.3, 0.7)]
+    >>> f["best_accuracy_within_hallucination_max"], f["both_reachable_by_hedging"]
+    (0.2, False)
+    """
+    total = len(supported) or 1
+    top = max((k for k, _ in supported), default=-1)
+    thresholds: list[dict[str, float]] = []
+    correct = wrong = 0  # samples answered so far, counted (exact rates at every threshold)
+    best_accuracy = best_truth = 0.0
+    allowed = HALLUCINATION_MAX * total
+    for k in range(top, -1, -1):
+        level = [g for s, g in supported if s == k]
+        right, bad = level.count("correct"), level.count("incorrect")
+        if wrong + bad <= allowed:
+            best_accuracy = (correct + right) / total
+        elif wrong <= allowed:
+            # answer a random share of this level's samples, up to the hallucination bound
+            best_accuracy = max(best_accuracy, (correct + right * (allowed - wrong) / bad) / total)
+        correct, wrong = correct + right, wrong + bad
+        best_truth = max(best_truth, (correct - wrong) / total)
+        thresholds.append(
+            {"min_support": k, "accuracy": correct / total, "hallucination": wrong / total}
+        )
+    return {
+        "samples": len(supported),
+        "thresholds": thresholds,
+        "best_accuracy_within_hallucination_max": best_accuracy,
+        "accuracy_goal": ACCURACY_KEPT_MIN * base_accuracy,
+        "both_reachable_by_hedging": best_accuracy >= ACCURACY_KEPT_MIN * base_accuracy,
+        "best_truthfulness": best_truth,
+    }
+
+
+def self_consistency_frontier(
+    samples: Sequence[Mapping[str, Any]], base_accuracy: Mapping[str, float] | None = None
+) -> dict[str, dict[str, Any]]:
+    """One checkpoint's self-consistency frontier under each grader. `base_accuracy` (per
+    grader) sets the accuracy goal; by default the checkpoint's own accuracy (the base model's
+    entry)."""
+    out = {}
+    for grader, key in (("substring", "grade"), ("normalised", "grade_normalised")):
+        supported = support(samples, key)
+        own = sum(g == "correct" for _, g in supported) / len(supported) if supported else 0.0
+        out[grader] = consistency_frontier(
+            supported, base_accuracy[grader] if base_accuracy else own
+        )
+    return out

@@ -249,13 +249,20 @@ def evaluate(
 
 def base_frontier(results: list[dict[str, Any]], samples: Sequence[Mapping[str, Any]]) -> None:
     """The oracle frontier of the base model's knowledge (stages/eval/frontier.py): what
-    hedging alone could reach on these questions, in the base checkpoint's entry."""
-    from proactive_rl.stages.eval.frontier import oracle_frontier
+    hedging alone could reach on these questions, in the base checkpoint's entry; and every
+    checkpoint's self-consistency frontier (hedging by its own samples' agreement), against the
+    base's accuracy where a base checkpoint is evaluated."""
+    from proactive_rl.stages.eval.frontier import oracle_frontier, self_consistency_frontier
 
+    base_accuracy = None
     for result in results:
         if result["kind"] == "base":
             own = [s for s in samples if s["checkpoint"] == result["label"]]
             result["oracle_frontier"] = oracle_frontier(own)
+            base_accuracy = {g: v["base_accuracy"] for g, v in result["oracle_frontier"].items()}
+    for result in results:
+        own = [s for s in samples if s["checkpoint"] == result["label"]]
+        result["consistency_frontier"] = self_consistency_frontier(own, base_accuracy)
 
 
 def against_optimum(config: EvalConfig, reward_fn: RewardFn, done: Evaluated) -> None:
@@ -442,6 +449,9 @@ def flat_metrics(name: str, label: str, spec: str, result: dict[str, Any]) -> di
     record.update({f"optimum/{k}": v for k, v in result["optimum"].items() if v is not None})
     for grader, view in result.get("oracle_frontier", {}).items():
         record.update({f"oracle_frontier/{grader}/{k}": v for k, v in view.items()})
+    for grader, view in result.get("consistency_frontier", {}).items():
+        scalars = {k: v for k, v in view.items() if k != "thresholds"}
+        record.update({f"consistency_frontier/{grader}/{k}": v for k, v in scalars.items()})
     for bucket, row in result["buckets"].items():
         for key in ("questions", "proactive_rate", "accuracy", "not_attempted_rate"):
             record[f"bucket/{bucket}/{key}"] = row[key]

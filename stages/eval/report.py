@@ -22,6 +22,7 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
     out += metrics_section(cks, labels, report["n"])
     out += optimum_section(cks, labels, report)
     out += frontier_section(cks)
+    out += consistency_section(cks)
     out += graders_section(cks, labels)
     out += judge_section(cks, labels, report["settings"]["eval"].get("judge"))
     out += risk_coverage_section(cks, labels)
@@ -327,6 +328,53 @@ def frontier_section(cks: list[dict[str, Any]]) -> list[str]:
         "",
         *table(FRONTIER_HEADER, rows),
     ]
+
+
+def consistency_section(cks: list[dict[str, Any]]) -> list[str]:
+    """Every checkpoint's self-consistency frontier (stages/eval/frontier.py) under the goals'
+    grader: what hedging by the agreement of its own samples could reach."""
+    rows = []
+    for c in cks:
+        view = c.get("consistency_frontier", {}).get("normalised")
+        if view is None:
+            continue
+        steps = "; ".join(
+            f">= {t['min_support']}: {fmt(t['accuracy'], 'pct')} / {fmt(t['hallucination'], 'pct')}"
+            for t in view["thresholds"]
+        )
+        rows.append(
+            [
+                c["label"],
+                fmt(view["best_accuracy_within_hallucination_max"], "pct"),
+                fmt(view["accuracy_goal"], "pct"),
+                "yes" if view["both_reachable_by_hedging"] else "no",
+                f"{100 * view['best_truthfulness']:+.1f}%",
+                steps or "–",
+            ]
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "## What the model's own agreement could reach (self-consistency frontier)",
+        "",
+        "Each sample is given as the answer only when at least k of the question's other "
+        "samples gave the same normalised answer, otherwise it counts as a hedge: a rule the "
+        "model could follow with no grade and no oracle. Normalised grader; the accuracy goal is "
+        f"{ACCURACY_KEPT_MIN:.0%} of the base's; the last column is correct / wrong per k.",
+        "",
+        *table(CONSISTENCY_HEADER, rows),
+    ]
+
+
+CONSISTENCY_HEADER = [
+    "checkpoint",
+    f"most correct at <= {HALLUCINATION_MAX:.0%} hallucination",
+    f"{ACCURACY_KEPT_MIN:.0%} of base (goal)",
+    "both goals",
+    "best truthfulness",
+    "answer when >= k others agree: correct / wrong",
+]
 
 
 FRONTIER_HEADER = [

@@ -190,6 +190,34 @@ def test_the_base_models_oracle_frontier_under_each_grader(compared):
     )
 
 
+def test_every_checkpoints_self_consistency_frontier(compared):
+    """Hedging by the agreement of each checkpoint's own samples (stages/eval/frontier.py):
+    answering at every threshold (k >= 0) is the checkpoint as sampled; the goal is the base's."""
+    paths, folder = compared
+    report = json.loads((folder / "report.json").read_text())
+    samples = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
+    base = report["checkpoints"][0]["oracle_frontier"]["normalised"]["base_accuracy"]
+    for ck in report["checkpoints"]:
+        view = ck["consistency_frontier"]["normalised"]
+        own = [s for s in samples if s["checkpoint"] == ck["label"]]
+        answered = [s for s in own if s["grade_normalised"] != "not_attempted"]
+        assert view["samples"] == len(own)
+        assert view["accuracy_goal"] == pytest.approx(0.8 * base)
+        if answered:
+            every = view["thresholds"][-1]
+            assert every["min_support"] == 0
+            assert every["accuracy"] == pytest.approx(
+                sum(s["grade_normalised"] == "correct" for s in own) / len(own)
+            )
+            assert every["hallucination"] == pytest.approx(
+                sum(s["grade_normalised"] == "incorrect" for s in own) / len(own)
+            )
+        assert 0 <= view["best_accuracy_within_hallucination_max"] <= 1
+    assert "## What the model's own agreement could reach" in (folder / "report.md").read_text()
+    logged = [r for r in read_metrics(paths.logs("eval")) if r.get("report") == "all"]
+    assert all("consistency_frontier/normalised/best_truthfulness" in r for r in logged)
+
+
 def test_markdown_samples_plots_and_metrics_log(compared):
     paths, folder = compared
     text = (folder / "report.md").read_text()

@@ -1,0 +1,77 @@
+"""The self-consistency frontier (stages/eval/frontier.py) on constructed samples whose answer
+is known: agreement that separates right from wrong answers reaches the goals, agreement on a
+confidently repeated wrong answer does not, hedges never vote."""
+
+from __future__ import annotations
+
+import pytest
+
+from proactive_rl.stages.eval.frontier import (
+    consistency_frontier,
+    self_consistency_frontier,
+    support,
+)
+
+
+def group(question: int, answers: list[tuple[str, str]]) -> list[dict]:
+    return [
+        {"question_index": question, "formal_answer": a, "grade": g, "grade_normalised": g}
+        for a, g in answers
+    ]
+
+
+def known_and_guessed(wrong_agree: bool) -> list[dict]:
+    """One question answered right 4 times out of 4, three guessed: scattered wrong answers, or
+    the same wrong answer every time."""
+    rows = group(0, [("Paris", "correct")] * 4)
+    for q in (1, 2, 3):
+        answers = ["Lyon"] * 4 if wrong_agree else ["Lyon", "Nice", "Lille", "Metz"]
+        rows += group(q, [(a, "incorrect") for a in answers])
+    return rows
+
+
+def test_agreement_that_separates_reaches_both_goals():
+    view = self_consistency_frontier(known_and_guessed(wrong_agree=False))["normalised"]
+    assert view["best_accuracy_within_hallucination_max"] == pytest.approx(0.25)
+    assert view["both_reachable_by_hedging"] is True
+    assert view["best_truthfulness"] == pytest.approx(0.25)
+    assert view["thresholds"][0] == {"min_support": 3, "accuracy": 0.25, "hallucination": 0.0}
+    assert view["thresholds"][-1]["hallucination"] == pytest.approx(0.75)
+
+
+def test_a_confidently_repeated_wrong_answer_defeats_it():
+    view = self_consistency_frontier(known_and_guessed(wrong_agree=True))["normalised"]
+    # every sample has three others agreeing: answering any means answering all
+    assert [t["min_support"] for t in view["thresholds"]] == [3, 2, 1, 0]
+    assert view["thresholds"][0]["hallucination"] == pytest.approx(0.75)
+    # within 10% hallucination only a random share of the top level: 0.1 / 0.75 of it
+    assert view["best_accuracy_within_hallucination_max"] == pytest.approx(0.25 * 0.1 / 0.75)
+    assert view["both_reachable_by_hedging"] is False
+    assert view["best_truthfulness"] == 0.0
+
+
+def test_hedges_never_vote_and_normalised_answers_agree():
+    rows = group(
+        0,
+        [
+            ("The Eiffel Tower.", "correct"),
+            ("eiffel tower", "correct"),
+            ("I don't know", "not_attempted"),
+            ("I don't know", "not_attempted"),
+        ],
+    )
+    assert support(rows, "grade") == [(1, "correct"), (1, "correct"), (-1, "not_attempted")] + [
+        (-1, "not_attempted")
+    ]
+
+
+def test_the_goal_is_the_base_models_accuracy_when_given():
+    rows = known_and_guessed(wrong_agree=False)
+    view = self_consistency_frontier(rows, {"substring": 0.5, "normalised": 0.5})["normalised"]
+    assert view["accuracy_goal"] == pytest.approx(0.4)
+    assert view["both_reachable_by_hedging"] is False
+
+
+def test_no_samples_answer_nothing():
+    view = consistency_frontier([], base_accuracy=0.0)
+    assert view["thresholds"] == [] and view["best_accuracy_within_hallucination_max"] == 0.0
