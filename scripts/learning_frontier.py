@@ -16,8 +16,10 @@ from pathlib import Path
 
 from proactive_rl.stages.eval.frontier import (
     HALLUCINATION_MAX,
+    SHORT_ANSWER_WORDS,
     consistency_frontier,
     frontier,
+    median_answer_words,
     per_question,
     support,
 )
@@ -38,6 +40,7 @@ def main() -> None:
     key = GRADE_KEYS[args.grader]
     summary = {"checkpoint": label, "grader": args.grader, **frontier(per_question(own, key))}
     summary["consistency"] = consistency_frontier(support(own, key), summary["base_accuracy"])
+    summary["consistency"]["median_answer_words"] = median_answer_words(own, key)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     s = summary
@@ -50,6 +53,12 @@ def main() -> None:
         f"{s['best_truthfulness']:+.1%}"
     )
     c = s["consistency"]
+    if c["median_answer_words"] > SHORT_ANSWER_WORDS:
+        print(
+            f"self-consistency frontier: not comparable, free-form answers (median "
+            f"{c['median_answer_words']:.0f} words; whole answers must agree)"
+        )
+        return
     steps = ", ".join(
         f">= {t['min_support']}: {t['accuracy']:.1%} / {t['hallucination']:.1%}"
         for t in c["thresholds"]

@@ -156,17 +156,43 @@ def consistency_frontier(supported: list[tuple[int, str]], base_accuracy: float)
     }
 
 
+# Agreement is exact (normalised) agreement of whole answers: it means something for the short
+# answers of the response format, not for a base model's free-form paragraphs, which almost
+# never repeat word for word whatever the model knows. Above this median length the frontier is
+# computed but marked not comparable, and the reports show a dash.
+SHORT_ANSWER_WORDS = 10
+
+
+def median_answer_words(samples: Sequence[Mapping[str, Any]], grade_key: str = "grade") -> float:
+    """Median length in words of the attempted answers (0 when none is).
+
+    >>> rows = [{"formal_answer": a, "grade": "incorrect"} for a in ["Paris", "x y z"]]
+    >>> median_answer_words(rows)
+    2.0
+    """
+    lengths = sorted(
+        len(normalise(s["formal_answer"]).split())
+        for s in samples
+        if s[grade_key] != "not_attempted"
+    )
+    if not lengths:
+        return 0.0
+    mid = len(lengths) // 2
+    return float(lengths[mid]) if len(lengths) % 2 else (lengths[mid - 1] + lengths[mid]) / 2
+
+
 def self_consistency_frontier(
     samples: Sequence[Mapping[str, Any]], base_accuracy: Mapping[str, float] | None = None
 ) -> dict[str, dict[str, Any]]:
     """One checkpoint's self-consistency frontier under each grader. `base_accuracy` (per
     grader) sets the accuracy goal; by default the checkpoint's own accuracy (the base model's
-    entry)."""
+    entry). `comparable` is False for free-form answers (SHORT_ANSWER_WORDS)."""
     out = {}
     for grader, key in (("substring", "grade"), ("normalised", "grade_normalised")):
         supported = support(samples, key)
         own = sum(g == "correct" for _, g in supported) / len(supported) if supported else 0.0
-        out[grader] = consistency_frontier(
-            supported, base_accuracy[grader] if base_accuracy else own
-        )
+        view = consistency_frontier(supported, base_accuracy[grader] if base_accuracy else own)
+        view["median_answer_words"] = median_answer_words(samples, key)
+        view["comparable"] = view["median_answer_words"] <= SHORT_ANSWER_WORDS
+        out[grader] = view
     return out

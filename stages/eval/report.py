@@ -342,6 +342,10 @@ def consistency_section(cks: list[dict[str, Any]]) -> list[str]:
             f">= {t['min_support']}: {fmt(t['accuracy'], 'pct')} / {fmt(t['hallucination'], 'pct')}"
             for t in view["thresholds"]
         )
+        if not view["comparable"]:
+            free = f"– (free-form answers, median {view['median_answer_words']:.0f} words)"
+            rows.append([c["label"], free, "–", "–", "–", "–"])
+            continue
         rows.append(
             [
                 c["label"],
@@ -361,7 +365,8 @@ def consistency_section(cks: list[dict[str, Any]]) -> list[str]:
         "Each sample is given as the answer only when at least k of the question's other "
         "samples gave the same normalised answer, otherwise it counts as a hedge: a rule the "
         "model could follow with no grade and no oracle. Normalised grader; the accuracy goal is "
-        f"{ACCURACY_KEPT_MIN:.0%} of the base's; the last column is correct / wrong per k.",
+        f"{ACCURACY_KEPT_MIN:.0%} of the base's; the last column is correct / wrong per k. Whole "
+        "answers must agree, so free-form paragraphs (a base model's) are not compared.",
         "",
         *table(CONSISTENCY_HEADER, rows),
     ]

@@ -47,6 +47,7 @@ def _judged(report: dict[str, Any]) -> dict[str, Any]:
     return {
         "final": _entry(report["checkpoints"][-1]),
         "frontier": base["oracle_frontier"] if base else None,
+        "base_consistency": base.get("consistency_frontier") if base else None,
         "questions": report["questions"],
         "n": report["n"],
         "goals": {c["id"]: c["passed"] for c in report.get("acceptance", [])},
@@ -69,6 +70,7 @@ def _entry(checkpoint: dict[str, Any]) -> dict[str, Any]:
         "metrics_normalised",
         "intervals_normalised",
         "optimum",
+        "consistency_frontier",
     )
     out = {k: checkpoint[k] for k in keep if k in checkpoint}
     out["calibration"] = checkpoint["calibration"]
@@ -104,6 +106,7 @@ class RunRow(TypedDict):
     seconds: float | None
     goals: dict[str, bool | None]
     frontier: dict[str, Any] | None  # the base model's oracle frontier, per grader
+    base_consistency: dict[str, Any] | None  # its self-consistency frontier, per grader
     sets: dict[str, dict[str, Any]]  # eval set -> its report's final entry, size and goals
 
 
@@ -267,6 +270,8 @@ def frontier_table(runs: list[RunRow]) -> list[str]:
                 _pct(oracle["accuracy_goal"]),
                 "yes" if oracle["both_reachable_by_hedging"] else "no",
                 f"{100 * oracle['best_truthfulness']:+.1f}%",
+                _agreement(r.get("base_consistency")),
+                _agreement(r["final"].get("consistency_frontier")),
             ]
         )
     if not rows:
@@ -278,8 +283,19 @@ def frontier_table(runs: list[RunRow]) -> list[str]:
         "goal: 80% of the base's accuracy",
         "both goals by hedging alone",
         "oracle's best truthfulness",
+        "base's own agreement: most correct at <= 10% / best truthfulness",
+        "final's own agreement: the same",
     ]
     return ["", *table(header, rows)]
+
+
+def _agreement(view: dict[str, Any] | None) -> str:
+    """A self-consistency frontier's cell (eval's, normalised grader)."""
+    norm = (view or {}).get("normalised")
+    if norm is None or not norm.get("comparable", True):
+        return "–"
+    best = _pct(norm["best_accuracy_within_hallucination_max"])
+    return f"{best} / {100 * norm['best_truthfulness']:+.1f}%"
 
 
 def optimum_table(runs: list[RunRow]) -> list[str]:

@@ -106,6 +106,13 @@ def test_the_beta_experiment_in_one_command(workdir, tiny_model):
     assert markdown.count("| run (vs the oracle frontier) |") == 2
     assert report["runs"][0]["frontier"]["normalised"]["questions"] == 4
     assert report["runs"][0]["sets"]["nq"]["frontier"]["normalised"]["questions"] == 3
+    # and beside what hedging by the agreement of the base's and the policy's own samples reaches
+    assert markdown.count("final's own agreement") == 2
+    first = report["runs"][0]
+    assert first["base_consistency"]["normalised"]["samples"] == 4 * first["n"]
+    assert first["sets"]["nq"]["final"]["consistency_frontier"]["normalised"]["samples"] == (
+        3 * first["n"]
+    )
 
     # an interrupted run: only it is redone; the others and the shared SFTs are kept
     shutil.rmtree(root / "sft50_rl_beta0.7" / "eval")

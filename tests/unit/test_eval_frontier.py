@@ -75,3 +75,16 @@ def test_the_goal_is_the_base_models_accuracy_when_given():
 def test_no_samples_answer_nothing():
     view = consistency_frontier([], base_accuracy=0.0)
     assert view["thresholds"] == [] and view["best_accuracy_within_hallucination_max"] == 0.0
+
+
+def test_free_form_paragraphs_are_marked_not_comparable():
+    """A base model's paragraphs never repeat word for word: the frontier is computed but not
+    shown as the model's signal."""
+    long = "the village held about two thousand people in the census of that year"
+    rows = group(0, [(f"{long} {i}", "incorrect") for i in range(4)])
+    short = self_consistency_frontier(known_and_guessed(False))["normalised"]
+    free = self_consistency_frontier(rows)["normalised"]
+    assert short["comparable"] is True and short["median_answer_words"] == 1.0
+    assert (
+        free["comparable"] is False and free["median_answer_words"] == 12.0
+    )  # "the" is not a word here
