@@ -100,6 +100,7 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     the report folder."""
     from proactive_rl.engine.gpus import check_gpus
     from proactive_rl.shared.rewards import load_reward
+    from proactive_rl.stages.eval.report import truncation_warnings
 
     check_gpus()  # a GPU container that sees too few GPUs stops here, not on the CPU hours later
     t0 = time.perf_counter()
@@ -139,6 +140,8 @@ def run(config: EvalConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
             {True: "PASS", False: "FAIL"}.get(check["passed"], "n/a"),
             check["check"],
         )
+    for warning in truncation_warnings(report):
+        logger.warning("%s", warning)
     logger.info("report: %s (and report.md, %d plots)", paths.eval_report(config.name), len(plots))
 
 

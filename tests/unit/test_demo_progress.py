@@ -245,6 +245,23 @@ def test_report_first_lines_say_what_was_learned_and_what_a_short_run_cannot_sho
     assert "8 GRPO steps show the reward starting to move" in limits
 
 
+def test_a_trained_checkpoint_cut_at_the_token_limit_is_flagged() -> None:
+    """Over 20% of a trained checkpoint's responses cut at max_new_tokens: a third line says its
+    rates grade fragments; the base model's paragraphs, cut as often, are not flagged."""
+    from proactive_rl.stages.eval.report import summary
+
+    report = _report(half_width=0.2, steps=8, low=0.05)
+    assert len(summary(report)) == 2
+    report["settings"] = {"eval": {"sampling": {"max_new_tokens": 96}}}
+    for c, cut in zip(report["checkpoints"], (0.9, 0.2, 0.47), strict=True):
+        c["metrics"]["truncated_rate"] = cut
+    lines = summary(report)
+    assert lines[2] == (
+        "- **Read with care:** policy_8 has 47% of its responses cut at max_new_tokens=96 "
+        "(over 20%): its rates grade cut-off answers."
+    )
+
+
 def test_report_md_opens_with_the_two_lines_under_its_title() -> None:
     from proactive_rl.stages.eval.config import EvalConfig
     from proactive_rl.stages.eval.metrics import bucket_table, by_category, calibration, summarize
