@@ -6,7 +6,10 @@ model that always answers `<proactive></proactive>` and nothing else earns 0.55 
 
 - ``proactive_strict`` - the recipe's reward, except that a hedge must say something: a block
   with fewer than `min_hedge_words` words beyond stock phrases ("I don't know", "not sure") earns
-  no hedge reward, and the response is graded as the answer it gives.
+  no hedge reward, and the response is graded as the answer it gives. With `well_formed=True` a
+  hedge pays only in a well-formed response too (shared/tags.py's tag_format: a complete think
+  block, no unclosed or stray tag, an answer after the tags): the 100-step GRPO run of
+  docs/benchmarks.md drifted into cut-off, malformed hedges that the recipe's rule still paid.
 - ``ternary`` - +1 correct, 0 for a hedge, -1 wrong (TruthRL, arXiv 2509.25760): a hedge never
   beats a right answer and always beats a wrong one, whatever the group does. `abstain` sets
   the hedge's value ("Rewarding Intellectual Humility" studies -0.25 to 0.3): answering then
@@ -21,7 +24,7 @@ import re
 from typing import Any
 
 from proactive_rl.shared.grading import grade_group, success_rate
-from proactive_rl.shared.tags import ParsedResponse
+from proactive_rl.shared.tags import ParsedResponse, tag_format
 
 # The recipe's format bonuses, for a complete think block and a (paying) proactive block.
 THINK_BONUS = 0.05
@@ -82,6 +85,7 @@ def proactive_strict_reward(
     beta: float = 0.8,
     min_hedge_words: int = 3,
     grader: str = "substring",
+    well_formed: bool = False,
     **reward_kwargs: Any,
 ) -> list[dict[str, float]]:
     """The proactive reward with a hedge that must say something.
@@ -89,6 +93,7 @@ def proactive_strict_reward(
     A proactive block with at least `min_hedge_words` words beyond stock phrases scores as in the
     recipe: beta * (1 - group_acc) + format bonus. An empty or stock-only block earns no hedge
     reward and no proactive bonus: the response scores as its answer (correct + think bonus).
+    With `well_formed`, so does a hedge in a response whose tags are not well formed (tag_format).
 
     Worked example, beta 0.5, truth "Paris", one of four correct (group_acc 0.25):
     a real hedge -> 0.5 * 0.75 + 0.05 = 0.425; an empty hedge with no answer -> 0;
@@ -104,9 +109,23 @@ def proactive_strict_reward(
     [0.425, 0.0, 1.0, 0.0]
     >>> [o["hedge"] for o in out]
     [1.0, 0.0, 0.0, 0.0]
+
+    With well_formed=True, a hedge whose response repeats a closing tag, or has no think block,
+    is graded as its answer instead:
+
+    >>> hedge = "<proactive>No record of the 1901 census.</proactive>"
+    >>> drift = [f"<think>t</think>{hedge} x", f"<think>t</think>{hedge}</proactive> x",
+    ...          hedge + " x"]
+    >>> [[o["hedge"] for o in proactive_strict_reward(
+    ...     "q", drift, ["1901"] * 3, ["x"] * 3, [{}] * 3, beta=0.5, well_formed=w)]
+    ...  for w in (False, True)]
+    [[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]]
     """
     parsed, correct = grade_group(responses, ground_truths, grader)
-    hedged = [p.proactive and hedge_words(p) >= min_hedge_words for p in parsed]
+    hedged = [
+        p.proactive and hedge_words(p) >= min_hedge_words and (not well_formed or tag_format(r)[0])
+        for p, r in zip(parsed, responses, strict=True)
+    ]
     out = hedge_scores(parsed, correct, beta, hedged)
     for item, hedge in zip(out, hedged, strict=True):
         item["hedge"] = float(hedge)

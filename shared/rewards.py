@@ -364,7 +364,8 @@ KWARG_RANGES: dict[str, tuple[float, float, str]] = {
 
 
 def _check_builtin_kwargs(spec: str, reward_kwargs: dict[str, Any]) -> None:
-    """A built-in's numeric keyword arguments are numbers, and `beta` and `abstain` are in
+    """A built-in's numeric keyword arguments are numbers, its switches booleans, and `beta`
+    and `abstain` are in
     KWARG_RANGES: a text beta would otherwise crash the reward at the first hedge, long after
     start-up."""
     params = inspect.signature(REWARDS[spec]).parameters
@@ -376,6 +377,12 @@ def _check_builtin_kwargs(spec: str, reward_kwargs: dict[str, Any]) -> None:
         )
     for name, value in reward_kwargs.items():
         param = params.get(name)
+        if param is not None and isinstance(param.default, bool):
+            if not isinstance(value, bool):
+                raise UserError(
+                    f"reward_kwargs.{name} of reward {spec!r} must be true or false, got {value!r}"
+                )
+            continue
         numeric = name in KWARG_RANGES or (
             param is not None and isinstance(param.default, int | float)
         )

@@ -35,6 +35,7 @@ _PROACTIVE_BLOCK = re.compile(r"<proactive>(.*?)</proactive>", _FLAGS)
 # Run after complete blocks are gone, so any opening tag left is unclosed.
 _UNCLOSED_TO_END = re.compile(r"<(?:think|proactive)>.*", _FLAGS)
 _STRAY_CLOSING = re.compile(r"</(?:think|proactive)>", re.IGNORECASE)
+_TAG = re.compile(r"</?(?:think|proactive)>", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -115,3 +116,25 @@ def parse_response(text: str) -> ParsedResponse:
         proactive_text=proactive_text(text),
         formal=formal_answer(text),
     )
+
+
+def tag_format(response: str) -> tuple[bool, bool]:
+    """(format_ok, malformed) of one raw response.
+
+    malformed: an unclosed or stray `<think>` / `<proactive>` tag (left once complete blocks
+    are removed, with parse_response's nearest-closing-tag rule). format_ok: a complete think
+    block, nothing malformed, and a non-empty plain answer after the last tag. Eval reports
+    both; `proactive_strict` with `well_formed=True` pays a hedge only in a format_ok response.
+
+    >>> tag_format("<think>t</think><proactive>p</proactive> Paris")
+    (True, False)
+    >>> tag_format("<think>t</think>"), tag_format("Paris"), tag_format("<think>t ... Paris")
+    ((False, False), (False, False), (False, True))
+    >>> tag_format("<think>a<think>b</think>c</think> Paris")
+    (False, True)
+    """
+    rest = _PROACTIVE_BLOCK.sub(" ", _THINK_BLOCK.sub(" ", response))
+    malformed = _TAG.search(rest) is not None
+    tags = list(_TAG.finditer(response))
+    tail = response[tags[-1].end() :] if tags else response
+    return has_think(response) and not malformed and bool(tail.strip()), malformed

@@ -21,7 +21,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from proactive_rl.shared.grading import grader as grader_fn
-from proactive_rl.shared.tags import has_think
 
 Grade = Literal["correct", "incorrect", "not_attempted"]
 GRADES: tuple[Grade, ...] = ("correct", "incorrect", "not_attempted")
@@ -63,13 +62,6 @@ _WORDS = re.compile(r"[\w']+")
 FILLER_WORDS = frozenset(
     "sorry unfortunately apologies i apologize hmm well ok okay honestly so".split()
 )
-
-# The same complete-block rule as shared/tags.py (nearest closing tag); any tag left after the
-# complete blocks are removed is unclosed or stray.
-_FLAGS = re.IGNORECASE | re.DOTALL
-_THINK_BLOCK = re.compile(r"<think>(.*?)</think>", _FLAGS)
-_PROACTIVE_BLOCK = re.compile(r"<proactive>(.*?)</proactive>", _FLAGS)
-_TAG = re.compile(r"</?(?:think|proactive)>", re.IGNORECASE)
 
 # Difficulty buckets by the checkpoint's own group accuracy on a question (fraction of its n
 # samples that are correct), hardest first.
@@ -117,27 +109,6 @@ def grade(formal: str, ground_truth: str, grader: str = "substring") -> Grade:
     if is_hedge(formal):
         return "not_attempted"
     return "incorrect"
-
-
-def tag_format(response: str) -> tuple[bool, bool]:
-    """(format_ok, malformed) of one raw response.
-
-    malformed: an unclosed or stray `<think>` / `<proactive>` tag (left once complete blocks
-    are removed). format_ok: a complete think block, nothing malformed, and a non-empty plain
-    answer after the last tag.
-
-    >>> tag_format("<think>t</think><proactive>p</proactive> Paris")
-    (True, False)
-    >>> tag_format("<think>t</think>"), tag_format("Paris"), tag_format("<think>t ... Paris")
-    ((False, False), (False, False), (False, True))
-    >>> tag_format("<think>a<think>b</think>c</think> Paris")
-    (False, True)
-    """
-    rest = _PROACTIVE_BLOCK.sub(" ", _THINK_BLOCK.sub(" ", response))
-    malformed = _TAG.search(rest) is not None
-    tags = list(_TAG.finditer(response))
-    tail = response[tags[-1].end() :] if tags else response
-    return has_think(response) and not malformed and bool(tail.strip()), malformed
 
 
 def f_score(accuracy: float, accuracy_given_attempted: float) -> float:

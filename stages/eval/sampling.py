@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.rewards import RewardFn, score_group
-from proactive_rl.shared.tags import parse_response
+from proactive_rl.shared.tags import parse_response, tag_format
 from proactive_rl.stages.eval.config import EvalConfig
 from proactive_rl.stages.eval.metrics import (
     Grade,
     difficulty_bucket,
     grade,
     group_accuracy,
-    tag_format,
 )
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ import pytest
 
 from proactive_rl.shared.config import load_config
 from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.tags import formal_answer
+from proactive_rl.shared.tags import formal_answer, tag_format
 from proactive_rl.stages.eval import metrics
 from proactive_rl.stages.eval.acceptance import acceptance
 from proactive_rl.stages.eval.config import EvalConfig
@@ -23,7 +23,6 @@ from proactive_rl.stages.eval.metrics import (
     grade,
     is_hedge,
     summarize,
-    tag_format,
 )
 from proactive_rl.stages.eval.report import markdown
 

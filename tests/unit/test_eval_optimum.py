@@ -31,6 +31,14 @@ def test_proactive_threshold_is_the_closed_form(beta, n):
     assert _table("proactive", n, beta=beta).threshold() == pytest.approx(expected, abs=1e-9)
 
 
+@pytest.mark.parametrize("beta", [0.3, 0.5])
+def test_strict_well_formed_keeps_the_proactive_threshold(beta):
+    """The yardstick's constructed hedge is well formed, so requiring the format moves nothing:
+    the threshold stays proactive's."""
+    strict = _table("proactive_strict", 4, beta=beta, well_formed=True).threshold()
+    assert strict == pytest.approx(_table("proactive", 4, beta=beta).threshold(), abs=1e-9)
+
+
 @pytest.mark.parametrize("abstain", [-0.25, 0.0, 0.1, 0.3])
 def test_ternary_threshold_is_half_of_one_plus_abstain(abstain):
     """+1 right, -1 wrong, `abstain` for a hedge: answering pays from p = (1 + abstain) / 2,

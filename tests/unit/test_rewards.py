@@ -517,3 +517,33 @@ def test_built_in_reward_kwargs_are_checked_at_start(kwargs, fragment):
 @pytest.mark.parametrize("kwargs", [{"beta": 0}, {"beta": 1}, {"beta": 0.5, "other": "text"}])
 def test_sensible_built_in_reward_kwargs_pass(kwargs):
     assert load_reward("proactive", kwargs) is not None
+
+
+def test_strict_well_formed_is_a_switch_checked_at_start():
+    assert load_reward("proactive_strict", {"well_formed": True, "beta": 0.5}) is not None
+    with pytest.raises(UserError) as err:
+        load_reward("proactive_strict", {"well_formed": "yes"})
+    assert "reward_kwargs.well_formed of reward 'proactive_strict' must be true or false" in str(
+        err.value
+    )
+
+
+def test_strict_well_formed_pays_a_drifted_hedge_as_its_answer():
+    """The 100-step run's drift (docs/benchmarks.md): hedges with repeated closing tags and a
+    cut-off tail. The recipe's rule pays them beta * (1 - group_acc); well_formed grades them as
+    their answer, which is wrong, so a hedge pays only where the format holds."""
+    from proactive_rl.shared.hedge_rewards import proactive_strict_reward
+
+    hedge = "<proactive>No reliable record of that village's census.</proactive>"
+    responses = [
+        f"<think>t</think>{hedge} I cannot say.",  # well formed: pays
+        f"<think>t</think>{hedge}</proactive></think> I don't know. Please che",  # drifted
+        "<think>t</think> 2018",  # a right answer: group accuracy 1/3
+    ]
+    args = ("q", responses, ["2018"] * 3, ["x"] * 3, [{}] * 3)
+    loose = proactive_strict_reward(*args, beta=0.5)
+    strict = proactive_strict_reward(*args, beta=0.5, well_formed=True)
+    pay = 0.5 * (1 - 1 / 3) + 0.1  # beta * (1 - group_acc) + think and proactive bonuses
+    assert [round(o["score"], 4) for o in loose] == [round(pay, 4)] * 2 + [1.05]
+    assert [round(o["score"], 4) for o in strict] == [round(pay, 4), 0.05, 1.05]
+    assert [o["hedge"] for o in strict] == [1.0, 0.0, 0.0]
