@@ -101,7 +101,7 @@ def support(
     groups: dict[Any, list[Mapping[str, Any]]] = defaultdict(list)
     for s in samples:
         groups[s["question_index"]].append(s)
-    out: list[tuple[int, str]] = []
+    out: list[tuple[int, str]] = []  # in _grouped()'s order
     for group in groups.values():
         keys = [
             normalise(s["formal_answer"]) if s[grade_key] != "not_attempted" else "" for s in group
@@ -111,6 +111,34 @@ def support(
             (counts[k] - 1 if k else -1, s[grade_key]) for s, k in zip(group, keys, strict=True)
         ]
     return out
+
+
+def gated(samples: Sequence[Mapping[str, Any]], min_support: int) -> list[dict[str, Any]]:
+    """The samples as the self-consistency rule at `min_support` gives them: a sample fewer
+    than `min_support` others agree with becomes a hedge (not attempted under both graders), so
+    eval's metrics and intervals apply to the rule as to any checkpoint.
+
+    >>> rows = [{"question_index": 0, "formal_answer": a, "grade": g, "grade_normalised": g}
+    ...         for a, g in [("Paris", "correct"), ("Paris", "correct"), ("Lyon", "incorrect")]]
+    >>> [s["grade"] for s in gated(rows, 1)]
+    ['correct', 'correct', 'not_attempted']
+    """
+    agree = [k for k, _ in support(samples, "grade_normalised")]
+    out = []
+    for s, k in zip(_grouped(samples), agree, strict=True):
+        s = dict(s)
+        if k < min_support:
+            s["grade"] = s["grade_normalised"] = "not_attempted"
+        out.append(s)
+    return out
+
+
+def _grouped(samples: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The samples in support()'s order: question by question, in order of first appearance."""
+    groups: dict[Any, list[Mapping[str, Any]]] = defaultdict(list)
+    for s in samples:
+        groups[s["question_index"]].append(s)
+    return [s for group in groups.values() for s in group]
 
 
 def consistency_frontier(supported: list[tuple[int, str]], base_accuracy: float) -> dict[str, Any]:

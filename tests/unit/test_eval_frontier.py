@@ -88,3 +88,21 @@ def test_free_form_paragraphs_are_marked_not_comparable():
     assert (
         free["comparable"] is False and free["median_answer_words"] == 12.0
     )  # "the" is not a word here
+
+
+def test_gated_samples_have_the_thresholds_rates():
+    """gated() turns the rule at k into samples eval's metrics read: its rates are the
+    frontier's at k, whatever order the samples come in."""
+    from proactive_rl.stages.eval.frontier import gated
+
+    rows = known_and_guessed(wrong_agree=False)[::-1]  # questions interleaved differently
+    rows += group(4, [("Rome", "correct"), ("Rome", "correct"), ("Milan", "incorrect")] * 1)
+    view = self_consistency_frontier(rows)["normalised"]
+    for t in view["thresholds"]:
+        kept = gated(rows, t["min_support"])
+        assert [s["question_index"] for s in kept] != [] and len(kept) == len(rows)
+        right = sum(s["grade_normalised"] == "correct" for s in kept) / len(kept)
+        wrong = sum(s["grade_normalised"] == "incorrect" for s in kept) / len(kept)
+        assert (right, wrong) == pytest.approx((t["accuracy"], t["hallucination"]))
+    # the original rows are left as they were
+    assert sum(s["grade"] == "correct" for s in rows) == 6
