@@ -98,19 +98,14 @@ def support(
     >>> support(rows)
     [(1, 'correct'), (1, 'correct'), (0, 'incorrect'), (-1, 'not_attempted')]
     """
-    groups: dict[Any, list[Mapping[str, Any]]] = defaultdict(list)
-    for s in samples:
-        groups[s["question_index"]].append(s)
-    out: list[tuple[int, str]] = []  # in _grouped()'s order
-    for group in groups.values():
-        keys = [
-            normalise(s["formal_answer"]) if s[grade_key] != "not_attempted" else "" for s in group
-        ]
-        counts = Counter(k for k in keys if k)
-        out += [
-            (counts[k] - 1 if k else -1, s[grade_key]) for s, k in zip(group, keys, strict=True)
-        ]
-    return out
+    keys = [
+        normalise(s["formal_answer"]) if s[grade_key] != "not_attempted" else "" for s in samples
+    ]
+    counts = Counter((s["question_index"], k) for s, k in zip(samples, keys, strict=True) if k)
+    return [
+        (counts[s["question_index"], k] - 1 if k else -1, s[grade_key])
+        for s, k in zip(samples, keys, strict=True)
+    ]
 
 
 def gated(samples: Sequence[Mapping[str, Any]], min_support: int) -> list[dict[str, Any]]:
@@ -123,22 +118,13 @@ def gated(samples: Sequence[Mapping[str, Any]], min_support: int) -> list[dict[s
     >>> [s["grade"] for s in gated(rows, 1)]
     ['correct', 'correct', 'not_attempted']
     """
-    agree = [k for k, _ in support(samples, "grade_normalised")]
     out = []
-    for s, k in zip(_grouped(samples), agree, strict=True):
+    for s, (k, _) in zip(samples, support(samples, "grade_normalised"), strict=True):
         s = dict(s)
         if k < min_support:
             s["grade"] = s["grade_normalised"] = "not_attempted"
         out.append(s)
     return out
-
-
-def _grouped(samples: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The samples in support()'s order: question by question, in order of first appearance."""
-    groups: dict[Any, list[Mapping[str, Any]]] = defaultdict(list)
-    for s in samples:
-        groups[s["question_index"]].append(s)
-    return [s for group in groups.values() for s in group]
 
 
 def consistency_frontier(supported: list[tuple[int, str]], base_accuracy: float) -> dict[str, Any]:
