@@ -252,11 +252,15 @@ class Seen:
     age_at_start: float | None = None  # how old it was then (volume's clock); None: unknown
     unchanged_for: float = 0.0  # seconds since we first saw its current heartbeat
     since_start: float = 0.0  # seconds since we started
+    # it published something we waited for while we watched: it ran since our start, even if
+    # its heartbeat has not ticked since (HEARTBEAT_S apart, a fast run can fit between two)
+    published: bool = False
 
 
 def is_fresh(status: PeerStatus, seen: Seen) -> bool:
-    """Written since we started: its heartbeat differs from the one it had then."""
-    return status.beat is not None and status.beat != seen.at_start
+    """Running in our time: its heartbeat differs from the one it had when we started, or it
+    published what we waited for while we watched."""
+    return status.beat is not None and (status.beat != seen.at_start or seen.published)
 
 
 def read_peer_status(path: Path | None) -> PeerStatus | None:
@@ -293,6 +297,12 @@ class PeerWatch:
             for path, start in self._start.items()
             if start.beat is not None
         }
+        self._published: set[Path] = set()
+
+    def published(self, path: Path) -> None:
+        """The peer writing `path` published, while we watched, what we waited for: it has run
+        since our start (a clock-free fact: the artifact was not there, then it was)."""
+        self._published.add(path.absolute())
 
     def look(self, path: Path | None) -> tuple[PeerStatus | None, Seen]:
         """Read the peer's status once and note a new heartbeat (the first time it is seen)."""
@@ -310,6 +320,7 @@ class PeerWatch:
             age_at_start=start.age if start else None,
             unchanged_for=now - first_seen,
             since_start=now - self.started,
+            published=key in self._published,
         )
         return status, seen
 
@@ -461,10 +472,14 @@ def wait_for(
     watch = watch if watch is not None else PeerWatch(None)
     start = watch.clock()
     last_log = start
+    first = True
     while True:
         value = check()
         if value is not None:
+            if not first and peer_status is not None:
+                watch.published(peer_status)  # it appeared while we looked: the peer ran
             return value
+        first = False
         status, seen = watch.look(peer_status)
         now = watch.clock()
         state = PeerState(what, peer, status, seen, now - start, timeout, quiet_after, start_after)

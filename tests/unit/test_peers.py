@@ -524,6 +524,37 @@ def test_wait_for_fails_when_the_peer_goes_quiet(tmp_path):
         )  # fmt: skip
 
 
+def test_a_peer_killed_before_its_next_heartbeat_is_noticed_once_it_published(tmp_path):
+    """The two-host rehearsal's flake: the rollout worker's heartbeat at our start was its last
+    (killed within HEARTBEAT_S, a fast run). Its status never changes, yet it ran in our time:
+    it published the rollouts we waited for. Its silence is then a kill, named after
+    peer_quiet_timeout, not an earlier run's status waited on for peer_start_timeout."""
+    peer_status = tmp_path / "rollout.json"
+    write_status(peer_status, "running")  # the heartbeat at our start, and its last
+    watch = PeerWatch(tmp_path)
+    published = iter([None, None, "step 0"])
+    assert wait_for(
+        lambda: next(published), "rollouts step 0", timeout=300, peer="rollout",
+        peer_status=peer_status, watch=watch, quiet_after=0.1, start_after=300, poll=0.02,
+    ) == "step 0"  # fmt: skip
+    with pytest.raises(PeerFailed, match="went quiet"):
+        wait_for(
+            lambda: None, "rollouts step 1", timeout=300, peer="rollout",
+            peer_status=peer_status, watch=watch, quiet_after=0.1, start_after=300, poll=0.02,
+        )  # fmt: skip
+    # found at the first look, it may be an earlier run's: that says nothing of the peer
+    watch = PeerWatch(tmp_path)
+    assert wait_for(
+        lambda: "step 0", "rollouts step 0", timeout=300, peer="rollout",
+        peer_status=peer_status, watch=watch, quiet_after=0.1, poll=0.02,
+    ) == "step 0"  # fmt: skip
+    with pytest.raises(WaitTimeout):
+        wait_for(
+            lambda: None, "rollouts step 1", timeout=0.3, peer="rollout",
+            peer_status=peer_status, watch=watch, quiet_after=0.1, start_after=300, poll=0.02,
+        )  # fmt: skip
+
+
 def test_wait_for_looks_once_more_when_the_peer_finished(tmp_path):
     peer_status = tmp_path / "grpo.json"
     watch = PeerWatch(tmp_path)
