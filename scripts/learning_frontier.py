@@ -6,9 +6,9 @@ Usage: .venv/bin/python scripts/learning_frontier.py <eval report folder> [check
 [--grader substring|normalised] (the folder of `proactive eval`: its samples.jsonl; the label
 defaults to the first checkpoint, the base model in make bench-learning). Prints a summary;
 --json writes it to a file too. --gate K: the checkpoint answering only when at least K of its
-other samples agree, its rates with 95% intervals and the learning goals against the first
-checkpoint (the base), as the goals are read in docs/benchmarks.md (accuracy by the normalised
-grader, hallucination and truthfulness by the recipe's).
+other samples agree, judged by eval's learning goals (stages/eval/acceptance.py) against the
+first checkpoint (the base), each with its 95% interval, as docs/benchmarks.md reads them
+(accuracy by the normalised grader, hallucination and truthfulness by the recipe's).
 """
 
 from __future__ import annotations
@@ -17,37 +17,31 @@ import argparse
 import json
 from pathlib import Path
 
-from proactive_rl.stages.eval.acceptance import ACCURACY_KEPT_MIN
+from proactive_rl.stages.eval.acceptance import Check, learning_goals
 from proactive_rl.stages.eval.frontier import (
     HALLUCINATION_MAX,
-    SHORT_ANSWER_WORDS,
-    consistency_frontier,
-    frontier,
     gated,
-    median_answer_words,
-    per_question,
-    support,
+    oracle_frontier,
+    self_consistency_frontier,
 )
+from proactive_rl.stages.eval.metrics import summarize
 from proactive_rl.stages.eval.stats import bootstrap_intervals
-
-GRADE_KEYS = {"substring": "grade", "normalised": "grade_normalised"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report", type=Path, help="an eval report folder (has samples.jsonl)")
     parser.add_argument("checkpoint", nargs="?", help="checkpoint label (default: the first)")
-    parser.add_argument("--grader", choices=sorted(GRADE_KEYS), default="substring")
+    parser.add_argument("--grader", choices=["normalised", "substring"], default="substring")
     parser.add_argument("--json", type=Path, help="also write the summary here")
     parser.add_argument("--gate", type=int, help="rates of the rule answering at >= K agreeing")
     args = parser.parse_args()
     rows = [json.loads(line) for line in (args.report / "samples.jsonl").open()]
     label = args.checkpoint or rows[0]["checkpoint"]
     own = [r for r in rows if r["checkpoint"] == label]
-    key = GRADE_KEYS[args.grader]
-    summary = {"checkpoint": label, "grader": args.grader, **frontier(per_question(own, key))}
-    summary["consistency"] = consistency_frontier(support(own, key), summary["base_accuracy"])
-    summary["consistency"]["median_answer_words"] = median_answer_words(own, key)
+    summary = {"checkpoint": label, "grader": args.grader, **oracle_frontier(own)[args.grader]}
+    # its goal against the checkpoint's own accuracy, as the oracle's
+    summary["consistency"] = self_consistency_frontier(own)[args.grader]
     if args.gate is not None:
         summary["gate"] = gate_summary(rows, own, args.gate)
     if args.json:
@@ -62,7 +56,7 @@ def main() -> None:
         f"{s['best_truthfulness']:+.1%}"
     )
     c = s["consistency"]
-    if c["median_answer_words"] > SHORT_ANSWER_WORDS:
+    if not c["comparable"]:
         print(
             f"self-consistency frontier: not comparable, free-form answers (median "
             f"{c['median_answer_words']:.0f} words; whole answers must agree)"
@@ -83,51 +77,38 @@ def main() -> None:
 
 
 def gate_summary(rows: list[dict], own: list[dict], min_support: int) -> dict:
-    """The gated checkpoint's rates with intervals, and the goals against the first (base)."""
+    """The learning goals of the checkpoint answering only at `min_support` agreeing samples,
+    against the first checkpoint (the base), judged by eval's own rules (acceptance.py) with
+    the accuracy goal read by the normalised grader and the others by the recipe's."""
     base = [r for r in rows if r["checkpoint"] == rows[0]["checkpoint"]]
     kept = gated(own, min_support)
-    sub, norm = bootstrap_intervals(kept, "grade"), bootstrap_intervals(kept, "grade_normalised")
-    rate = {
-        "accuracy_normalised": _rate(kept, "grade_normalised", "correct"),
-        "hallucination": _rate(kept, "grade", "incorrect"),
+    goals = {
+        key: {c["id"]: c for c in learning_goals(_entry(base, key), _entry(kept, key))}
+        for key in ("grade", "grade_normalised")
     }
-    rate["truthfulness"] = _rate(kept, "grade", "correct") - rate["hallucination"]
-    goal = ACCURACY_KEPT_MIN * _rate(base, "grade_normalised", "correct")
     return {
         "min_support": min_support,
-        **rate,
-        "intervals": {
-            "accuracy_normalised": norm["accuracy"],
-            "hallucination": sub["hallucination_rate"],
-            "truthfulness": sub["truthfulness"],
-        },
-        "accuracy_goal": goal,
-        "goals_met": {
-            "hallucination": rate["hallucination"] <= HALLUCINATION_MAX,
-            "accuracy_kept": rate["accuracy_normalised"] >= goal,
-            "truthfulness": rate["truthfulness"] >= 0,
-        },
+        "goals": [
+            goals["grade_normalised"]["goal_accuracy_kept"],
+            goals["grade"]["goal_hallucination"],
+            goals["grade"]["goal_truthfulness"],
+        ],
     }
 
 
-def _rate(samples: list[dict], key: str, grade: str) -> float:
-    return sum(s[key] == grade for s in samples) / len(samples)
+def _entry(samples: list[dict], key: str) -> dict:
+    """A checkpoint's report entry as eval builds it, graded by `key`."""
+    view = [{**s, "grade": s[key]} for s in samples]
+    intervals = bootstrap_intervals(view)
+    return {"label": view[0]["checkpoint"], "metrics": summarize(view), "intervals": intervals}
 
 
 def print_gate(g: dict) -> None:
-    iv = g["intervals"]
-
-    def show(name: str, signed: bool = False) -> str:
-        low, high = iv[name]
-        f = "{:+.1%}" if signed else "{:.1%}"
-        return f"{f.format(g[name])} [{f.format(low)}, {f.format(high)}]"
-
-    met = ", ".join(f"{k} {'met' if v else 'not met'}" for k, v in g["goals_met"].items())
-    print(
-        f"answering only when >= {g['min_support']} others agree: accuracy (normalised) "
-        f"{show('accuracy_normalised')} (goal {g['accuracy_goal']:.1%}), hallucination "
-        f"{show('hallucination')}, truthfulness {show('truthfulness', True)}; goals: {met}"
+    goals: list[Check] = g["goals"]
+    shown = "; ".join(
+        f"{c['id']} {'met' if c['passed'] else 'not met'} ({c['detail']})" for c in goals
     )
+    print(f"answering only when >= {g['min_support']} others agree: {shown}")
 
 
 if __name__ == "__main__":
