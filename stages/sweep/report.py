@@ -47,7 +47,6 @@ def _judged(report: dict[str, Any]) -> dict[str, Any]:
     return {
         "final": _entry(report["checkpoints"][-1]),
         "frontier": base["oracle_frontier"] if base else None,
-        "base_consistency": base.get("consistency_frontier") if base else None,
         "questions": report["questions"],
         "n": report["n"],
         "goals": {c["id"]: c["passed"] for c in report.get("acceptance", [])},
@@ -106,7 +105,6 @@ class RunRow(TypedDict):
     seconds: float | None
     goals: dict[str, bool | None]
     frontier: dict[str, Any] | None  # the base model's oracle frontier, per grader
-    base_consistency: dict[str, Any] | None  # its self-consistency frontier, per grader
     sets: dict[str, dict[str, Any]]  # eval set -> its report's final entry, size and goals
 
 
@@ -254,7 +252,9 @@ def goals_table(runs: list[RunRow]) -> list[str]:
 def frontier_table(runs: list[RunRow]) -> list[str]:
     """Each final policy beside what hedging alone could reach with its base model's knowledge
     (eval's oracle frontier, normalised grader): how close a run gets to the learning goals,
-    and whether any reward could reach them without the model knowing more."""
+    and whether any reward could reach them without the model knowing more; and beside what
+    hedging by the agreement of its own samples reaches (the base model's free-form answers
+    never agree word for word, so only the final's)."""
     rows = []
     for r in runs:
         oracle = (r.get("frontier") or {}).get("normalised")
@@ -270,7 +270,6 @@ def frontier_table(runs: list[RunRow]) -> list[str]:
                 _pct(oracle["accuracy_goal"]),
                 "yes" if oracle["both_reachable_by_hedging"] else "no",
                 f"{100 * oracle['best_truthfulness']:+.1f}%",
-                _agreement(r.get("base_consistency")),
                 _agreement(r["final"].get("consistency_frontier")),
             ]
         )
@@ -283,8 +282,7 @@ def frontier_table(runs: list[RunRow]) -> list[str]:
         "goal: 80% of the base's accuracy",
         "both goals by hedging alone",
         "oracle's best truthfulness",
-        "base's own agreement: most correct at <= 10% / best truthfulness",
-        "final's own agreement: the same",
+        "final's own agreement: most correct at <= 10% / best truthfulness",
     ]
     return ["", *table(header, rows)]
 

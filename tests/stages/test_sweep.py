@@ -109,7 +109,7 @@ def test_the_beta_experiment_in_one_command(workdir, tiny_model):
     # and beside what hedging by the agreement of the base's and the policy's own samples reaches
     assert markdown.count("final's own agreement") == 2
     first = report["runs"][0]
-    assert first["base_consistency"]["normalised"]["samples"] == 4 * first["n"]
+    assert first["final"]["consistency_frontier"]["normalised"]["samples"] == 4 * first["n"]
     assert first["sets"]["nq"]["final"]["consistency_frontier"]["normalised"]["samples"] == (
         3 * first["n"]
     )
