@@ -12,6 +12,7 @@ import importlib.util
 import json
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,14 +258,16 @@ def base_frontier(results: list[dict[str, Any]], samples: Sequence[Mapping[str, 
     base's accuracy where a base checkpoint is evaluated."""
     from proactive_rl.stages.eval.frontier import oracle_frontier, self_consistency_frontier
 
+    by_label: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for s in samples:
+        by_label[s["checkpoint"]].append(s)
     base_accuracy = None
     for result in results:
         if result["kind"] == "base":
-            own = [s for s in samples if s["checkpoint"] == result["label"]]
-            result["oracle_frontier"] = oracle_frontier(own)
+            result["oracle_frontier"] = oracle_frontier(by_label[result["label"]])
             base_accuracy = {g: v["base_accuracy"] for g, v in result["oracle_frontier"].items()}
     for result in results:
-        own = [s for s in samples if s["checkpoint"] == result["label"]]
+        own = by_label[result["label"]]
         result["consistency_frontier"] = self_consistency_frontier(own, base_accuracy)
 
 
