@@ -17,8 +17,9 @@ pipeline's two ratios beside them, measured in one run on one model (SmolLM2-135
    (make bench-peers' run, one step off-policy) sized so generation and update take about the
    same time: that run's overlap ratio, step / max(generate, update), is the balanced case.
    Which size balances depends on the machine (the update is 1x to 2.5x the generation at
-   2 prompts x 2 on our 2-core kinds), so `--balanced auto` probes at 2 x 2 and, where the two
-   differ by more than BALANCE_TOLERANCE, runs again at the number of prompts that evens them.
+   2 prompts x 2 on our 2-core kinds), so `--balanced auto` probes at 2 x 2 x 256 tokens and,
+   where the two differ by more than BALANCE_TOLERANCE, runs again at the number of prompts
+   that evens them. The balanced run trains without the KL term (no reference forward).
 4. The handoff: publish + in-place reload / a raw copy of the same bytes (make bench's), on
    the engine of the generation sweep.
 
@@ -209,7 +210,10 @@ def generation(
 # The longer phase at most this many times the shorter counts as balanced; beyond it the overlap
 # ratio says little (the shorter phase hides whole under the longer one: 1.00 by construction).
 BALANCE_TOLERANCE = 1.25
-PROBE = (2, 2, 128)  # prompts, n, new tokens of --balanced auto's first run
+# prompts, n, new tokens of --balanced auto's first run: at 128 tokens the update's cost a step
+# that does not grow with the response (the optimizer step, the prompts) kept it 1.45x the
+# generation even at 1 prompt x 2 on an EPYC (2026-12-05); at 256 it was 1.17x
+PROBE = (2, 2, 256)
 
 
 def balancing_prompts(prompts: int, generate_s: float, update_s: float) -> int:
@@ -251,7 +255,11 @@ def balanced_case(model_dir: Path, out: Path, spec: str, steps: int, params: int
 def balanced_run(model_dir: Path, out: Path, prompts: int, n: int, steps: int, tokens: int,
                  params: int, gflops_1: float) -> dict:  # fmt: skip
     """Ours one step off-policy (grpo on one core beside a vLLM rollout worker on the other):
-    the overlap ratio, and the update's MFU against the one-core GEMM rate in its dtype."""
+    the overlap ratio, and the update's MFU against the one-core GEMM rate in its dtype. It
+    trains without the KL term (loss.kl_coef=0, no reference forward; TRL's default): the
+    overlap is what is measured, and with the reference's forward the update stayed 1.5x the
+    generation at every size GRPO allows on an AVX2 EPYC in float32 (1 prompt x n=2 x 128 to
+    512 tokens, 2026-12-05), so no run there was balanced."""
     from bench_peers import run_ours, settings_of, summary
     from gpu_check import update_flops
 
@@ -260,6 +268,7 @@ def balanced_run(model_dir: Path, out: Path, prompts: int, n: int, steps: int, t
     run = out / "balanced"
     shutil.rmtree(run, ignore_errors=True)  # the probe's run, when there was one
     settings = settings_of(prompts, n, steps, tokens, 1e-6, "generate", GrpoConfig().seed)
+    settings["kl_coef"] = 0.0
     peak = run_ours(model_dir, prepared_data(out), run, settings, staleness=1)
     steps_of = [json.loads(x) for x in (run / "steps.jsonl").read_text().splitlines()]
     figures = summary(steps_of, peak, staleness=1)
@@ -333,8 +342,8 @@ def model_shape(model_dir: Path) -> tuple[dict, dict]:
 @click.option("--grid", default=GRID, show_default=True, help="prompts x n per generate call.")
 @click.option("--max-new-tokens", default=64, show_default=True)
 @click.option("--balanced", default="auto", show_default=True,
-              help="The balanced run: prompts x n x new tokens, or auto (probe at 2x2x128, "
-                   "then the prompts that even generation and update out).")  # fmt: skip
+              help="The balanced run (no KL term): prompts x n x new tokens, or auto "
+                   "(probe at 2x2x256, then the prompts that even the phases out).")  # fmt: skip
 @click.option("--steps", default=6, show_default=True, help="Steps of the balanced run.")
 @click.option(
     "--quick", is_flag=True, help="The tiny model, small sizes (the test of this script)."

@@ -267,6 +267,7 @@ def run_ours(model_dir: Path, data: Path, out: Path, settings: dict, staleness: 
         "keep_policies=2",
         f"state_every_steps={s['steps']}",
         f"seed={s['seed']}",
+        *([f"loss.kl_coef={s['kl_coef']}"] if "kl_coef" in s else []),
     ]
     rollout_args = [f"sampling.max_new_tokens={s['max_new_tokens']}", f"seed={s['seed']}"]
     # one step off-policy, generation and update run at once: each on a core of its own;

@@ -105,6 +105,9 @@ def test_the_quick_run_writes_every_figure_beside_its_goal(tmp_path):
     assert balanced["generate_s"] > 0 and balanced["update_s"] > 0
     assert balanced["overlap_ratio"] > 0.5 and 0 < balanced["update_mfu"] < 1.5
     assert balanced["balanced"] == bench_limits.is_balanced(balanced)
+    # the balanced run trains without the KL term: no reference forward, none counted
+    grpo = json.loads((out / "balanced" / "configs" / "grpo.json").read_text())
+    assert grpo["loss"]["kl_coef"] == 0
     assert report["handoff"]["handoff/ratio_over_raw_copy"] > 0
     table = (out / "limits.md").read_text()
     for goal in bench_limits.GOALS:
