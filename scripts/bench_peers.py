@@ -197,6 +197,8 @@ def trl_main(model_dir: Path, data: Path, out: Path, settings_json: str) -> None
     out.mkdir(parents=True, exist_ok=True)
     lines = (out / "steps.jsonl").open("w")
 
+    generating: list[float] = []  # seconds of TRL's generate calls since the last step's line
+
     class Steps(TrainerCallback):
         last_tokens = 0
 
@@ -212,12 +214,18 @@ def trl_main(model_dir: Path, data: Path, out: Path, settings_json: str) -> None
             tokens = state.num_input_tokens_seen - self.last_tokens
             self.last_tokens = state.num_input_tokens_seen
             generated = logs["completions/mean_length"] * completions
+            generate_s = sum(generating)
+            generating.clear()
             record = {
                 "step": state.global_step - 1,
                 "seconds": self.seconds,
                 "generated_tokens": generated,
                 "trained_tokens": tokens,
                 "reward": logs["reward"],
+                # where TRL's step goes: its generation, and the rest (scoring, the reference
+                # and old-logprob forwards, the update)
+                "generate_s": generate_s,
+                "update_s": self.seconds - generate_s,
             }
             lines.write(json.dumps(record) + "\n")
             lines.flush()
@@ -230,6 +238,16 @@ def trl_main(model_dir: Path, data: Path, out: Path, settings_json: str) -> None
         processing_class=tokenizer,
         callbacks=[Steps()],
     )
+    generate = trainer._generate  # TRL's generation of a step's completions, whatever engine
+
+    def timed_generate(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return generate(*args, **kwargs)
+        finally:
+            generating.append(time.perf_counter() - start)
+
+    trainer._generate = timed_generate
     trainer.train()
     lines.close()
 
@@ -314,21 +332,21 @@ def run_ours(model_dir: Path, data: Path, out: Path, settings: dict, staleness: 
 
 # ---------------------------------------------------------------- the comparison
 def summary(steps: list[dict], peak_gb: float, staleness: int | None) -> dict[str, float]:
-    """A run's means over its steps after step 0 (engine start-up and warm-up left out); for
-    ours, the overlap ratio: one step off-policy, step time / max(generate, update) (1.0: the
-    shorter one is hidden whole); on-policy, step time / (generate + update) (about 1.0)."""
+    """A run's means over its steps after step 0 (engine start-up and warm-up left out), with
+    the step's generation and the rest (generate_s, update_s; for TRL its generate calls and
+    everything else); for ours, the overlap ratio: one step off-policy, step time /
+    max(generate, update) (1.0: the shorter one is hidden whole); on-policy, step time /
+    (generate + update) (about 1.0)."""
     later = [r for r in steps if r["step"] > 0] or steps
     mean = lambda key: statistics.fmean(r[key] for r in later)  # noqa: E731
     step_s = mean("seconds")
     overlap = {}
-    if staleness is not None:
+    if "generate_s" in later[0]:
         generate, update = mean("generate_s"), mean("update_s")
-        bound = max(generate, update) if staleness else generate + update
-        overlap = {
-            "generate_s": round(generate, 2),
-            "update_s": round(update, 2),
-            "overlap_ratio": round(step_s / bound, 3),
-        }
+        overlap = {"generate_s": round(generate, 2), "update_s": round(update, 2)}
+        if staleness is not None:
+            bound = max(generate, update) if staleness else generate + update
+            overlap["overlap_ratio"] = round(step_s / bound, 3)
     return {
         "steps": len(steps),
         "step_s": round(step_s, 2),
@@ -410,8 +428,9 @@ def plot(out: Path, curves: dict[str, list[dict]]) -> Path:
 
 
 def table(runs: dict[str, dict], ratios: dict[str, dict]) -> str:
-    keys = ["step_s", "steps_per_hour", "generated_tokens_per_s", "trained_tokens_per_s"]
-    keys += ["peak_memory_gb", "reward_first", "reward_last", "overlap_ratio"]
+    keys = ["step_s", "generate_s", "update_s", "steps_per_hour", "generated_tokens_per_s"]
+    keys += ["trained_tokens_per_s", "peak_memory_gb", "reward_first", "reward_last"]
+    keys += ["overlap_ratio"]
     lines = ["| run | " + " | ".join(keys) + " | same work | steps/h vs TRL [min, max] |"]
     lines.append("|---" * (len(keys) + 3) + "|")
     for name, run in runs.items():

@@ -37,6 +37,10 @@ def test_trl_and_ours_run_the_same_job_and_are_compared(tmp_path):
     off = report["runs"]["ours-staleness1"]
     assert off["generate_s"] > 0 and off["update_s"] > 0 and off["overlap_ratio"] > 0.5
     assert "overlap_ratio" not in report["runs"]["trl"]
+    # where TRL's step goes: its generate calls timed apart from the rest of the step
+    trl = report["runs"]["trl"]
+    assert 0 < trl["generate_s"] < trl["step_s"] and trl["update_s"] > 0
+    assert trl["generate_s"] + trl["update_s"] == pytest.approx(trl["step_s"], abs=0.02)
     ours = report["vs_trl"]["ours-staleness1"]
     # the same questions in the same order, cut at the same length: the token counts agree
     assert ours["same_work"], ours["work_ratios"]
