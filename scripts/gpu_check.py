@@ -286,17 +286,18 @@ def throughput(run: Path, later: list[dict]) -> Throughput:
 def update_flops(run: Path, lora: bool, params: int, update_tokens: float) -> float:
     """The FLOPs of grpo's updates over `update_tokens` tokens (prompt + response, each row
     once) in the run `run`, counted as its update computes them (stages/grpo/update.py)."""
-    cfg = json.loads((run / "configs" / "grpo.json").read_text())
-    epochs = cfg["ppo_epochs"]
+    from proactive_rl.shared.paths import RunPaths
+    from proactive_rl.stages.grpo.config import GrpoConfig
+
+    cfg = GrpoConfig.model_validate_json(RunPaths(run).config("grpo").read_text())
     # every epoch trains each token: 6N (LoRA: 4N, no weight gradients of the frozen base),
     # and the KL reference makes a forward (2N) beside each training forward
-    per_epoch = (4 if lora else 6) + (2 if cfg["loss"]["kl_coef"] > 0 else 0)
+    per_epoch = (4 if lora else 6) + (2 if cfg.loss.kl_coef > 0 else 0)
     # pi_old is one no-grad forward (2N) a row, except in the first mini-batch when the step
-    # reads it off that update's own forward (train_step's read_off)
-    read_off = epochs == 1 and cfg["loss"]["is_correction"] == "none"
-    first_mini = min(1.0, cfg["mini_batch_prompts"] / cfg["prompts_per_step"])
-    old_forward = 2 * (1 - first_mini if read_off else 1)
-    return update_tokens * params * (epochs * per_epoch + old_forward)
+    # reads it off that update's own forward
+    first_mini = min(1.0, cfg.mini_batch_prompts / cfg.prompts_per_step)
+    old_forward = 2 * (1 - first_mini if cfg.reads_off_old_policy() else 1)
+    return update_tokens * params * (cfg.ppo_epochs * per_epoch + old_forward)
 
 
 def measure(

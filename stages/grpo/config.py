@@ -273,3 +273,9 @@ class GrpoConfig(StageConfig):
     def _recorded_absolute(cls, spec: str) -> str:
         # recorded in configs/grpo.json, which eval reads from other folders later
         return spec if spec == "sft" else absolute_spec(spec)
+
+    def reads_off_old_policy(self) -> bool:
+        """Whether a training step takes pi_old of its first mini-batch from that update's own
+        forward (ratio 1, as TRL with num_iterations=1) instead of a no-grad pass: with one
+        pass over the rollouts and no importance weights, which need pi_old before training."""
+        return self.ppo_epochs == 1 and self.loss.is_correction == "none"

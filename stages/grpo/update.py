@@ -249,10 +249,8 @@ def train_step(
     scored = score_rows(rows, config.loss)
     minis = plan_mini_batches(rows, config, n, par)
     epochs = config.ppo_epochs if update_actor else 0
-    # The step's first update trains the policy that sampled pi_old, so with one pass and no
-    # importance weights (which need pi_old before training) its pi_old is read off that
-    # update's own forward (ratio 1, as TRL with num_iterations=1): a forward saved.
-    read_off = epochs == 1 and config.loss.is_correction == "none"
+    # The step's first update trains the policy that sampled pi_old: a forward saved
+    read_off = update_actor and config.reads_off_old_policy()
     old = freeze_old_policy(policies, scored, minis[1:] if read_off else minis, config.loss)
     lr = scheduler.get_last_lr()[0]  # every update of this RL step trains at this rate
     max_len = float(config.loss.loss_scale_factor or max_new_tokens)
