@@ -88,7 +88,7 @@ def handoff(engine, model_dir: Path, work: Path) -> dict[str, float]:
     from proactive_rl.engine.generation import load_causal_lm
     from proactive_rl.engine.precision import pick_dtype
     from proactive_rl.shared.paths import RunPaths
-    from proactive_rl.stages.grpo.main import publish_policy
+    from proactive_rl.stages.grpo.publishing import publish_policy
 
     paths = RunPaths(work / "run")
     model = load_causal_lm(model_dir, pick_dtype("auto"))

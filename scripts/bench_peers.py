@@ -317,14 +317,15 @@ def run_ours(model_dir: Path, data: Path, out: Path, settings: dict, staleness: 
             generated = sum(len(x) for x in table.column("response_ids").to_pylist())
             record = {
                 "step": m["step"],
-                "seconds": m["time/wait_s"] + m["time/update_s"] + m["time/publish_s"],
+                # the trainer's own step: a policy written in the background is not on it
+                "seconds": m["time/wait_s"] + m["time/update_s"] + m["time/publish_wait_s"],
                 "generated_tokens": generated,
                 "trained_tokens": prompt + generated,
                 "reward": m["reward/mean"],
                 # the overlap's parts: generation (with the policy reload) and the update
-                # (with publishing), each as its own worker timed it
+                # (with what publishing held the trainer up), each as its own worker timed it
                 "generate_s": m["time/generate_s"] + m["time/policy_load_s"],
-                "update_s": m["time/update_s"] + m["time/publish_s"],
+                "update_s": m["time/update_s"] + m["time/publish_wait_s"],
             }
             lines.write(json.dumps(record) + "\n")
     return peak

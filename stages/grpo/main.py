@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +24,9 @@ from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.faults import crash_point
 from proactive_rl.shared.metrics import MetricsLogger, json_safe
-from proactive_rl.shared.paths import DataPaths, RunPaths, numbered_children, record_path
+from proactive_rl.shared.paths import DataPaths, RunPaths, record_path
 from proactive_rl.shared.peers import PeerWatch, failure_reported, worker_status
-from proactive_rl.shared.publish import VERIFIED, sha256_file, staged, verified_processed, verify
+from proactive_rl.shared.publish import VERIFIED, sha256_file, verified_processed, verify
 from proactive_rl.shared.schedule import Plan, read_plan, write_plan
 from proactive_rl.stages.common import (
     check_free_space,
@@ -38,6 +37,7 @@ from proactive_rl.stages.common import (
     save_config,
 )
 from proactive_rl.stages.grpo.config import GrpoConfig
+from proactive_rl.stages.grpo.publishing import Publisher, prune_policies, publish_policy
 from proactive_rl.stages.grpo.resume import (
     load_optimizer,
     open_metrics,
@@ -48,9 +48,6 @@ from proactive_rl.stages.grpo.rollouts import read_parts, wait_parts
 from proactive_rl.stages.grpo.run_start import Start, new_plan, resolve_init_model, versions_of
 
 if TYPE_CHECKING:  # torch and transformers behind these: imported inside run() only
-    import torch
-    from transformers import PreTrainedTokenizerBase
-
     from proactive_rl.engine.parallel import Parallel
     from proactive_rl.stages.grpo.trainer_setup import Trainer
 
@@ -121,28 +118,6 @@ def check_before_training(config: GrpoConfig, paths: RunPaths) -> None:
     )
 
 
-def publish_policy(
-    model: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    paths: RunPaths,
-    version: int,
-    meta: dict[str, Any],
-    init_dir: Path,
-    state_dict: dict[str, torch.Tensor] | None = None,
-    publish_dtype: torch.dtype | None = None,
-) -> float:
-    """Save a complete Hugging Face folder (the consolidated weights under ZeRO-3), or a LoRA
-    adapter naming its base, and publish it; vLLM and transformers load it as it is."""
-    from proactive_rl.stages.grpo.policy import save_policy
-
-    start = time.perf_counter()
-    final = paths.policy(version)
-    with staged(final, {"version": version, **meta}) as staging:
-        save_policy(model, staging, final, init_dir, state_dict, publish_dtype)
-        tokenizer.save_pretrained(staging)
-    return time.perf_counter() - start
-
-
 @dataclass(frozen=True)
 class RunContext:
     """What every RL step reads besides the training objects."""
@@ -157,12 +132,16 @@ class RunContext:
 
 @dataclass(frozen=True)
 class StepResult:
-    """One trained and published RL step: its metrics and where its time went."""
+    """One trained RL step: its metrics and where its time went (its policy's writing time is
+    the publish's own result, known once the policy is published)."""
 
+    step: int
     stats: dict[str, float]  # train_step's metrics, the rollout's times and the policy lag
     wait_s: float
     update_s: float
-    publish_s: float
+    # what publishing held the trainer up: the optimizer state when due and the policy's
+    # writing, or with a background publish the wait for the previous one and the snapshot
+    publish_wait_s: float
 
 
 def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: bool) -> None:
@@ -304,25 +283,46 @@ def log_setup(config: GrpoConfig, par: Parallel, plan: Plan, trainer: Trainer) -
 
 
 def train_steps(ctx: RunContext, trainer: Trainer, resume: bool) -> None:
-    """Train every step of the plan from the start; rank 0 logs each step's metrics."""
+    """Train every step of the plan from the start; rank 0 logs each step's metrics once its
+    policy is published (a step later when the policy is written in the background)."""
     plan, first = ctx.start.plan, ctx.start.step
     main = ctx.par.is_main
     metrics = open_metrics(ctx.paths, plan, first, resume, ctx.config) if main else None
+    publisher: Publisher[float] = Publisher(background=main and in_background(ctx))
+    if publisher.background:
+        logger.info("each policy is written in a background thread while the next step trains")
+    unlogged: list[StepResult] = []  # trained, their policies not yet published
     for step in range(first, plan.total_steps):
-        result = train_one_step(ctx, trainer, step)
+        result = train_one_step(ctx, trainer, step, publisher)
         if metrics is not None:
-            log_step(metrics, plan, step, result)
+            unlogged.append(result)
+            log_published(metrics, plan, unlogged, publisher)
+    publisher.close()
     if metrics is not None:
+        log_published(metrics, plan, unlogged, publisher)
         metrics.close()
 
 
-def train_one_step(ctx: RunContext, trainer: Trainer, step: int) -> StepResult:
+def in_background(ctx: RunContext) -> bool:
+    """Whether policies are written while the next step trains: one step off-policy or more
+    (the rollout worker samples from an older policy meanwhile), and with `auto` only where the
+    update does not compute on the CPU the write needs."""
+    mode = ctx.config.publish_in_background
+    if ctx.start.plan.max_staleness == 0 or mode == "never":
+        return False
+    return mode == "always" or ctx.par.device.type == "cuda"
+
+
+def train_one_step(
+    ctx: RunContext, trainer: Trainer, step: int, publisher: Publisher[float]
+) -> StepResult:
     """Wait for step `step`'s rollouts, train on them and publish policy step+1."""
     plan = ctx.start.plan
     t_wait = time.perf_counter()
     # every process waits on the volume itself (a collective would time out while a
-    # long generation step runs), for every rollout worker's part of the step
-    markers = wait_parts(ctx.config, ctx.paths, plan, step, ctx.started)
+    # long generation step runs), for every rollout worker's part of the step; a failed
+    # background publish stops the wait (the rollout worker would wait for that policy)
+    markers = wait_parts(ctx.config, ctx.paths, plan, step, ctx.started, publisher.check)
     wait_s = time.perf_counter() - t_wait
     marker, rows = read_parts(ctx.paths, plan, step, markers)
 
@@ -332,8 +332,8 @@ def train_one_step(ctx: RunContext, trainer: Trainer, step: int) -> StepResult:
     stats.update(rollout_stats(marker, step, wait_s, update_s))
 
     t_publish = time.perf_counter()
-    publish_step(ctx, trainer, step, stats)
-    return StepResult(stats, wait_s, update_s, time.perf_counter() - t_publish)
+    publish_step(ctx, trainer, step, stats, publisher)
+    return StepResult(step, stats, wait_s, update_s, time.perf_counter() - t_publish)
 
 
 def rollout_stats(
@@ -349,9 +349,18 @@ def rollout_stats(
     }
 
 
-def publish_step(ctx: RunContext, trainer: Trainer, step: int, stats: dict[str, float]) -> None:
-    """Policy step+1, with the optimizer state first when it is due."""
+def publish_step(
+    ctx: RunContext,
+    trainer: Trainer,
+    step: int,
+    stats: dict[str, float],
+    publisher: Publisher[float],
+) -> None:
+    """Policy step+1, with the optimizer state first when it is due. The previous policy's
+    background publish is waited for first: it prunes the optimizer states but its own, and
+    this step's state must outlive that."""
     config, paths, par = ctx.config, ctx.paths, ctx.par
+    publisher.wait()
     version = step + 1
     saved = version % config.state_every_steps == 0 or version == ctx.start.plan.total_steps
     if saved:
@@ -360,15 +369,23 @@ def publish_step(ctx: RunContext, trainer: Trainer, step: int, stats: dict[str, 
     # collective under ZeRO-3 (LoRA: the adapter's parameters only)
     lora = trainer.weights.lora_rank is not None
     state = par.full_state_dict(trainer.model, trainable_only=lora)
-    if par.is_main:
-        meta = {
-            "plan_id": ctx.start.plan.plan_id,
-            "step": step,
-            "reward_mean": stats["reward/mean"],
-            # the step's metrics line, should a kill come before it is written
-            "metrics": json_safe(stats),
-        }
-        publish_policy(
+    if not par.is_main:
+        return
+    meta = {
+        "plan_id": ctx.start.plan.plan_id,
+        "step": step,
+        "reward_mean": stats["reward/mean"],
+        # the step's metrics line, should a kill come before it is written
+        "metrics": json_safe(stats),
+    }
+    publish_dtype = trainer.precision.publish_dtype
+    if publisher.background:  # the next step updates the weights in place meanwhile
+        from proactive_rl.stages.grpo.policy import host_snapshot
+
+        state, publish_dtype = host_snapshot(trainer.model, state, publish_dtype), None
+
+    def publish() -> float:
+        seconds = publish_policy(
             trainer.model,
             trainer.tokenizer,
             paths,
@@ -376,21 +393,33 @@ def publish_step(ctx: RunContext, trainer: Trainer, step: int, stats: dict[str, 
             meta,
             ctx.start.init_dir,
             state_dict=state,
-            publish_dtype=trainer.precision.publish_dtype,
+            publish_dtype=publish_dtype,
         )
         if saved:
             prune_optimizer_states(paths, version)
         prune_policies(paths, config.keep_policies)
-    crash_point("grpo", "after_policy_marker", step)
+        crash_point("grpo", "after_policy_marker", step)
+        return seconds
+
+    publisher.submit(publish)
 
 
-def log_step(metrics: MetricsLogger, plan: Plan, step: int, result: StepResult) -> None:
+def log_published(
+    metrics: MetricsLogger, plan: Plan, unlogged: list[StepResult], publisher: Publisher[float]
+) -> None:
+    """The metrics lines of the steps whose policies are now published, oldest first."""
+    for publish_s in publisher.finished():
+        log_step(metrics, plan, unlogged.pop(0), publish_s)
+
+
+def log_step(metrics: MetricsLogger, plan: Plan, result: StepResult, publish_s: float) -> None:
     stats = result.stats
-    metrics.log(step, {**stats, "time/publish_s": result.publish_s})
+    times = {"time/publish_s": publish_s, "time/publish_wait_s": result.publish_wait_s}
+    metrics.log(result.step, {**stats, **times})
     logger.info(
         "step %d/%d: reward %.3f, group acc %.3f, proactive %.3f, kl %.4f, "
         "grad norm %.3f (update %.1fs, waited %.1fs)",
-        step + 1,
+        result.step + 1,
         plan.total_steps,
         stats["reward/mean"],
         stats["reward/group_acc"],
@@ -436,11 +465,3 @@ def resumed_start(
     verify(paths.policy(step), "Start over with --clean", cache=VERIFIED)
     check_model_folder(paths.policy(step), "start over with --clean")
     return Start(init_dir, plan, step, paths.policy(step))
-
-
-def prune_policies(paths: RunPaths, keep: int | None) -> None:
-    """Keep the newest `keep` policies (None: all)."""
-    if keep is None:
-        return
-    for _, folder in numbered_children(paths.policies)[:-keep]:
-        shutil.rmtree(folder)

@@ -121,8 +121,9 @@ def save_policy(
     or for LoRA the adapter alone, naming its base relative to `final`."""
     if not is_adapter(model):
         if state_dict is None and publish_dtype is not None:
-            # float32 masters are published in the compute dtype: what the sampler runs
-            state_dict = {k: v.to(publish_dtype) for k, v in model.state_dict().items()}
+            # float32 masters are published in the compute dtype: what the sampler runs (tied
+            # weights kept tied, so written once, as without the conversion)
+            state_dict = host_snapshot(model, None, publish_dtype)
         model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
         return
     model.peft_config["default"].base_model_name_or_path = relative_base(init_dir, final)
@@ -130,3 +131,29 @@ def save_policy(
     model.save_pretrained(
         folder, safe_serialization=True, state_dict=state_dict, save_embedding_layers=False
     )
+
+
+def host_snapshot(
+    model: torch.nn.Module,
+    state_dict: dict[str, torch.Tensor] | None,
+    publish_dtype: torch.dtype | None,
+) -> dict[str, torch.Tensor]:
+    """What save_policy would write for `model` now, copied to host memory, so that it can be
+    written while the next step updates the weights in place: `state_dict` (ZeRO-3's gathered
+    weights) or the model's own, in `publish_dtype`; a LoRA adapter's trainable weights only.
+    Tensors that share storage (tied embeddings) stay shared, so the folder is the same."""
+    if is_adapter(model):
+        publish_dtype = None  # an adapter is saved as it trains (save_policy)
+        if state_dict is None:
+            state_dict = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    elif state_dict is None:
+        state_dict = model.state_dict()
+    copies: dict[tuple[int, torch.dtype, torch.Size], torch.Tensor] = {}
+    out = {}
+    for name, tensor in state_dict.items():
+        dtype = publish_dtype if publish_dtype is not None and tensor.is_floating_point() else None
+        key = (tensor.data_ptr(), tensor.dtype, tensor.shape)
+        if key not in copies:
+            copies[key] = tensor.detach().to("cpu", dtype=dtype or tensor.dtype, copy=True)
+        out[name] = copies[key]
+    return out

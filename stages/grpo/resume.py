@@ -57,7 +57,8 @@ def open_metrics(
     if last >= 0 and last not in metrics.steps():
         logged = read_marker(paths.policy(start_step)).get("metrics")
         if logged is not None:
-            # all but time/publish_s, which was being measured when the kill came
+            # all but the publish times (time/publish_s, time/publish_wait_s): the marker is
+            # written before they are known
             metrics.log(last, {**logged, "recovered": True})
             logger.info("metrics of step %d written from policy %d's marker", last, start_step)
     if start_step < plan.total_steps and (start_step > 0 or metrics.dropped):

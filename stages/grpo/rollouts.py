@@ -6,6 +6,7 @@ rollout workers"). With one worker the one part is rollouts/step_N, as it always
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -33,12 +34,18 @@ class Part(NamedTuple):
 
 
 def wait_parts(
-    config: GrpoConfig, paths: RunPaths, plan: Plan, step: int, started: PeerWatch
+    config: GrpoConfig,
+    paths: RunPaths,
+    plan: Plan,
+    step: int,
+    started: PeerWatch,
+    own_check: Callable[[], None] = lambda: None,
 ) -> list[dict[str, Any]]:
     """The markers of the step's parts in worker order, once every part is published for this
     plan. One part after the other, each wait watching the worker that writes that part, so a
     failed, killed or missing worker is named (all parts are needed: the order costs nothing).
-    `started`: the peers' status files as at grpo's start (one watch for the whole run)."""
+    `started`: the peers' status files as at grpo's start (one watch for the whole run);
+    `own_check`, called at every poll, raises when this worker's own background work failed."""
     markers = []
     workers = plan.rollout_workers
     for worker, folder in enumerate(paths.rollout_parts(step, workers)):
@@ -46,12 +53,15 @@ def wait_parts(
         if workers > 1:
             what += f" (part {worker} of {workers}: rollout worker={worker})"
         peer = rollout_worker_name(worker)
+
+        def published(folder: Path = folder) -> dict[str, Any] | None:
+            own_check()
+            if is_stable(folder) and (m := read_marker(folder)).get("plan_id") == plan.plan_id:
+                return m
+            return None
+
         marker = wait_for(
-            lambda folder=folder: (
-                m
-                if is_stable(folder) and (m := read_marker(folder)).get("plan_id") == plan.plan_id
-                else None
-            ),
+            published,
             what,
             timeout=config.wait_timeout,
             peer=peer,

@@ -331,3 +331,38 @@ def test_sft_killed_mid_epoch_with_a_half_written_checkpoint_resumes(tmp_path):
     expected = load_file(RunPaths(straight).sft_epoch(2) / "model.safetensors")
     for key, value in expected.items():
         torch.testing.assert_close(final[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_grpo_killed_in_its_background_publish_resumes(workdir, tiny_model):
+    """One step off-policy with each policy written in a background thread (forced here: `auto`
+    does so on a GPU only), grpo killed in that thread after policy 2's marker, before step 1's
+    metrics line (written once policy 2 is published, while step 2 trains). --resume writes
+    that line from the marker and ends with every step once, every marker valid. The weights
+    are not compared: one step off, which policy sampled a step depends on timing."""
+    run_dir = workdir / "checkpoints" / "background"
+    paths = RunPaths(run_dir)
+    background = ("--set", "max_staleness=1", "--set", "publish_in_background=always")
+    args = (*grpo_args(tiny_model), *background, "--set", "wait_timeout=600")
+    grpo = launch("grpo", run_dir, *args, cwd=workdir, crash="grpo:after_policy_marker:1")
+    rollout = launch("rollout", run_dir, *ROLLOUT_ARGS, "--set", "wait_timeout=600", cwd=workdir)
+    kill_when_exited(grpo, rollout)
+    assert grpo.returncode == -signal.SIGKILL
+    assert is_stable(paths.policy(2)) and not is_stable(paths.policy(3))
+    assert [r["step"] for r in step_lines(paths)] == [0]
+
+    grpo = launch("grpo", run_dir, *args, "--resume", cwd=workdir)
+    rollout = launch("rollout", run_dir, *ROLLOUT_ARGS, "--set", "wait_timeout=600", "--resume",
+                     cwd=workdir)  # fmt: skip
+    out_grpo, out_rollout = finish(grpo, rollout)
+    assert grpo.returncode == 0 and rollout.returncode == 0, out_grpo + out_rollout
+    assert "written in a background thread" in out_grpo
+    assert "metrics of step 1 written from policy 2's marker" in out_grpo
+    assert [v for v, _ in numbered_children(paths.policies)] == list(range(STEPS + 1))
+    for _, folder in numbered_children(paths.rollouts) + numbered_children(paths.policies):
+        verify(folder)
+    for step, folder in numbered_children(paths.rollouts):
+        assert step - 1 <= read_marker(folder)["policy_version"] <= step
+    lines = step_lines(paths)
+    assert [r["step"] for r in lines] == list(range(STEPS))
+    assert [r.get("recovered", False) for r in lines] == [False, True, False]
+    assert all("time/publish_s" in r and "time/publish_wait_s" in r for r in (lines[0], lines[2]))
