@@ -315,17 +315,20 @@ def run_ours(model_dir: Path, data: Path, out: Path, settings: dict, staleness: 
             )
             prompt = sum(len(x) for x in table.column("prompt_ids").to_pylist())
             generated = sum(len(x) for x in table.column("response_ids").to_pylist())
+            # the trainer's own step (a policy written in the background is not on it) without
+            # saving the optimizer state for --resume (at the last step): TRL saves nothing
+            # (save_strategy="no")
+            trainer_s = m["time/update_s"] + m["time/publish_wait_s"] - m["time/save_state_s"]
             record = {
                 "step": m["step"],
-                # the trainer's own step: a policy written in the background is not on it
-                "seconds": m["time/wait_s"] + m["time/update_s"] + m["time/publish_wait_s"],
+                "seconds": m["time/wait_s"] + trainer_s,
                 "generated_tokens": generated,
                 "trained_tokens": prompt + generated,
                 "reward": m["reward/mean"],
                 # the overlap's parts: generation (with the policy reload) and the update
                 # (with what publishing held the trainer up), each as its own worker timed it
                 "generate_s": m["time/generate_s"] + m["time/policy_load_s"],
-                "update_s": m["time/update_s"] + m["time/publish_wait_s"],
+                "update_s": trainer_s,
             }
             lines.write(json.dumps(record) + "\n")
     return peak

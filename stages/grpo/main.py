@@ -363,8 +363,10 @@ def publish_step(
     publisher.wait()
     version = step + 1
     saved = version % config.state_every_steps == 0 or version == ctx.start.plan.total_steps
+    t_save = time.perf_counter()
     if saved:
         save_optimizer(paths, par, trainer.optimizer, trainer.scheduler, version, trainer.masters)
+    stats["time/save_state_s"] = time.perf_counter() - t_save
     crash_point("grpo", "after_optimizer_save", step)
     # collective under ZeRO-3 (LoRA: the adapter's parameters only)
     lora = trainer.weights.lora_rank is not None

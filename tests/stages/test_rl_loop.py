@@ -194,12 +194,29 @@ def test_eval_reports_on_the_final_policy(rl_run):
     assert report["training"]["curve"]["steps"] == [0, 1, 2]
 
 
-def test_one_step_off_policy(tmp_path, tiny_model, workdir):
-    paths = run_rl(workdir, tiny_model, max_staleness=1)
+@pytest.mark.parametrize("background", ["auto", "always"])
+def test_one_step_off_policy(tmp_path, tiny_model, workdir, background):
+    """One step off, each policy written by the trainer itself (auto on a CPU) or in a
+    background thread while the next step trains: the same run either way."""
+    setting = ("--set", f"publish_in_background={background}")
+    paths = run_rl(workdir, tiny_model, max_staleness=1, grpo_args=setting)
     versions = [read_marker(f)["policy_version"] for _, f in numbered_children(paths.rollouts)]
     # step k may use any policy >= k - 1, and never a newer one than exists
     assert all(k - 1 <= v <= k for k, v in enumerate(versions))
-    assert len(numbered_children(paths.policies)) == 4
+    assert [v for v, _ in numbered_children(paths.policies)] == [0, 1, 2, 3]
+    for _, folder in numbered_children(paths.policies):
+        verify(folder)
+    log = (paths.root / "grpo.log").read_text()
+    assert ("written in a background thread" in log) == (background == "always")
+    lines = [json.loads(x) for x in (paths.logs("grpo") / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [0, 1, 2]  # each once its policy is published
+    for m in lines:
+        assert m["time/publish_s"] > 0 and m["time/save_state_s"] > 0  # state_every_steps=1
+        # what held the trainer up includes the state it saved; the write itself only when
+        # the trainer wrote the policy
+        assert m["time/publish_wait_s"] >= m["time/save_state_s"]
+        if background == "auto":
+            assert m["time/publish_wait_s"] >= m["time/save_state_s"] + m["time/publish_s"]
 
 
 @pytest.mark.slow
