@@ -148,11 +148,12 @@ def host_snapshot(
             state_dict = {n: p for n, p in model.named_parameters() if p.requires_grad}
     elif state_dict is None:
         state_dict = model.state_dict()
-    copies: dict[tuple[int, torch.dtype, torch.Size], torch.Tensor] = {}
+    copies: dict[tuple[Any, ...], torch.Tensor] = {}
     out = {}
     for name, tensor in state_dict.items():
         dtype = publish_dtype if publish_dtype is not None and tensor.is_floating_point() else None
-        key = (tensor.data_ptr(), tensor.dtype, tensor.shape)
+        # empty tensors all start at address 0 without sharing anything
+        key = (tensor.data_ptr(), tensor.dtype, tensor.shape) if tensor.numel() else (name,)
         if key not in copies:
             copies[key] = tensor.detach().to("cpu", dtype=dtype or tensor.dtype, copy=True)
         out[name] = copies[key]

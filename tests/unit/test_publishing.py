@@ -105,6 +105,9 @@ def test_a_snapshot_keeps_the_weights_as_they_were_and_tied_ones_shared(tied):
     assert all(v.dtype == torch.bfloat16 for v in snapshot.values())
     embed = [k for k in snapshot if "embed_tokens" in k][0]
     assert snapshot["lm_head.weight"].data_ptr() == snapshot[embed].data_ptr()
+    # empty tensors (ZeRO-3's placeholders) share an address but nothing else: none is tied
+    empty = host_snapshot(tied, {"a": torch.empty(0), "b": torch.empty(0)}, None)
+    assert empty["a"] is not empty["b"]
 
 
 def test_a_policy_written_from_a_snapshot_is_the_policy_written_from_the_model(
