@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -22,8 +20,6 @@ from proactive_rl.engine.model_checks import check_model_folder, weights_numel
 from proactive_rl.shared.claims import claim_outputs, continues_launch, start_mode
 from proactive_rl.shared.config import describe, load_config
 from proactive_rl.shared.errors import UserError
-from proactive_rl.shared.faults import crash_point
-from proactive_rl.shared.metrics import MetricsLogger, json_safe
 from proactive_rl.shared.paths import DataPaths, RunPaths, record_path
 from proactive_rl.shared.peers import PeerWatch, failure_reported, worker_status
 from proactive_rl.shared.publish import VERIFIED, sha256_file, verified_processed, verify
@@ -37,15 +33,13 @@ from proactive_rl.stages.common import (
     save_config,
 )
 from proactive_rl.stages.grpo.config import GrpoConfig
-from proactive_rl.stages.grpo.publishing import Publisher, prune_policies, publish_policy
+from proactive_rl.stages.grpo.publishing import publish_policy
 from proactive_rl.stages.grpo.resume import (
     load_optimizer,
     open_metrics,
-    prune_optimizer_states,
-    save_optimizer,
 )
-from proactive_rl.stages.grpo.rollouts import read_parts, wait_parts
 from proactive_rl.stages.grpo.run_start import Start, new_plan, resolve_init_model, versions_of
+from proactive_rl.stages.grpo.steps import RunContext, train_steps
 
 if TYPE_CHECKING:  # torch and transformers behind these: imported inside run() only
     from proactive_rl.engine.parallel import Parallel
@@ -116,32 +110,6 @@ def check_before_training(config: GrpoConfig, paths: RunPaths) -> None:
         "a policy and its optimizer state",
         "pass another --run-dir",
     )
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What every RL step reads besides the training objects."""
-
-    config: GrpoConfig
-    paths: RunPaths
-    par: Parallel
-    start: Start
-    # the peers' status files as at our start: the rollout waits judge change since
-    started: PeerWatch
-
-
-@dataclass(frozen=True)
-class StepResult:
-    """One trained RL step: its metrics and where its time went (its policy's writing time is
-    the publish's own result, known once the policy is published)."""
-
-    step: int
-    stats: dict[str, float]  # train_step's metrics, the rollout's times and the policy lag
-    wait_s: float
-    update_s: float
-    # what publishing held the trainer up: the optimizer state when due and the policy's
-    # writing, or with a background publish the wait for the previous one and the snapshot
-    publish_wait_s: float
 
 
 def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: bool) -> None:
@@ -280,157 +248,6 @@ def log_setup(config: GrpoConfig, par: Parallel, plan: Plan, trainer: Trainer) -
         str(trainer.precision.compute).removeprefix("torch."),
     )
     logger.info(trainer.describe_schedule(config))
-
-
-def train_steps(ctx: RunContext, trainer: Trainer, resume: bool) -> None:
-    """Train every step of the plan from the start; rank 0 logs each step's metrics once its
-    policy is published (a step later when the policy is written in the background)."""
-    plan, first = ctx.start.plan, ctx.start.step
-    main = ctx.par.is_main
-    metrics = open_metrics(ctx.paths, plan, first, resume, ctx.config) if main else None
-    publisher: Publisher[float] = Publisher(background=main and in_background(ctx))
-    if publisher.background:
-        logger.info("each policy is written in a background thread while the next step trains")
-    unlogged: list[StepResult] = []  # trained, their policies not yet published
-    for step in range(first, plan.total_steps):
-        result = train_one_step(ctx, trainer, step, publisher)
-        if metrics is not None:
-            unlogged.append(result)
-            log_published(metrics, plan, unlogged, publisher)
-    publisher.close()
-    if metrics is not None:
-        log_published(metrics, plan, unlogged, publisher)
-        metrics.close()
-
-
-def in_background(ctx: RunContext) -> bool:
-    """Whether policies are written while the next step trains: one step off-policy or more
-    (the rollout worker samples from an older policy meanwhile), and with `auto` only where the
-    update does not compute on the CPU the write needs."""
-    mode = ctx.config.publish_in_background
-    if ctx.start.plan.max_staleness == 0 or mode == "never":
-        return False
-    return mode == "always" or ctx.par.device.type == "cuda"
-
-
-def train_one_step(
-    ctx: RunContext, trainer: Trainer, step: int, publisher: Publisher[float]
-) -> StepResult:
-    """Wait for step `step`'s rollouts, train on them and publish policy step+1."""
-    plan = ctx.start.plan
-    t_wait = time.perf_counter()
-    # every process waits on the volume itself (a collective would time out while a
-    # long generation step runs), for every rollout worker's part of the step; a failed
-    # background publish stops the wait (the rollout worker would wait for that policy)
-    markers = wait_parts(ctx.config, ctx.paths, plan, step, ctx.started, publisher.check)
-    wait_s = time.perf_counter() - t_wait
-    marker, rows = read_parts(ctx.paths, plan, step, markers)
-
-    t_update = time.perf_counter()
-    stats = trainer.update(ctx.config, ctx.par, plan, step, rows, marker)
-    update_s = time.perf_counter() - t_update
-    stats.update(rollout_stats(marker, step, wait_s, update_s))
-
-    t_publish = time.perf_counter()
-    publish_step(ctx, trainer, step, stats, publisher)
-    return StepResult(step, stats, wait_s, update_s, time.perf_counter() - t_publish)
-
-
-def rollout_stats(
-    marker: dict[str, Any], step: int, wait_s: float, update_s: float
-) -> dict[str, float]:
-    """The step's timings and policy lag, from its rollouts' marker."""
-    return {
-        "time/wait_s": wait_s,
-        "time/update_s": update_s,
-        "rollout/policy_lag": step - marker["policy_version"],
-        "time/generate_s": marker["seconds"]["generate"],
-        "time/policy_load_s": marker["seconds"].get("load", 0.0),
-    }
-
-
-def publish_step(
-    ctx: RunContext,
-    trainer: Trainer,
-    step: int,
-    stats: dict[str, float],
-    publisher: Publisher[float],
-) -> None:
-    """Policy step+1, with the optimizer state first when it is due. The previous policy's
-    background publish is waited for first: it prunes the optimizer states but its own, and
-    this step's state must outlive that."""
-    config, paths, par = ctx.config, ctx.paths, ctx.par
-    publisher.wait()
-    version = step + 1
-    saved = version % config.state_every_steps == 0 or version == ctx.start.plan.total_steps
-    t_save = time.perf_counter()
-    if saved:
-        save_optimizer(paths, par, trainer.optimizer, trainer.scheduler, version, trainer.masters)
-    stats["time/save_state_s"] = time.perf_counter() - t_save
-    crash_point("grpo", "after_optimizer_save", step)
-    # collective under ZeRO-3 (LoRA: the adapter's parameters only)
-    lora = trainer.weights.lora_rank is not None
-    state = par.full_state_dict(trainer.model, trainable_only=lora)
-    if not par.is_main:
-        return
-    meta = {
-        "plan_id": ctx.start.plan.plan_id,
-        "step": step,
-        "reward_mean": stats["reward/mean"],
-        # the step's metrics line, should a kill come before it is written
-        "metrics": json_safe(stats),
-    }
-    publish_dtype = trainer.precision.publish_dtype
-    if publisher.background:  # the next step updates the weights in place meanwhile
-        from proactive_rl.stages.grpo.policy import host_snapshot
-
-        state, publish_dtype = host_snapshot(trainer.model, state, publish_dtype), None
-
-    def publish() -> float:
-        seconds = publish_policy(
-            trainer.model,
-            trainer.tokenizer,
-            paths,
-            version,
-            meta,
-            ctx.start.init_dir,
-            state_dict=state,
-            publish_dtype=publish_dtype,
-        )
-        if saved:
-            prune_optimizer_states(paths, version)
-        prune_policies(paths, config.keep_policies)
-        crash_point("grpo", "after_policy_marker", step)
-        return seconds
-
-    publisher.submit(publish)
-
-
-def log_published(
-    metrics: MetricsLogger, plan: Plan, unlogged: list[StepResult], publisher: Publisher[float]
-) -> None:
-    """The metrics lines of the steps whose policies are now published, oldest first."""
-    for publish_s in publisher.finished():
-        log_step(metrics, plan, unlogged.pop(0), publish_s)
-
-
-def log_step(metrics: MetricsLogger, plan: Plan, result: StepResult, publish_s: float) -> None:
-    stats = result.stats
-    times = {"time/publish_s": publish_s, "time/publish_wait_s": result.publish_wait_s}
-    metrics.log(result.step, {**stats, **times})
-    logger.info(
-        "step %d/%d: reward %.3f, group acc %.3f, proactive %.3f, kl %.4f, "
-        "grad norm %.3f (update %.1fs, waited %.1fs)",
-        result.step + 1,
-        plan.total_steps,
-        stats["reward/mean"],
-        stats["reward/group_acc"],
-        stats["reward/proactive_rate"],
-        stats.get("loss/kl", 0.0),
-        stats["opt/grad_norm"],
-        result.update_s,
-        result.wait_s,
-    )
 
 
 def choose_plan(

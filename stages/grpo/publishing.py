@@ -9,6 +9,7 @@ instant."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 def publish_policy(
@@ -107,3 +109,11 @@ class Publisher(Generic[T]):
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
+
+    def close_after_failure(self) -> None:
+        """Once the caller has failed: let a running publish end (its folder is whole or
+        absent), and log its own error, if it has one, rather than raise it over the caller's."""
+        try:
+            self.close()
+        except Exception:
+            logger.exception("the policy being written when the trainer failed was not published")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,15 +29,25 @@ logger = logging.getLogger(__name__)
 
 
 def prune_optimizer_states(paths: RunPaths, version: int) -> None:
-    """Delete every saved optimizer state but that of policy `version`. Called only after that
-    policy is published: until then the state of the previous policy is the one to resume from."""
-    keep = paths.grpo_optimizer_state(version)
+    """Delete the optimizer states saved with policies older than `version`. Called only after
+    that policy is published: until then the state of the previous policy is the one to resume
+    from. Newer ones stay: under ZeRO the other processes may be saving the next one while rank
+    0 publishes in the background, and a newer state left by a kill is saved again anyway."""
     for old in paths.grpo_state.glob("optimizer_*.pt*"):
-        if old != keep:
+        if _state_version(old.name) < version:
             old.unlink()
     for old in (paths.grpo_state / "deepspeed").glob("v*"):
-        if old.name != f"v{version}":
+        if _state_version(old.name) < version:
             shutil.rmtree(old)
+
+
+def _state_version(name: str) -> int:
+    """The policy version in a state's name (optimizer_step_000003.pt, deepspeed/v3).
+
+    >>> _state_version("optimizer_step_000003.pt"), _state_version("v12")
+    (3, 12)
+    """
+    return int(re.search(r"(\d+)", name).group(1))
 
 
 def open_metrics(

@@ -82,5 +82,14 @@ def test_the_state_of_the_newest_policy_outlives_saving_the_next(tmp_path):
     load_optimizer(paths, ONE_PROCESS, fresh_opt, fresh_sched, 3, "cpu")
     assert fresh_sched.get_last_lr() == lr_of_3 != scheduler.get_last_lr()
     assert torch.equal(fresh_opt.state_dict()["state"][0]["exp_avg"], moment_of_3)
+    # policy 4 published in the background while the next state (and, under ZeRO, the other
+    # processes' partitions of it) is being saved: the prune keeps it
+    save_optimizer(paths, ONE_PROCESS, optimizer, scheduler, 5)
+    for version in (3, 4, 5):
+        (paths.grpo_state / "deepspeed" / f"v{version}").mkdir(parents=True)
     prune_optimizer_states(paths, 4)  # after policy 4 is published
-    assert [p.name for p in paths.grpo_state.iterdir()] == ["optimizer_step_000004.pt"]
+    assert sorted(p.name for p in paths.grpo_state.glob("optimizer_*")) == [
+        "optimizer_step_000004.pt",
+        "optimizer_step_000005.pt",
+    ]
+    assert sorted(p.name for p in (paths.grpo_state / "deepspeed").iterdir()) == ["v4", "v5"]
