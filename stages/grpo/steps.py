@@ -1,7 +1,7 @@
 """The GRPO trainer's step loop: for every step of the plan, wait for its rollouts, train on
 them, save the optimizer state when due and publish the next policy; rank 0 writes each step's
-metrics line once that policy is published. Imported once training starts (run()); torch is
-reached only through the trainer."""
+metrics line once that policy is published. Imports nothing heavy (main.py imports it at its
+top, and `proactive grpo --help` stays instant): torch is reached only through the trainer."""
 
 from __future__ import annotations
 
