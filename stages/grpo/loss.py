@@ -179,7 +179,8 @@ def token_logprobs(
     """Log p of each response token under softmax(logits / temperature).
 
     Sequences are right-padded rows of prompt+response; response_start[b] is where row b's
-    response begins. Returns [B, response_len] (zeros beyond each response) and the entropy.
+    response begins. Returns [B, response_len] and the entropy; beyond a row's response they
+    hold what its padding scores (the loss masks them).
     """
     width = input_ids.shape[1]
     # the logits at position t predict token t + 1, so only positions from the earliest

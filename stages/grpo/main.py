@@ -145,7 +145,7 @@ def run(config: GrpoConfig, run_dir: Path, data_dir: Path, resume: bool, clean: 
     # Only rank 0 writes to the volume: status heartbeat, plan, policies, metrics.
     status = worker_status(paths.status("grpo")) if par.is_main else contextlib.nullcontext()
     with status:
-        compute = start_torch(config)
+        compute = start_torch(config, par.device)
         start = agree_start(config, paths, par, train_file, resume)
         trainer = build_trainer(
             config, start.plan, start.folder, start.init_dir, par.device, compute

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from proactive_rl.engine.host_memory import keep_freed_memory
 from proactive_rl.engine.parallel import Parallel
 from proactive_rl.engine.precision import training_dtype
 from proactive_rl.shared.schedule import Plan
@@ -125,9 +126,12 @@ class Trainer:
         return describe_schedule(config, self.span)
 
 
-def start_torch(config: GrpoConfig) -> torch.dtype:
-    """Seed torch (before a built-in starting model is drawn) and pick the compute dtype."""
+def start_torch(config: GrpoConfig, device: torch.device) -> torch.dtype:
+    """Seed torch (before a built-in starting model is drawn), keep the host memory a CPU
+    update frees for its next micro-batch (engine/host_memory.py), pick the compute dtype."""
     torch.manual_seed(config.seed)
+    if device.type == "cpu":
+        keep_freed_memory()
     return training_dtype(config.precision)
 
 

@@ -76,8 +76,11 @@ def outputs(config: RolloutConfig, paths: RunPaths) -> list[Path]:
 
 
 def run(config: RolloutConfig, run_dir: Path, data_dir: Path, resume: bool, clean: bool) -> None:
+    import torch
+
     from proactive_rl.engine.generation import make_backend
     from proactive_rl.engine.gpus import check_gpus
+    from proactive_rl.engine.host_memory import keep_freed_memory
     from proactive_rl.shared.rewards import load_reward
     from proactive_rl.stages.rollout.loop import Worker, check_worker, follow_plan
 
@@ -110,6 +113,8 @@ def run(config: RolloutConfig, run_dir: Path, data_dir: Path, resume: bool, clea
     # Running (heartbeats) from before the engine starts, which can take minutes: a grpo worker
     # resumed at the same time takes a status older than its own start for a peer not coming.
     with worker_status(paths.status(name)):
+        if not torch.cuda.is_available():
+            keep_freed_memory()  # a model on this host's cores: engine/host_memory.py
         # one engine for the whole run: a new plan (grpo --clean) reuses it too; it fails here,
         # before any waiting, where it cannot run
         backend = make_backend(
