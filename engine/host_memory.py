@@ -1,15 +1,15 @@
-"""How a trainer computing on the CPU keeps the host memory it frees.
+"""How a stage computing on the CPU keeps the host memory it frees.
 
 glibc's malloc hands every block over 32 MB to the kernel as its own mapping and gives the
 heap's free top back as it goes. A training step allocates and frees the same tensors every
 micro-batch (activations, and the [rows, positions, vocabulary] logits and log-softmax of the
 loss, 100 MB each at SmolLM2's vocabulary), so the kernel maps and zeroes each page again,
-every step: measured on a 2-core EPYC VM, 0.45-0.96 million page faults in each GRPO step of
-SmolLM2-135M (16 responses of up to 64 tokens), and the steps 1.3x longer than with the memory
-kept (docs/benchmarks.md). Allocators built for this (tcmalloc, jemalloc, which vLLM's CPU
-guide preloads) keep freed memory for reuse; glibc does too once told, with no library to add
-to the images. The cost: the process's resident memory stays at its peak, which a trainer
-reaches on every step anyway.
+every step: measured on a 2-core EPYC VM, 0.3-1.0 million page faults in each GRPO update of
+SmolLM2-135M (16 responses of up to 64 tokens), and the updates 1.5x longer than with the
+memory kept (docs/benchmarks.md, "The host's memory on a CPU"). Allocators built for this
+(tcmalloc, which vLLM's CPU guide recommends, jemalloc) keep freed memory for reuse; glibc does
+too once told, with no library to add to the images. The cost: the process's resident memory
+stays at its peak, which a trainer reaches on every step anyway.
 """
 
 from __future__ import annotations

@@ -81,8 +81,9 @@ class PeakMemory:
 
 
 def settings_of(
-    prompts: int, n: int, steps: int, tokens: int, lr: float, trl_engine: str, seed: int
-) -> dict[str, object]:
+    prompts: int, n: int, steps: int, tokens: int, lr: float, trl_engine: str, seed: int,
+    trl_memory: str = "glibc",
+) -> dict[str, object]:  # fmt: skip
     return {
         "seed": seed,
         "prompts": prompts,
@@ -91,6 +92,7 @@ def settings_of(
         "max_new_tokens": tokens,
         "lr": lr,
         "trl_engine": trl_engine,
+        "trl_memory": trl_memory,
     }
 
 
@@ -130,12 +132,15 @@ def trl_main(model_dir: Path, data: Path, out: Path, settings_json: str) -> None
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    from proactive_rl.engine.host_memory import keep_freed_memory
     from proactive_rl.engine.precision import training_dtype
     from proactive_rl.shared.schedule import Plan
     from proactive_rl.stages.grpo.config import GrpoConfig
     from proactive_rl.stages.rollout.config import RolloutConfig
 
     s = json.loads(settings_json)
+    if s.get("trl_memory") == "kept":  # what grpo and the rollout do on a CPU (--trl-memory)
+        keep_freed_memory()
     ours, rollout = GrpoConfig(), RolloutConfig()
     rows = pq.read_table(data / "processed" / "rl_train.parquet").to_pylist()
     # our grpo's order of the same pool (max_prompts = prompts x steps, one epoch), step by step
@@ -480,6 +485,14 @@ def one_run(model_dir: Path, data: Path, folder: Path, settings: dict, name: str
     show_default=True,
     help="TRL's generation path.",
 )
+@click.option(
+    "--trl-memory",
+    type=click.Choice(["glibc", "kept"]),
+    default="glibc",
+    show_default=True,
+    help="TRL's host memory: glibc's default, as TRL runs, or kept for reuse as our stages "
+    "keep it on a CPU (engine/host_memory.py): how much of the ratio is that setting.",
+)
 @click.option("--repeats", default=3, show_default=True, help="Each run this many times.")
 @click.option(
     "--seed",
@@ -493,7 +506,8 @@ def one_run(model_dir: Path, data: Path, folder: Path, settings: dict, name: str
 @click.option("--quick", is_flag=True, help="The tiny model, 2 steps (the test of this script).")
 def run_main(
     out: Path, model: str, steps: int, prompts: int, n: int, max_new_tokens: int, lr: float,
-    trl_engine: str, repeats: int, seed: int | None, same_work: float, runs: str, quick: bool,
+    trl_engine: str, trl_memory: str, repeats: int, seed: int | None, same_work: float, runs: str,
+    quick: bool,
 ) -> None:  # fmt: skip
     """TRL's GRPOTrainer and our pipeline on the same job, each run --repeats times (in turn, so
     the machine's drift falls on all of them); writes peers.json/.md/.png in --out."""
@@ -509,7 +523,7 @@ def run_main(
     model_dir = resolve_base_model(model, out / "base_models")
     data = prepared_data(out)
     seed = GrpoConfig().seed if seed is None else seed
-    settings = settings_of(prompts, n, steps, max_new_tokens, lr, trl_engine, seed)
+    settings = settings_of(prompts, n, steps, max_new_tokens, lr, trl_engine, seed, trl_memory)
     results: list[dict[str, dict]] = []
     curves: dict[str, list[dict]] = {}
     for repeat in range(repeats):

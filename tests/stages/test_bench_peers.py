@@ -90,12 +90,14 @@ def test_the_ratio_is_the_median_over_repeats_with_its_spread():
 
 
 def test_each_repeat_samples_with_a_seed_of_its_own_on_both_sides(monkeypatch, tmp_path):
-    """The repeats' seeds as the runs receive them (the runs themselves replaced: their real
-    run is the slow test above)."""
+    """The repeats' seeds as the runs receive them, and --trl-memory in the settings TRL's
+    process reads (the runs themselves replaced: their real run is the slow test above)."""
     seen: list[tuple[str, int]] = []
+    memory: set[str] = set()
 
     def one_run(model_dir, data, folder, settings, name):
         seen.append((name, settings["seed"]))
+        memory.add(settings["trl_memory"])
         summary = {"steps_per_hour": 100.0, "step_s": 36.0}
         summary |= {key: 10.0 for key in bench_peers.WORK}
         return [{"step": 0, "reward": 0.0, "seconds": 36.0}], summary
@@ -104,9 +106,11 @@ def test_each_repeat_samples_with_a_seed_of_its_own_on_both_sides(monkeypatch, t
     monkeypatch.setattr(bench_peers, "prepared_data", lambda out: out)
     monkeypatch.setattr(bench_peers, "plot", lambda out, curves: out / "peers.png")
     args = ["--model", "builtin:tiny", "--out", str(tmp_path), "--runs", "trl,ours-staleness1"]
+    args += ["--trl-memory", "kept"]
     result = CliRunner().invoke(bench_peers.run_main, [*args, "--repeats", "3", "--seed", "7"])
     assert result.exit_code == 0, result.output
     assert seen == [(name, seed) for seed in (7, 8, 9) for name in ("trl", "ours-staleness1")]
+    assert memory == {"kept"}
     assert json.loads((tmp_path / "peers.json").read_text())["settings"]["seed"] == 7
 
 
