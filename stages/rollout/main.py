@@ -114,7 +114,7 @@ def run(config: RolloutConfig, run_dir: Path, data_dir: Path, resume: bool, clea
     # resumed at the same time takes a status older than its own start for a peer not coming.
     with worker_status(paths.status(name)):
         if not torch.cuda.is_available():
-            keep_freed_memory()  # a model on this host's cores: engine/host_memory.py
+            keep_freed_memory()  # generation on this host's cores: engine/host_memory.py
         # one engine for the whole run: a new plan (grpo --clean) reuses it too; it fails here,
         # before any waiting, where it cannot run
         backend = make_backend(
