@@ -18,8 +18,9 @@ pipeline's two ratios beside them, measured in one run on one model (SmolLM2-135
    same time: that run's overlap ratio, step / max(generate, update), is the balanced case.
    Which size balances depends on the machine (the update is 1x to 2.5x the generation at
    2 prompts x 2 on our 2-core kinds), so `--balanced auto` probes at 2 x 2 x 256 tokens and,
-   where the two differ by more than BALANCE_TOLERANCE, runs again at the number of prompts
-   that evens them. The balanced run trains without the KL term (no reference forward).
+   while the two differ by more than BALANCE_TOLERANCE, runs again at the number of prompts
+   that evens them, or at longer responses where one prompt is still too many (next_size).
+   The balanced run trains without the KL term (no reference forward).
 4. The handoff: publish + in-place reload / a raw copy of the same bytes (make bench's), on
    the engine of the generation sweep.
 
@@ -214,6 +215,8 @@ BALANCE_TOLERANCE = 1.25
 # that does not grow with the response (the optimizer step, the prompts) kept it 1.45x the
 # generation even at 1 prompt x 2 on an EPYC (2026-12-05); at 256 it was 1.17x
 PROBE = (2, 2, 256)
+# runs of --balanced auto at most (the probe included): about 2 minutes each on an EPYC
+BALANCE_TRIES = 3
 
 
 def balancing_prompts(prompts: int, generate_s: float, update_s: float) -> int:
@@ -228,6 +231,27 @@ def balancing_prompts(prompts: int, generate_s: float, update_s: float) -> int:
     return max(1, round(prompts * generate_s / update_s))
 
 
+def next_size(prompts: int, tokens: int, generate_s: float, update_s: float) -> tuple[int, int]:
+    """Prompts and new tokens of the next try after an unbalanced run: the prompts that even
+    the phases out; where rounding keeps them, one prompt more or less; where the update is
+    still the longer at one prompt, responses twice as long. That evens them because the
+    generation's time grows with the tokens at any batch, while a step of the update has a
+    part that does not (writing the policy, the optimizer step: the update stayed 1.3x a
+    6.8 s generation at 1 prompt x 2 x 256 tokens on an EPYC, 2026-12-05 13:06).
+
+    >>> next_size(2, 256, 5.0, 11.0), next_size(2, 256, 5.0, 6.9), next_size(1, 256, 6.8, 8.9)
+    ((1, 256), (1, 256), (1, 512))
+    >>> next_size(2, 256, 7.0, 5.4)
+    (3, 256)
+    """
+    even = balancing_prompts(prompts, generate_s, update_s)
+    if even != prompts:
+        return even, tokens
+    if update_s < generate_s:
+        return prompts + 1, tokens
+    return (prompts - 1, tokens) if prompts > 1 else (prompts, 2 * tokens)
+
+
 def is_balanced(run: dict) -> bool:
     longer, shorter = sorted((run["generate_s"], run["update_s"]), reverse=True)
     return longer <= BALANCE_TOLERANCE * shorter
@@ -235,21 +259,23 @@ def is_balanced(run: dict) -> bool:
 
 def balanced_case(model_dir: Path, out: Path, spec: str, steps: int, params: int,
              gflops_1: float) -> dict:  # fmt: skip
-    """The balanced run: at `spec` (prompts x n x tokens) as given, or (auto) at PROBE and
-    then, if that is not balanced, once more at the prompts that even it out; the probe's
-    figures are kept beside the result."""
+    """The balanced run: at `spec` (prompts x n x tokens) as given, or (auto) from PROBE on,
+    each unbalanced run followed by one at next_size's, up to BALANCE_TRIES runs; the last run,
+    with the earlier ones kept beside it (`tries`)."""
     if spec != "auto":
         prompts, n, tokens = (int(x) for x in spec.split("x"))
         return balanced_run(model_dir, out, prompts, n, steps, tokens, params, gflops_1)
     prompts, n, tokens = PROBE
-    probe = balanced_run(model_dir, out, prompts, n, steps, tokens, params, gflops_1)
-    even = balancing_prompts(prompts, probe["generate_s"], probe["update_s"])
-    if probe["balanced"] or even == prompts:
-        return probe
-    click.echo(f"bench-limits: not balanced at {prompts} prompts (generate {probe['generate_s']} "
-               f"s, update {probe['update_s']} s): again at {even}")  # fmt: skip
-    run = balanced_run(model_dir, out, even, n, steps, tokens, params, gflops_1)
-    return {**run, "probe": probe}
+    tries: list[dict] = []
+    while True:
+        run = balanced_run(model_dir, out, prompts, n, steps, tokens, params, gflops_1)
+        if run["balanced"] or len(tries) + 1 == BALANCE_TRIES:
+            return {**run, "tries": tries} if tries else run
+        tries.append(run)
+        prompts, tokens = next_size(prompts, tokens, run["generate_s"], run["update_s"])
+        click.echo(f"bench-limits: not balanced at {run['settings']} (generate "
+                   f"{run['generate_s']} s, update {run['update_s']} s): again at {prompts} "
+                   f"prompts x {tokens} tokens")  # fmt: skip
 
 
 def balanced_run(model_dir: Path, out: Path, prompts: int, n: int, steps: int, tokens: int,
@@ -266,7 +292,7 @@ def balanced_run(model_dir: Path, out: Path, prompts: int, n: int, steps: int, t
     from proactive_rl.stages.grpo.config import GrpoConfig
 
     run = out / "balanced"
-    shutil.rmtree(run, ignore_errors=True)  # the probe's run, when there was one
+    shutil.rmtree(run, ignore_errors=True)  # an earlier try's run, when there was one
     settings = settings_of(prompts, n, steps, tokens, 1e-6, "generate", GrpoConfig().seed)
     settings["kl_coef"] = 0.0
     peak = run_ours(model_dir, prepared_data(out), run, settings, staleness=1)
@@ -343,7 +369,8 @@ def model_shape(model_dir: Path) -> tuple[dict, dict]:
 @click.option("--max-new-tokens", default=64, show_default=True)
 @click.option("--balanced", default="auto", show_default=True,
               help="The balanced run (no KL term): prompts x n x new tokens, or auto "
-                   "(probe at 2x2x256, then the prompts that even the phases out).")  # fmt: skip
+                   "(probe at 2x2x256, then the prompts, or at 1 prompt the response "
+                   "length, that even the phases out; 3 runs at most).")  # fmt: skip
 @click.option("--steps", default=6, show_default=True, help="Steps of the balanced run.")
 @click.option(
     "--quick", is_flag=True, help="The tiny model, small sizes (the test of this script)."

@@ -57,7 +57,7 @@ def test_balancing_scales_the_prompts_by_generate_over_update():
     assert not bench_limits.is_balanced({"generate_s": 4.7, "update_s": 11.0})
 
 
-def test_auto_runs_again_at_the_prompts_that_even_it_out_and_keeps_the_probe(monkeypatch, tmp_path):
+def test_auto_runs_again_at_the_prompts_that_even_it_out_and_keeps_the_tries(monkeypatch, tmp_path):
     """The decision only: balanced_run is replaced by constructed figures (an update that takes
     as long as its prompts, a generation of 5 s whatever the batch), because a real run costs
     minutes; the real balanced run is the quick run's below."""
@@ -73,13 +73,45 @@ def test_auto_runs_again_at_the_prompts_that_even_it_out_and_keeps_the_probe(mon
     monkeypatch.setattr(bench_limits, "PROBE", (4, 2, 128))
     result = bench_limits.balanced_case(tmp_path, tmp_path, "auto", 6, 1, 1.0)
     assert calls == [(4, 2, 128), (2, 2, 128)]
-    assert result["balanced"] and result["probe"]["update_s"] == 10.0
+    assert result["balanced"] and result["tries"][0]["update_s"] == 10.0
     # already balanced at the probe, or given explicitly: one run
     calls.clear()
     monkeypatch.setattr(bench_limits, "PROBE", (2, 2, 128))
     assert bench_limits.balanced_case(tmp_path, tmp_path, "auto", 6, 1, 1.0)["balanced"]
     assert bench_limits.balanced_case(tmp_path, tmp_path, "3x2x64", 6, 1, 1.0)["settings"] == "3x2"
     assert calls == [(2, 2, 128), (3, 2, 64)]
+
+
+def test_at_one_prompt_auto_lengthens_the_responses_and_stops_after_three_runs(
+    monkeypatch, tmp_path
+):
+    """The decision only, on constructed figures as above: a generation of 0.025 s a token at any
+    batch, an update of 4 s a step that writes the policy plus 0.02 s a token a prompt (an
+    EPYC's shape at 1 prompt x 2, 2026-12-05), which one prompt does not even out at 256
+    tokens but does at 512; and one that never balances ends after BALANCE_TRIES runs."""
+    calls = []
+
+    def run(model_dir, out, prompts, n, steps, tokens, params, gflops):
+        calls.append((prompts, tokens))
+        figures = {"generate_s": 0.025 * tokens, "update_s": 4.0 + 0.02 * tokens * prompts}
+        return {"settings": f"{prompts}x{n}x{tokens}", **figures,
+                "balanced": bench_limits.is_balanced(figures)}  # fmt: skip
+
+    monkeypatch.setattr(bench_limits, "balanced_run", run)
+    monkeypatch.setattr(bench_limits, "PROBE", (2, 2, 256))
+    result = bench_limits.balanced_case(tmp_path, tmp_path, "auto", 6, 1, 1.0)
+    assert calls == [(2, 256), (1, 256), (1, 512)]
+    assert result["balanced"] and result["settings"] == "1x2x512"
+    assert [t["settings"] for t in result["tries"]] == ["2x2x256", "1x2x256"]
+
+    calls.clear()
+    monkeypatch.setattr(
+        bench_limits, "balanced_run",
+        lambda *a: {**run(*a), "update_s": 100.0, "balanced": False},
+    )  # fmt: skip
+    result = bench_limits.balanced_case(tmp_path, tmp_path, "auto", 6, 1, 1.0)
+    assert len(calls) == bench_limits.BALANCE_TRIES and not result["balanced"]
+    assert len(result["tries"]) == bench_limits.BALANCE_TRIES - 1
 
 
 @pytest.mark.slow
