@@ -34,6 +34,12 @@ class SamplingConfig(StageConfig):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (1 = off).")
     top_k: int = Field(0, ge=0, description="Top-k sampling (0 = off).")
     max_new_tokens: int = Field(1024, ge=1, description="Max response tokens (longer: cut).")
+    ignore_eos: bool = Field(
+        False,
+        description="Sample on past the end-of-sequence token: every response max_new_tokens "
+        "long (vLLM's SamplingParams.ignore_eos, veRL's rollout.ignore_eos). For measuring "
+        "speed at a fixed length (make bench-limits' balanced run), not for training.",
+    )
     max_prompt_tokens: int = Field(
         1024, ge=1, description="Prompts longer than this are dropped from the step (logged)."
     )
@@ -190,7 +196,8 @@ class TransformersBackend:
                 top_k=sampling.top_k if sampling.top_k > 0 else None,
                 max_new_tokens=sampling.max_new_tokens,
                 num_return_sequences=n,
-                eos_token_id=sorted(self.eos_ids),
+                # an empty list stops generate from ending a sequence (vLLM's ignore_eos)
+                eos_token_id=[] if sampling.ignore_eos else sorted(self.eos_ids),
                 pad_token_id=self.pad_id,
                 return_dict_in_generate=True,
                 output_logits=True,
@@ -204,7 +211,8 @@ class TransformersBackend:
         samples: list[list[Sample]] = [[] for _ in prompts]
         for seq in range(new_tokens.shape[0]):
             tokens = new_tokens[seq].tolist()
-            end = next((i + 1 for i, t in enumerate(tokens) if t in self.eos_ids), None)
+            ends = () if sampling.ignore_eos else self.eos_ids
+            end = next((i + 1 for i, t in enumerate(tokens) if t in ends), None)
             finish = "stop" if end is not None else "length"
             end = end if end is not None else len(tokens)
             samples[seq // n].append(Sample(tokens[:end], chosen[seq, :end].tolist(), finish))
@@ -406,6 +414,7 @@ class VllmBackend:
                 "top_p": sampling.top_p,
                 "top_k": sampling.top_k if sampling.top_k > 0 else 0,  # 0: no top-k
                 "max_tokens": sampling.max_new_tokens,
+                "ignore_eos": sampling.ignore_eos,
                 "logprobs": 0,  # the sampled token's own logprob
                 "seed": request_seed,
                 "detokenize": False,  # the stage decodes what it keeps; vLLM's text is unused

@@ -20,7 +20,8 @@ pipeline's two ratios beside them, measured in one run on one model (SmolLM2-135
    2 prompts x 2 on our 2-core kinds), so `--balanced auto` probes at 2 x 2 x 256 tokens and,
    while the two differ by more than BALANCE_TOLERANCE, runs again at the number of prompts
    that evens them, or at longer responses where one prompt is still too many (next_size).
-   The balanced run trains without the KL term (no reference forward).
+   The balanced run trains without the KL term (no reference forward), on responses all as
+   long as the run's new tokens (sampling.ignore_eos).
 4. The handoff: publish + in-place reload / a raw copy of the same bytes (make bench's), on
    the engine of the generation sweep.
 
@@ -281,11 +282,14 @@ def balanced_case(model_dir: Path, out: Path, spec: str, steps: int, params: int
 def balanced_run(model_dir: Path, out: Path, prompts: int, n: int, steps: int, tokens: int,
                  params: int, gflops_1: float) -> dict:  # fmt: skip
     """Ours one step off-policy (grpo on one core beside a vLLM rollout worker on the other):
-    the overlap ratio, and the update's MFU against the one-core GEMM rate in its dtype. It
-    trains without the KL term (loss.kl_coef=0, no reference forward; TRL's default): the
-    overlap is what is measured, and with the reference's forward the update stayed 1.5x the
-    generation at every size GRPO allows on an AVX2 EPYC in float32 (1 prompt x n=2 x 128 to
-    512 tokens, 2026-12-05), so no run there was balanced."""
+    the overlap ratio, and the update's MFU against the one-core GEMM rate in its dtype. Every
+    response is `tokens` long (sampling.ignore_eos): at one or two prompts a step, responses
+    that end early or run long made one step's phases 0.9 s and the next's 14 s (2026-12-05
+    15:20), so the ratio measured the lengths' luck, not the overlap. It trains without the KL
+    term (loss.kl_coef=0, no reference forward; TRL's default): the overlap is what is
+    measured, and with the reference's forward the update stayed 1.5x the generation at every
+    size GRPO allows on an AVX2 EPYC in float32 (1 prompt x n=2 x 128 to 512 tokens,
+    2026-12-05), so no run there was balanced."""
     from bench_peers import run_ours, settings_of, summary
     from gpu_check import update_flops
 
@@ -295,6 +299,7 @@ def balanced_run(model_dir: Path, out: Path, prompts: int, n: int, steps: int, t
     shutil.rmtree(run, ignore_errors=True)  # an earlier try's run, when there was one
     settings = settings_of(prompts, n, steps, tokens, 1e-6, "generate", GrpoConfig().seed)
     settings["kl_coef"] = 0.0
+    settings["ignore_eos"] = True
     peak = run_ours(model_dir, prepared_data(out), run, settings, staleness=1)
     steps_of = [json.loads(x) for x in (run / "steps.jsonl").read_text().splitlines()]
     figures = summary(steps_of, peak, staleness=1)

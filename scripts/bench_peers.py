@@ -293,6 +293,8 @@ def run_ours(model_dir: Path, data: Path, out: Path, settings: dict, staleness: 
         *([f"loss.kl_coef={s['kl_coef']}"] if "kl_coef" in s else []),
     ]
     rollout_args = [f"sampling.max_new_tokens={s['max_new_tokens']}", f"seed={s['seed']}"]
+    if s.get("ignore_eos"):
+        rollout_args.append("sampling.ignore_eos=true")
     # one step off-policy, generation and update run at once: each on a core of its own;
     # on-policy they take turns, so each computes on every core (vLLM reserving none)
     pinned = staleness > 0

@@ -84,6 +84,11 @@ RL_KEYS: dict[str, dict[str, str | tuple[str, ...]]] = {
     "actor_rollout_ref.rollout.temperature": {"rollout": "sampling.temperature"},
     "actor_rollout_ref.rollout.top_p": {"rollout": "sampling.top_p"},
     "actor_rollout_ref.rollout.top_k": {"rollout": "sampling.top_k"},
+    # veRL's vLLM server reads it for every request, validation's too
+    "actor_rollout_ref.rollout.ignore_eos": {
+        "rollout": "sampling.ignore_eos",
+        "eval": "sampling.ignore_eos",
+    },
     "actor_rollout_ref.rollout.gpu_memory_utilization": {
         "rollout": "vllm.gpu_memory_utilization",
         "eval": "vllm.gpu_memory_utilization",

@@ -32,3 +32,11 @@ def test_model_shape_ignores_bookkeeping_but_not_sizes(tmp_path):
     a = model_shape(model_folder(tmp_path / "a"))
     assert a == model_shape(model_folder(tmp_path / "b", dtype="float32"))
     assert a != model_shape(model_folder(tmp_path / "c", hidden=32))
+
+
+def test_ignore_eos_reaches_every_request():
+    """The engine's own behaviour with it: tests/vllm/test_engine.py (SmolLM2, which ends its
+    answers)."""
+    for ignore in (False, True):
+        args = VllmBackend.request_args(3, 2, SamplingConfig(ignore_eos=ignore), seed=0)
+        assert [a["ignore_eos"] for a in args] == [ignore] * 3

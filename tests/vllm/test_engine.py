@@ -401,15 +401,23 @@ def test_lora_versions_are_new_adapters_on_one_engine(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_smollm2_sampler_logprobs_are_the_trainers(smollm2):
-    """The real pretrained model: SmolLM2-135M-Instruct with our tags, ties its embeddings."""
+    """The real pretrained model: SmolLM2-135M-Instruct with our tags, ties its embeddings.
+    With ignore_eos (veRL's rollout.ignore_eos) it samples its end token and goes on: every
+    response is max_new_tokens long, and those the control ended hold the end token."""
     prompts = chat_prompts(smollm2)
     backend = VllmBackend(PRECISION, SETTINGS, 512)
     backend.load(smollm2)
     try:
         groups = backend.generate(prompts, 4, sampling(tokens=32), seed=0)
+        on = SamplingConfig(max_new_tokens=32, ignore_eos=True)
+        ignored = [s for g in backend.generate(prompts, 4, on, seed=0) for s in g]
     finally:
         backend.close()
     assert sum(len(s.token_ids) for g in groups for s in g) > 12 * 4
+    ended = [s.token_ids[-1] for g in groups for s in g if s.finish_reason == "stop"]
+    assert ended  # SmolLM2 ends some answers within 32 tokens: the control is real
+    assert all(len(s.token_ids) == 32 and s.finish_reason == "length" for s in ignored)
+    assert any(set(ended) & set(s.token_ids[:-1]) for s in ignored)
     worst, mean = differences(groups, trainer_logprobs(smollm2, prompts, groups))
     print(f"SmolLM2-135M {PRECISION}: max |diff| {worst:.2e}, mean {mean:.2e}")
     assert worst < BOUNDS[0] and mean < BOUNDS[1]
