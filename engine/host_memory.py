@@ -1,4 +1,5 @@
-"""How a stage computing on the CPU keeps the host memory it frees.
+"""How a stage computing on the CPU keeps the host memory it frees, and how the trainer writes
+each policy into memory it has just freed.
 
 glibc's malloc hands every block over 32 MB to the kernel as its own mapping and gives the
 heap's free top back as it goes. A training step allocates and frees the same tensors every
@@ -10,12 +11,21 @@ memory kept (docs/benchmarks.md, "The host's memory on a CPU"). Allocators built
 (tcmalloc, which vLLM's CPU guide recommends, jemalloc) keep freed memory for reuse; glibc does
 too once told, with no library to add to the images. The cost: the process's resident memory
 stays at its peak, which a trainer reaches on every step anyway.
+
+Writing a file costs the same first touch: the kernel hands the page cache new pages. On VMs
+whose balloon driver reports free memory to the host (virtio-balloon's free page reporting,
+about 2 s after pages are freed), those pages come back through the host, which made writing a
+516 MB policy take 1.3-3.4 s, where writing it into pages freed a moment before took 0.2 s
+(2-core EPYC VM, 2026-12-05, scripts in docs/benchmarks.md). So the trainer drops the cached
+pages of a policy no reader loads again (`drop_cached_pages`) right before it writes the next.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
+from pathlib import Path
 
 # mallopt's parameters (malloc.h); -1 for the trim threshold disables trimming (mallopt(3))
 M_TRIM_THRESHOLD = -1
@@ -35,3 +45,18 @@ def keep_freed_memory() -> bool:
     if not hasattr(libc, "gnu_get_libc_version"):
         return False
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, -1))
+
+
+def drop_cached_pages(folder: Path) -> None:
+    """Ask the kernel to drop the page cache of the files in `folder`, which must be written
+    out (fsynced) already: their pages are free at once for the caller's next writes. Nothing
+    on disk changes; a later reader reads the files from disk. No-op without posix_fadvise."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)

@@ -17,8 +17,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from proactive_rl.engine.host_memory import drop_cached_pages
 from proactive_rl.shared.paths import RunPaths, numbered_children
-from proactive_rl.shared.publish import staged
+from proactive_rl.shared.publish import is_stable, staged
 
 if TYPE_CHECKING:
     import torch
@@ -37,13 +38,17 @@ def publish_policy(
     init_dir: Path,
     state_dict: dict[str, torch.Tensor] | None = None,
     publish_dtype: torch.dtype | None = None,
+    spent: int | None = None,
 ) -> float:
     """Save a complete Hugging Face folder (the consolidated weights under ZeRO-3), or a LoRA
-    adapter naming its base, and publish it; vLLM and transformers load it as it is. Returns
-    the seconds it took."""
+    adapter naming its base, and publish it; vLLM and transformers load it as it is. `spent`:
+    a published version no rollout loads again, whose cached pages this one's write reuses
+    (engine/host_memory.py). Returns the seconds it took."""
     from proactive_rl.stages.grpo.policy import save_policy
 
     start = time.perf_counter()
+    if spent is not None and is_stable(old := paths.policy(spent)):
+        drop_cached_pages(old)
     final = paths.policy(version)
     with staged(final, {"version": version, **meta}) as staging:
         save_policy(model, staging, final, init_dir, state_dict, publish_dtype)

@@ -207,6 +207,9 @@ def publish_step(
             ctx.start.init_dir,
             state_dict=state,
             publish_dtype=publish_dtype,
+            # rollouts of step k come from policy >= k - max_staleness: of the steps still to
+            # sample (version on), none needs this one
+            spent=version - 1 - config.max_staleness,
         )
         if saved:
             prune_optimizer_states(paths, version)

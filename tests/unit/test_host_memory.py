@@ -1,12 +1,24 @@
 """engine/host_memory.py: once told, glibc serves a block over its mmap threshold from the heap
 and keeps it there when it is freed, so the next step reuses its pages instead of the kernel
 mapping and zeroing them again. Each case runs in a process of its own: the setting lasts for
-the rest of a process."""
+the rest of a process. And the page cache of a file written out can be dropped, so that the
+next write reuses those pages (drop_cached_pages)."""
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from proactive_rl.engine.host_memory import drop_cached_pages
+
+REPO = Path(__file__).resolve().parents[2]
 
 PROBE = """
 import ctypes, sys
@@ -52,3 +64,72 @@ def test_without_it_glibc_maps_the_block_and_gives_it_back():
     assert kept == "None"
     assert mapped >= size
     assert free_in_heap < size
+
+
+def resident_pages(path: Path) -> tuple[int, int]:
+    """(pages of `path` in the page cache, pages of `path`): mincore(2) on a mapping of it,
+    which maps without reading anything."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int]
+    libc.mmap.argtypes += [ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    size, page = path.stat().st_size, os.sysconf("SC_PAGE_SIZE")
+    pages = -(-size // page)
+    with path.open("rb") as fh:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fh.fileno(), 0)
+    assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+    vec = (ctypes.c_ubyte * pages)()
+    try:
+        assert libc.mincore(addr, size, vec) == 0, os.strerror(ctypes.get_errno())
+    finally:
+        libc.munmap(addr, size)
+    return sum(v & 1 for v in vec), pages
+
+
+@pytest.fixture()
+def on_disk():
+    """A folder on the repository's file system: tmp_path may be a tmpfs (Debian 13's /tmp),
+    whose pages are the files themselves and stay."""
+    with tempfile.TemporaryDirectory(dir=REPO / "checkpoints") as folder:
+        yield Path(folder)
+
+
+def test_dropped_pages_leave_the_page_cache_and_the_files_their_bytes(on_disk):
+    data = os.urandom(4 << 20)
+    for name in ("model.safetensors", "config.json"):
+        with (on_disk / name).open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())  # as publish_dir leaves them: written out
+    (on_disk / "sub").mkdir()  # folders are passed over
+    cached, pages = resident_pages(on_disk / "model.safetensors")
+    assert cached == pages  # just written: all in the page cache
+    drop_cached_pages(on_disk)
+    for name in ("model.safetensors", "config.json"):
+        cached, pages = resident_pages(on_disk / name)
+        assert cached < pages // 10
+        assert (on_disk / name).read_bytes() == data
+
+
+def test_a_publish_drops_the_spent_policys_pages_and_no_others(on_disk, tiny_model):
+    """grpo passes the version no rollout loads again (publish_step): its pages go before the
+    new policy's write, so that write reuses them; the newest policy stays cached."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from proactive_rl.shared.paths import RunPaths
+    from proactive_rl.stages.grpo.publishing import publish_policy
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    paths = RunPaths(on_disk)
+    for version in (1, 2):
+        publish_policy(model, tokenizer, paths, version, {}, tiny_model)
+    publish_policy(model, tokenizer, paths, 3, {}, tiny_model, spent=1)
+    weights = {v: resident_pages(paths.policy(v) / "model.safetensors") for v in (1, 2, 3)}
+    assert weights[1][0] < weights[1][1] // 10
+    assert weights[2][0] == weights[2][1] and weights[3][0] == weights[3][1]
+    # a spent version already pruned, or before the first: nothing to drop, no error
+    publish_policy(model, tokenizer, paths, 4, {}, tiny_model, spent=-1)
