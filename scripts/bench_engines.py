@@ -3,9 +3,11 @@ things measured in the same run on the same model (SmolLM2-135M-Instruct by defa
 
 1. generate: vLLM tokens/s / transformers `generate` tokens/s (same prompts, n, max tokens;
    each engine warmed up first; engine start-up reported apart);
-2. handoff: a policy version's publish (as grpo writes it) + its in-place reload into the
-   running vLLM engine / a plain copy of the same bytes (read, write, fsync); the median of
-   three versions, as the pipeline publishes one every step.
+2. handoff: a policy version's publish (as grpo writes it on-policy: into the page cache of
+   the version before, which the engine has loaded) + its in-place reload into the running
+   vLLM engine / a plain copy of the same bytes (read, write, fsync) into new files, and / the
+   same copy written into the pages of the copy before (as the publish is): the medians of
+   HANDOFFS versions, as the pipeline publishes one every step.
 
 `start_rl` starts grpo beside a vLLM rollout worker (make bench-peers' run of ours): the
 trainer and the engine each get one core of their own (the GPU layout has separate GPUs for
@@ -59,10 +61,16 @@ def timed_generate(backend, prompts, n: int, tokens: int) -> tuple[float, int]:
     return seconds, sum(len(s.token_ids) for group in groups for s in group)
 
 
-def copy_bytes(src: Path, dst: Path) -> float:
-    """Seconds to copy a folder's files and fsync them: the floor of any handoff."""
+def copy_bytes(src: Path, dst: Path, reuse: Path | None = None) -> float:
+    """Seconds to copy a folder's files and fsync them: the floor of any handoff. `reuse`: a
+    copy before, whose cached pages are dropped first (inside the time), so that this one's
+    writes reuse them as grpo's publish does (engine/host_memory.py)."""
+    from proactive_rl.engine.host_memory import drop_cached_pages
+
     dst.mkdir(parents=True)
     start = time.perf_counter()
+    if reuse is not None:
+        drop_cached_pages(reuse)
     for path in sorted(src.iterdir()):
         if path.is_file():
             with open(path, "rb") as fin, open(dst / path.name, "wb") as fout:
@@ -72,7 +80,9 @@ def copy_bytes(src: Path, dst: Path) -> float:
     return time.perf_counter() - start
 
 
-HANDOFFS = 3  # a policy is published every step: the median of a few, not the process's first
+# a policy is published every step: the median of a few, not the process's first (nor the
+# second: the first has no pages of a version before to write into)
+HANDOFFS = 5
 
 
 def handoff(engine, model_dir: Path, work: Path) -> dict[str, float]:
@@ -93,26 +103,34 @@ def handoff(engine, model_dir: Path, work: Path) -> dict[str, float]:
     paths = RunPaths(work / "run")
     model = load_causal_lm(model_dir, pick_dtype("auto"))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    publish, reload, copy = [], [], []
+    publish, reload, copy, reused = [], [], [], []
     for version in range(1, HANDOFFS + 1):
         with torch.no_grad():
             next(model.parameters()).add_(1e-3)
         start = time.perf_counter()
-        publish_policy(model, tokenizer, paths, version, {"bench": True}, model_dir)
+        # grpo on-policy (max_staleness 0): the version before is spent
+        publish_policy(
+            model, tokenizer, paths, version, {"bench": True}, model_dir, spent=version - 1
+        )
         publish.append(time.perf_counter() - start)
         start = time.perf_counter()
         engine.load(paths.policy(version))
         reload.append(time.perf_counter() - start)
         copy.append(copy_bytes(paths.policy(version), work / f"raw_copy_{version}"))
+        before = work / f"reused_copy_{version - 1}"
+        reused.append(copy_bytes(paths.policy(version), work / f"reused_copy_{version}",
+                                 before if version > 1 else None))  # fmt: skip
     size = sum(p.stat().st_size for p in paths.policy(1).iterdir() if p.is_file())
-    publish_s, reload_s, copy_s = map(statistics.median, (publish, reload, copy))
+    publish_s, reload_s, copy_s, reused_s = map(statistics.median, (publish, reload, copy, reused))
     return {
         "handoff/policy_mb": round(size / 2**20, 1),
         "handoff/publish_s": round(publish_s, 2),
         "handoff/first_publish_s": round(publish[0], 2),
         "handoff/reload_s": round(reload_s, 2),
         "handoff/raw_copy_s": round(copy_s, 2),
+        "handoff/reused_copy_s": round(reused_s, 2),
         "handoff/ratio_over_raw_copy": round((publish_s + reload_s) / copy_s, 2),
+        "handoff/ratio_over_reused_copy": round((publish_s + reload_s) / reused_s, 2),
     }
 
 

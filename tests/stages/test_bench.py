@@ -35,7 +35,8 @@ def test_bench_measures_the_reward_the_pipeline_and_the_engines(tmp_path):
     check_gpu_check_figures(out / "pipeline", lora=False)
     assert "gpu-check: passed" in proc.stdout
     # the engine ratios: each a positive, finite figure of this run
-    for key in ("generate/ratio_vllm_over_transformers", "handoff/ratio_over_raw_copy"):
+    ratios = ("ratio_over_raw_copy", "ratio_over_reused_copy")
+    for key in ("generate/ratio_vllm_over_transformers", *(f"handoff/{r}" for r in ratios)):
         assert 0 < figures[key] < 1e6, key
     assert figures["generate/vllm_tokens_per_s"] > 0 and figures["handoff/reload_s"] > 0
     logged = json.loads((out / "logs" / "bench" / "metrics.jsonl").read_text().splitlines()[-1])

@@ -141,6 +141,10 @@ def test_the_quick_run_writes_every_figure_beside_its_goal(tmp_path):
     grpo = json.loads((out / "balanced" / "configs" / "grpo.json").read_text())
     assert grpo["loss"]["kl_coef"] == 0
     assert report["handoff"]["handoff/ratio_over_raw_copy"] > 0
+    assert report["handoff"]["handoff/ratio_over_reused_copy"] > 0
+    # the balanced run's responses all run to its new tokens (ignore_eos)
+    rollout = json.loads((out / "balanced" / "configs" / "rollout.json").read_text())
+    assert rollout["sampling"]["ignore_eos"] is True
     table = (out / "limits.md").read_text()
     for goal in bench_limits.GOALS:
         assert goal in table
