@@ -16,8 +16,9 @@ Writing a file costs the same first touch: the kernel hands the page cache new p
 whose balloon driver reports free memory to the host (virtio-balloon's free page reporting,
 about 2 s after pages are freed), those pages come back through the host, which made writing a
 516 MB policy take 1.3-3.4 s, where writing it into pages freed a moment before took 0.2 s
-(2-core EPYC VM, 2026-12-05, scripts in docs/benchmarks.md). So the trainer drops the cached
-pages of a policy no reader loads again (`drop_cached_pages`) right before it writes the next.
+(2-core EPYC VM, 2026-12-05, docs/benchmarks.md). So the trainer drops the cached pages of a
+policy no reader loads again (`drop_cached_pages`) right before it writes the next, and those of
+its optimizer states on disk right before it saves the next (they stay there for --resume).
 """
 
 from __future__ import annotations
@@ -47,16 +48,17 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, -1))
 
 
-def drop_cached_pages(folder: Path) -> None:
-    """Ask the kernel to drop the page cache of the files in `folder`, which must be written
-    out (fsynced) already: their pages are free at once for the caller's next writes. Nothing
-    on disk changes; a later reader reads the files from disk. No-op without posix_fadvise."""
+def drop_cached_pages(path: Path) -> None:
+    """Ask the kernel to drop the page cache of `path` (a file, or the files of a folder),
+    which must be written out (fsynced) already: the pages are free at once for the caller's
+    next writes. Nothing on disk changes; a later reader reads from disk. No-op without
+    posix_fadvise."""
     if not hasattr(os, "posix_fadvise"):
         return
-    for path in sorted(folder.iterdir()):
-        if path.is_file():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from proactive_rl.engine.host_memory import drop_cached_pages
 from proactive_rl.shared.errors import UserError
 from proactive_rl.shared.metrics import MetricsLogger
 from proactive_rl.shared.paths import RunPaths
@@ -97,6 +98,11 @@ def save_optimizer(
     paths.grpo_state.mkdir(parents=True, exist_ok=True)
     state_file = paths.grpo_optimizer_state(version)
     tmp_state = state_file.with_suffix(".pt.tmp")
+    # written out already, and kept on disk until this state's policy is published: its pages
+    # go first, for this write to reuse (8 bytes a parameter, 12 with float32 masters:
+    # engine/host_memory.py)
+    for written in paths.grpo_state.glob("optimizer_*.pt"):
+        drop_cached_pages(written)
     torch.save(
         {
             "version": version,

@@ -133,3 +133,25 @@ def test_a_publish_drops_the_spent_policys_pages_and_no_others(on_disk, tiny_mod
     assert weights[2][0] == weights[2][1] and weights[3][0] == weights[3][1]
     # a spent version already pruned, or before the first: nothing to drop, no error
     publish_policy(model, tokenizer, paths, 4, {}, tiny_model, spent=-1)
+
+
+def test_an_optimizer_state_is_saved_into_the_pages_of_the_one_before(on_disk):
+    """save_optimizer drops the cached pages of the states on disk (kept there for --resume
+    until the new one's policy is published) before it writes the next."""
+    import torch
+
+    from proactive_rl.engine.parallel import Parallel
+    from proactive_rl.shared.paths import RunPaths
+    from proactive_rl.stages.grpo.resume import save_optimizer
+
+    model = torch.nn.Linear(512, 512)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(2, 512)).sum().backward()
+    optimizer.step()  # moments to save
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    paths, par = RunPaths(on_disk), Parallel("single", device=torch.device("cpu"))
+    for version in (1, 2):
+        save_optimizer(paths, par, optimizer, scheduler, version)
+    first, second = (resident_pages(paths.grpo_optimizer_state(v)) for v in (1, 2))
+    assert first[0] < first[1] // 10 and second[0] == second[1]
+    assert torch.load(paths.grpo_optimizer_state(1), weights_only=False)["version"] == 1
