@@ -45,6 +45,8 @@ from rehearsal_pods import (  # noqa: E402  (scripts/ is not a package)
 )
 from stage_table import K8S_KNOBS, KNOBS  # noqa: E402  (deploy/, on the path since rehearsal_pods)
 
+from proactive_rl.shared.faults import CRASH_ENV  # noqa: E402
+
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 STEPS = 3  # GRPO steps of every rehearsal run
 QUIET_S = 20  # peer_quiet_timeout of the rehearsal: a killed peer is noticed after it
@@ -410,16 +412,24 @@ class Rehearsal:
 
     def clock_offset(self, run: str, offset: str = "+10m") -> dict[str, Any]:
         """Trainer 0's clock `offset` ahead (libfaketime): the launch must train on past
-        policy 2 with its peers alive; then the rollout container is killed while the trainers
-        wait for it, and they must stop on their own within peer_quiet_timeout. A restart of
-        the whole launch (the fake clock still on) then runs to the end."""
+        policy 2 with its peers alive; then the rollout worker is killed (SIGKILL) while the
+        trainers wait for it, and they must stop on their own within peer_quiet_timeout. A
+        restart of the whole launch (the fake clock still on) then runs to the end. The worker
+        kills itself before it publishes the last step (PROACTIVE_CRASH_AT, shared/faults.py),
+        so the trainers are sure to be waiting: a `docker kill` timed on policy 2 raced that
+        step (0.3-0.5 s on the tiny model), and lost it once its peers polled faster."""
         knobs, launch_id = self.knobs(run), f"launch-{run}"
         fake = {("grpo", 0): faked_clock(offset)}
-        first = self.launch(knobs, launch_id, f"{run}-a", extra_env=fake)
-        wait_until(lambda: policy_published(self.host.run_dir(run), 2), first, "policy 2")
+        crash = {("rollout", 0): {CRASH_ENV: f"rollout:before_publish:{STEPS - 1}"}}
+        first = self.launch(knobs, launch_id, f"{run}-a", extra_env={**fake, **crash})
         (rollout,) = first.pods["rollout"]
-        docker("kill", rollout)
-        killed = time.time()
+        rollout_code = self.host.wait(rollout, timeout=600)
+        if rollout_code != 137 or not policy_published(self.host.run_dir(run), STEPS - 1):
+            raise RehearsalError(
+                f"the rollout worker was to kill itself after policy {STEPS - 1}; it exited "
+                f"{rollout_code}:\n{logs(rollout)}"
+            )
+        killed = docker_time(state(rollout)["FinishedAt"])
         result: dict[str, Any] = {"noticed_s": {}, "exit_codes": {}, "logs": {}}
         for name in first.pods["grpo"]:
             try:

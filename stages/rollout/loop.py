@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from proactive_rl.engine.generation import Backend
 from proactive_rl.shared.errors import UserError
+from proactive_rl.shared.faults import crash_point
 from proactive_rl.shared.metrics import MetricsLogger
 from proactive_rl.shared.paths import (
     ROLLOUTS_FILE,
@@ -134,6 +135,7 @@ def run_steps(
         if plan_changed(paths, plan):
             return False
         times = StepTimes(wait_s, load_s, gen_s)
+        crash_point("rollout", "before_publish", step)
         publish_step(worker, plan, step, policy.version, rollouts, times)
         metrics.log(step, step_metrics(rollouts.rows, step, policy.version, times))
     return True

@@ -96,8 +96,9 @@ def test_a_killed_trainer_then_a_restarted_launch_ends_as_the_uninterrupted_run(
 
 def test_a_trainer_clock_ten_minutes_ahead(rehearsal, reference):
     """Trainer 0's wall clock 10 minutes ahead: its live rollout peer is not taken for dead
-    (the run gets past policy 2), a real kill of the rollout container is noticed by that
-    trainer within peer_quiet_timeout, and the restarted launch runs to the uninterrupted end."""
+    (the run gets past policy 2), the rollout worker's SIGKILL (its own, before the last step's
+    rollouts: a timed `docker kill` raced that step) is noticed by that trainer within
+    peer_quiet_timeout, and the restarted launch runs to the uninterrupted end."""
     result = rehearsal.clock_offset("clock", offset="+10m")
     faked = result["trainers"][0]
     log = result["logs"][faked]
